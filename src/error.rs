@@ -1,0 +1,117 @@
+//! The crate's error type: one variant per kind of failure, each naming what was expected and
+//! what came.
+
+use core::fmt;
+
+/// Everything a public entry point of this crate can refuse.
+///
+/// No public function panics on user input: a wrong length, a zero-sized dimension, a
+/// workspace made for other dimensions or a call out of order returns one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// A buffer's length does not match the dimensions.
+    BufferLength {
+        /// Which buffer, e.g. `"x [T, B, I]"`.
+        what: &'static str,
+        /// The length the dimensions require.
+        expected: usize,
+        /// The length that was passed.
+        got: usize,
+    },
+    /// A dimension is zero where it must be at least one.
+    ZeroDim {
+        /// Which dimension, e.g. `"batch"`.
+        what: &'static str,
+    },
+    /// The dimensions are so large that a buffer length overflows `usize`.
+    SizeOverflow {
+        /// Which buffer's length overflowed.
+        what: &'static str,
+    },
+    /// The workspace was made for another cell kind, other dimensions or another mode.
+    WorkspaceMismatch {
+        /// What the layer and call need, in words.
+        expected: String,
+        /// What the workspace was made for.
+        got: String,
+    },
+    /// A buffer was given that this cell kind has no use for (e.g. `c0` for a GRU).
+    UnexpectedBuffer {
+        /// Which buffer.
+        what: &'static str,
+        /// Why it does not apply.
+        why: &'static str,
+    },
+    /// A call came out of order, e.g. `backward` without a training `forward` before it.
+    InvalidState {
+        /// What was wrong.
+        why: &'static str,
+    },
+    /// The requested instruction set is not available on this CPU.
+    IsaUnavailable {
+        /// The instruction set's name.
+        isa: &'static str,
+    },
+    /// An option's value is outside its valid range (e.g. a negative clipping norm).
+    InvalidArgument {
+        /// Which argument.
+        what: &'static str,
+        /// Why it is invalid.
+        why: String,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::BufferLength {
+                what,
+                expected,
+                got,
+            } => write!(f, "buffer {what}: expected length {expected}, got {got}"),
+            Error::ZeroDim { what } => write!(f, "dimension {what} must be at least 1, got 0"),
+            Error::SizeOverflow { what } => write!(f, "length of {what} overflows usize"),
+            Error::WorkspaceMismatch { expected, got } => {
+                write!(f, "workspace mismatch: expected {expected}, got {got}")
+            }
+            Error::UnexpectedBuffer { what, why } => write!(f, "unexpected buffer {what}: {why}"),
+            Error::InvalidState { why } => write!(f, "invalid call order: {why}"),
+            Error::IsaUnavailable { isa } => {
+                write!(f, "instruction set {isa} is not available on this CPU")
+            }
+            Error::InvalidArgument { what, why } => write!(f, "invalid argument {what}: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Shorthand for this crate's results.
+pub type Result<T> = core::result::Result<T, Error>;
+
+/// Checks that `buf` has exactly `expected` elements.
+pub(crate) fn check_len<T>(what: &'static str, buf: &[T], expected: usize) -> Result<()> {
+    if buf.len() == expected {
+        Ok(())
+    } else {
+        Err(Error::BufferLength {
+            what,
+            expected,
+            got: buf.len(),
+        })
+    }
+}
+
+/// Checks an optional buffer's length (absent is always fine).
+pub(crate) fn check_opt_len<T>(what: &'static str, buf: Option<&[T]>, expected: usize) -> Result<()> {
+    match buf {
+        Some(b) => check_len(what, b, expected),
+        None => Ok(()),
+    }
+}
+
+/// `a * b`, or `SizeOverflow` naming `what`.
+pub(crate) fn mul_len(what: &'static str, a: usize, b: usize) -> Result<usize> {
+    a.checked_mul(b).ok_or(Error::SizeOverflow { what })
+}

@@ -1,0 +1,104 @@
+//! Instruction-set selection: detected once at run time, never from compile-time flags, so a
+//! library built without RUSTFLAGS still runs AVX2+FMA code where the CPU has it.
+
+use crate::error::{Error, Result};
+
+/// An instruction-set path for the f32 kernels.
+///
+/// Every path computes the same functions within the documented error bounds; they may differ
+/// in the last bits (e.g. the portable path's multiply-add is not fused). Force
+/// [`Isa::Portable`] for results that do not depend on the CPU. f64 kernels are scalar and
+/// ignore this choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// `wide::f32x8` code, whatever the compile-time target features give it (SSE2 on a plain
+    /// x86-64 build, with unfused multiply-add).
+    Portable,
+    /// `core::arch` AVX2 + FMA code in `#[target_feature]` functions (x86-64 only).
+    Avx2Fma,
+}
+
+impl Isa {
+    /// The fastest path this CPU supports.
+    pub fn detect() -> Isa {
+        if Avx2FmaToken::try_new().is_some() {
+            Isa::Avx2Fma
+        } else {
+            Isa::Portable
+        }
+    }
+
+    /// Whether this CPU can run the path.
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            Isa::Avx2Fma => Avx2FmaToken::try_new().is_some(),
+        }
+    }
+
+    /// Every path this CPU can run, portable first (tests run them all and compare).
+    pub fn available() -> Vec<Isa> {
+        [Isa::Portable, Isa::Avx2Fma]
+            .into_iter()
+            .filter(|i| i.is_available())
+            .collect()
+    }
+
+    /// The path's name, as used in benchmark ids.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2Fma => "avx2_fma",
+        }
+    }
+
+    /// `Ok(self)` if available, else [`Error::IsaUnavailable`].
+    pub fn checked(self) -> Result<Isa> {
+        if self.is_available() {
+            Ok(self)
+        } else {
+            Err(Error::IsaUnavailable { isa: self.name() })
+        }
+    }
+
+    /// Resolves the path into the proof the kernels take. Unavailable paths fall back to
+    /// portable; public entries reject them earlier with [`Isa::checked`].
+    pub(crate) fn resolve(self) -> IsaToken {
+        match self {
+            Isa::Portable => IsaToken::Portable,
+            Isa::Avx2Fma => match Avx2FmaToken::try_new() {
+                Some(t) => IsaToken::Avx2Fma(t),
+                None => IsaToken::Portable,
+            },
+        }
+    }
+}
+
+/// A resolved path: for AVX2+FMA it carries the proof that the CPU has the features.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum IsaToken {
+    Portable,
+    Avx2Fma(Avx2FmaToken),
+}
+
+/// Zero-sized proof that the running CPU supports AVX2 and FMA. Only [`Avx2FmaToken::try_new`]
+/// creates one, after run-time detection, so holding one makes calling
+/// `#[target_feature(enable = "avx2,fma")]` functions sound.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Avx2FmaToken(());
+
+impl Avx2FmaToken {
+    /// Detects the features (std caches the CPUID result; this costs nanoseconds).
+    #[inline]
+    pub(crate) fn try_new() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Some(Avx2FmaToken(()));
+            }
+        }
+        None
+    }
+}

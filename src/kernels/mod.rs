@@ -1,0 +1,6 @@
+//! The only home of `unsafe` and `core::arch` code besides `gemm.rs`: vector operations,
+//! activations and the fused per-step kernels. Each `unsafe` block states its `// SAFETY:`
+//! argument beside it.
+
+pub(crate) mod isa;
+pub(crate) mod simd;

@@ -1,0 +1,13 @@
+//! fused-rnn: explicit-SIMD CPU kernels for RNN, LSTM and GRU layers.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
+pub mod error;
+mod float;
+mod kernels;
+pub mod shape;
+
+pub use error::{Error, Result};
+pub use float::Float;
+pub use kernels::isa::Isa;
+pub use shape::{CellKind, Dims, GradMode, GruVariant, Mode, RnnActivation};
