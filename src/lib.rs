@@ -11,3 +11,5 @@ pub use error::{Error, Result};
 pub use float::Float;
 pub use kernels::isa::Isa;
 pub use shape::{CellKind, Dims, GradMode, GruVariant, Mode, RnnActivation};
+pub mod weights;
+pub use weights::{LayerGrads, LayerWeights};
