@@ -104,7 +104,11 @@ pub(crate) fn check_len<T>(what: &'static str, buf: &[T], expected: usize) -> Re
 }
 
 /// Checks an optional buffer's length (absent is always fine).
-pub(crate) fn check_opt_len<T>(what: &'static str, buf: Option<&[T]>, expected: usize) -> Result<()> {
+pub(crate) fn check_opt_len<T>(
+    what: &'static str,
+    buf: Option<&[T]>,
+    expected: usize,
+) -> Result<()> {
     match buf {
         Some(b) => check_len(what, b, expected),
         None => Ok(()),

@@ -13,3 +13,8 @@ pub use kernels::isa::Isa;
 pub use shape::{CellKind, Dims, GradMode, GruVariant, Mode, RnnActivation};
 pub mod weights;
 pub use weights::{LayerGrads, LayerWeights};
+mod gemm;
+pub mod layer;
+pub mod workspace;
+pub use layer::{FinalState, InitialState, InputGrads, Layer, LayerWeightsMut, Upstream};
+pub use workspace::Workspace;

@@ -101,7 +101,11 @@ impl Dims {
         }
         // The largest buffers: gates [T+1, B, G*H], x [T, B, I], weights [G*H, max(I, H)].
         let gh = mul_len("gates", cell.gates(), self.hidden)?;
-        let tb = mul_len("T*B", self.seq_len + 1, self.batch)?;
+        let t1 = self
+            .seq_len
+            .checked_add(1)
+            .ok_or(Error::SizeOverflow { what: "seq_len" })?;
+        let tb = mul_len("T*B", t1, self.batch)?;
         mul_len("gates", tb, gh)?;
         mul_len("x", tb, self.input)?;
         mul_len("weight_ih", gh, self.input.max(self.hidden))?;

@@ -76,7 +76,7 @@ impl Isa {
 
 /// A resolved path: for AVX2+FMA it carries the proof that the CPU has the features.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum IsaToken {
+pub enum IsaToken {
     Portable,
     Avx2Fma(Avx2FmaToken),
 }
@@ -85,7 +85,7 @@ pub(crate) enum IsaToken {
 /// creates one, after run-time detection, so holding one makes calling
 /// `#[target_feature(enable = "avx2,fma")]` functions sound.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Avx2FmaToken(());
+pub struct Avx2FmaToken(());
 
 impl Avx2FmaToken {
     /// Detects the features (std caches the CPUID result; this costs nanoseconds).

@@ -3,4 +3,9 @@
 //! argument beside it.
 
 pub(crate) mod isa;
+pub(crate) mod postgemm;
 pub(crate) mod simd;
+pub(crate) mod simd_portable;
+pub(crate) mod step_gemm;
+pub(crate) use simd_portable as simd_avx2;
+pub(crate) mod dispatch;

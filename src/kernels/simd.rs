@@ -19,7 +19,7 @@
 /// - `relu(NaN)` is NaN.
 pub(crate) trait SimdOps: Copy {
     /// The element type.
-    type Elem: Copy + Default;
+    type Elem: Copy + Default + OneElem;
     /// A vector of `LANES` elements.
     type V: Copy;
     /// Elements per vector (at most [`MAX_LANES`]).
@@ -47,6 +47,18 @@ pub(crate) trait SimdOps: Copy {
     fn sigmoid(self, v: Self::V) -> Self::V;
     /// The hyperbolic tangent.
     fn tanh(self, v: Self::V) -> Self::V;
+}
+
+/// The constant 1 of an element type.
+pub trait OneElem {
+    /// 1.
+    const ONE: Self;
+}
+impl OneElem for f32 {
+    const ONE: Self = 1.0;
+}
+impl OneElem for f64 {
+    const ONE: Self = 1.0;
 }
 
 /// Upper bound of [`SimdOps::LANES`] over all implementations (tail buffers use it).

@@ -1,0 +1,92 @@
+//! Per-element-type, per-ISA entry points of the fused step kernels.
+//!
+//! f64 runs the generic kernels on [`ScalarF64`] (std's accurate functions). f32 picks the
+//! portable `wide` path or the AVX2+FMA path from the layer's resolved [`IsaToken`]; the AVX2
+//! instantiation runs inside a `#[target_feature(enable = "avx2,fma")]` function so that the
+//! `#[inline(always)]` kernel and its intrinsics inline into AVX2+FMA code.
+
+use super::isa::IsaToken;
+use super::postgemm::{self, StepShape};
+use super::simd::ScalarF64;
+use super::simd_portable::PortableF32;
+use super::step_gemm::{self, Accumulate, Operand};
+use crate::shape::RnnActivation;
+
+/// Runs `f` with AVX2 and FMA enabled for code generation.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA: callers hold an `Avx2FmaToken`, which only run-time
+/// detection creates.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn with_avx2_fma<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+macro_rules! step_kernels {
+    ($( $(#[$doc:meta])* fn $name:ident($($arg:ident : $ty:ty),* $(,)?); )*) => {
+        /// The fused step kernels for one element type (see `postgemm.rs` for each contract).
+        pub trait StepKernels: Sized {
+            $( $(#[$doc])* #[allow(clippy::too_many_arguments)]
+               fn $name(isa: IsaToken, $($arg: $ty),*); )*
+        }
+
+        impl StepKernels for f64 {
+            $( #[allow(clippy::too_many_arguments)]
+               fn $name(_isa: IsaToken, $($arg: $ty),*) {
+                $name(ScalarF64, $($arg),*)
+            } )*
+        }
+
+        impl StepKernels for f32 {
+            $( #[allow(clippy::too_many_arguments)]
+               fn $name(isa: IsaToken, $($arg: $ty),*) {
+                match isa {
+                    IsaToken::Portable => $name(PortableF32, $($arg),*),
+                    #[cfg(target_arch = "x86_64")]
+                    IsaToken::Avx2Fma(t) => {
+                        let s = super::simd_avx2::Avx2F32::new(t);
+                        // SAFETY: `t` is an Avx2FmaToken, created only after run-time
+                        // detection found AVX2 and FMA on this CPU.
+                        unsafe { with_avx2_fma(#[inline(always)] || $name(s, $($arg),*)) }
+                    }
+                    #[cfg(not(target_arch = "x86_64"))]
+                    IsaToken::Avx2Fma(_) => $name(PortableF32, $($arg),*),
+                }
+            } )*
+        }
+    };
+}
+
+use postgemm::{
+    gru_reset_after_backward, gru_reset_after_forward, gru_reset_before_backward_candidate,
+    gru_reset_before_backward_reset, gru_reset_before_forward_gates,
+    gru_reset_before_forward_state, lstm_backward, lstm_forward, rnn_backward, rnn_forward,
+};
+use step_gemm::step_gemm;
+
+step_kernels! {
+    /// Per-step GEMM `C[m, n] (+)= A[m, k] · W[k, n]`.
+    fn step_gemm(m: usize, k: usize, n: usize, a: Operand<'_, Self>, w: Operand<'_, Self>, c: &mut [Self], ldc: usize, acc: Accumulate);
+    /// RNN forward step.
+    fn rnn_forward(sh: StepShape, act: RnnActivation, p: &[Self], acc: &[Self], bias: &[Self], h: &mut [Self]);
+    /// LSTM forward step.
+    fn lstm_forward(sh: StepShape, gates: &mut [Self], acc: &[Self], bias: &[Self], c_prev: &[Self], c: &mut [Self], h: &mut [Self]);
+    /// GRU reset-after forward step.
+    fn gru_reset_after_forward(sh: StepShape, gates: &mut [Self], acc: &[Self], bias: &[Self], b_hn: &[Self], h_prev: &[Self], h: &mut [Self], grid: &mut [Self]);
+    /// GRU reset-before forward, gates part.
+    fn gru_reset_before_forward_gates(sh: StepShape, gates: &mut [Self], acc_rz: &[Self], bias_rz: &[Self], h_prev: &[Self], rh: &mut [Self]);
+    /// GRU reset-before forward, candidate and state part.
+    fn gru_reset_before_forward_state(sh: StepShape, gates: &mut [Self], acc_n: &[Self], bias_n: &[Self], h_prev: &[Self], h: &mut [Self]);
+    /// RNN backward step.
+    fn rnn_backward(sh: StepShape, act: RnnActivation, h: &[Self], dh: &[Self], gates: &mut [Self]);
+    /// LSTM backward step.
+    fn lstm_backward(sh: StepShape, gates: &mut [Self], c_prev: &[Self], c: &[Self], dh: &[Self], dc: &mut [Self]);
+    /// GRU reset-after backward step.
+    fn gru_reset_after_backward(sh: StepShape, gates: &mut [Self], grid: &mut [Self], h_prev: &[Self], dh: &[Self], dh_prev: &mut [Self]);
+    /// GRU reset-before backward, update and candidate part.
+    fn gru_reset_before_backward_candidate(sh: StepShape, gates: &mut [Self], h_prev: &[Self], dh: &[Self], dh_prev: &mut [Self]);
+    /// GRU reset-before backward, reset part.
+    fn gru_reset_before_backward_reset(sh: StepShape, gates: &mut [Self], h_prev: &[Self], drh: &[Self], dh_prev: &mut [Self]);
+}

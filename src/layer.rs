@@ -1,0 +1,729 @@
+//! One recurrent layer: PyTorch-layout parameters plus the fused forward and BPTT backward.
+
+use crate::error::{Error, Result, check_len, check_opt_len};
+use crate::float::Float;
+use crate::gemm::{MatMut, MatRef, gemm};
+use crate::kernels::isa::{Isa, IsaToken};
+use crate::kernels::postgemm::StepShape;
+use crate::kernels::step_gemm::{Accumulate, Operand};
+use crate::shape::{CellKind, Dims, GradMode, GruVariant, Mode};
+use crate::weights::{LayerGrads, LayerWeights};
+use crate::workspace::{Status, Workspace};
+
+/// Initial state of a forward pass. `None` means zeros.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InitialState<'a, F> {
+    /// `h_0 [B, H]`.
+    pub h0: Option<&'a [F]>,
+    /// `c_0 [B, H]` (LSTM only).
+    pub c0: Option<&'a [F]>,
+}
+
+/// Where a forward pass writes the final state, if wanted.
+#[derive(Debug, Default)]
+pub struct FinalState<'a, F> {
+    /// `h_T [B, H]`.
+    pub h_n: Option<&'a mut [F]>,
+    /// `c_T [B, H]` (LSTM only).
+    pub c_n: Option<&'a mut [F]>,
+}
+
+/// Gradients arriving from above for a backward pass. `None` means zeros.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Upstream<'a, F> {
+    /// `dL/dy [T, B, H]`.
+    pub dy: Option<&'a [F]>,
+    /// `dL/dh_T [B, H]`.
+    pub dh_n: Option<&'a [F]>,
+    /// `dL/dc_T [B, H]` (LSTM only).
+    pub dc_n: Option<&'a [F]>,
+}
+
+/// Where a backward pass writes the gradients of its inputs, if wanted (always overwritten).
+#[derive(Debug, Default)]
+pub struct InputGrads<'a, F> {
+    /// `dL/dx [T, B, I]`.
+    pub dx: Option<&'a mut [F]>,
+    /// `dL/dh_0 [B, H]`.
+    pub dh0: Option<&'a mut [F]>,
+    /// `dL/dc_0 [B, H]` (LSTM only).
+    pub dc0: Option<&'a mut [F]>,
+}
+
+/// One recurrent layer (one direction) with its parameters in PyTorch's layout.
+///
+/// Forward: one GEMM projects the inputs of every step (`P = X · W_ihᵀ`), then each step runs
+/// one GEMM for all gates (`h_{t-1} · W_hhᵀ`; the reset-before GRU needs a second one for its
+/// candidate, because `r` must be known before `(r * h_{t-1}) · W_hnᵀ` can start) and one fused
+/// vectorized pass for biases, activations and the state update.
+///
+/// Backward (BPTT): per step one fused pass for the gate gradients and one GEMM for
+/// `dh_{t-1}` (two for the reset-before GRU, whose reset gradient needs `dn · W_hn` first);
+/// after the loop `dW_ih`, `dW_hh` and `dX` are GEMMs over all `T·B` rows (the GRU's candidate
+/// block of `dW_hh` is a GEMM of its own, since its operand is `r * h` or carries `r`).
+#[derive(Debug, Clone)]
+pub struct Layer<F> {
+    cell: CellKind,
+    input_size: usize,
+    hidden_size: usize,
+    weight_ih: Vec<F>,
+    weight_hh: Vec<F>,
+    bias_ih: Vec<F>,
+    bias_hh: Vec<F>,
+    isa: Isa,
+}
+
+/// Mutable view of a layer's parameters (for optimisers). Lengths are fixed.
+#[derive(Debug)]
+pub struct LayerWeightsMut<'a, F> {
+    /// `[G*H, I]`.
+    pub weight_ih: &'a mut [F],
+    /// `[G*H, H]`.
+    pub weight_hh: &'a mut [F],
+    /// `[G*H]`.
+    pub bias_ih: &'a mut [F],
+    /// `[G*H]`.
+    pub bias_hh: &'a mut [F],
+}
+
+impl<F: Float> Layer<F> {
+    /// A layer from parameters in PyTorch's layout (copied), using the fastest ISA available.
+    pub fn new(
+        cell: CellKind,
+        input_size: usize,
+        hidden_size: usize,
+        w: LayerWeights<'_, F>,
+    ) -> Result<Self> {
+        let dims = Dims {
+            seq_len: 1,
+            batch: 1,
+            input: input_size,
+            hidden: hidden_size,
+        };
+        w.validate(cell, &dims)?;
+        Ok(Layer {
+            cell,
+            input_size,
+            hidden_size,
+            weight_ih: w.weight_ih.to_vec(),
+            weight_hh: w.weight_hh.to_vec(),
+            bias_ih: w.bias_ih.to_vec(),
+            bias_hh: w.bias_hh.to_vec(),
+            isa: Isa::detect(),
+        })
+    }
+
+    /// A layer initialised as PyTorch does, every parameter from `U(-1/sqrt(H), 1/sqrt(H))`,
+    /// from a seeded generator (same seed, same weights).
+    pub fn with_seeded_init(
+        cell: CellKind,
+        input_size: usize,
+        hidden_size: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        use rand::{RngExt, SeedableRng};
+        Dims {
+            seq_len: 1,
+            batch: 1,
+            input: input_size,
+            hidden: hidden_size,
+        }
+        .validate(cell)?;
+        let gh = cell.gates() * hidden_size;
+        let k = 1.0 / (hidden_size as f64).sqrt();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut draw = |n: usize| -> Vec<F> {
+            (0..n)
+                .map(|_| F::from_f64(rng.random_range(-k..k)))
+                .collect()
+        };
+        let weight_ih = draw(gh * input_size);
+        let weight_hh = draw(gh * hidden_size);
+        let bias_ih = draw(gh);
+        let bias_hh = draw(gh);
+        Ok(Layer {
+            cell,
+            input_size,
+            hidden_size,
+            weight_ih,
+            weight_hh,
+            bias_ih,
+            bias_hh,
+            isa: Isa::detect(),
+        })
+    }
+
+    /// The cell kind.
+    pub fn cell(&self) -> CellKind {
+        self.cell
+    }
+    /// Input features `I`.
+    pub fn input_size(&self) -> usize {
+        self.input_size
+    }
+    /// Hidden units `H`.
+    pub fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+    /// The parameters, PyTorch layout.
+    pub fn weights(&self) -> LayerWeights<'_, F> {
+        LayerWeights {
+            weight_ih: &self.weight_ih,
+            weight_hh: &self.weight_hh,
+            bias_ih: &self.bias_ih,
+            bias_hh: &self.bias_hh,
+        }
+    }
+    /// The parameters, mutable (e.g. for an optimiser step).
+    pub fn weights_mut(&mut self) -> LayerWeightsMut<'_, F> {
+        LayerWeightsMut {
+            weight_ih: &mut self.weight_ih,
+            weight_hh: &mut self.weight_hh,
+            bias_ih: &mut self.bias_ih,
+            bias_hh: &mut self.bias_hh,
+        }
+    }
+    /// The instruction-set path the f32 kernels use.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+    /// Chooses the f32 instruction-set path; `Err` if this CPU lacks it.
+    pub fn set_isa(&mut self, isa: Isa) -> Result<()> {
+        self.isa = isa.checked()?;
+        Ok(())
+    }
+    /// The dimensions of a call over `seq_len` steps of `batch` sequences.
+    pub fn dims(&self, seq_len: usize, batch: usize) -> Dims {
+        Dims {
+            seq_len,
+            batch,
+            input: self.input_size,
+            hidden: self.hidden_size,
+        }
+    }
+    /// A workspace for calls over `seq_len` steps of `batch` sequences.
+    pub fn workspace(&self, seq_len: usize, batch: usize, mode: Mode) -> Result<Workspace<F>> {
+        Workspace::new(self.cell, self.dims(seq_len, batch), mode)
+    }
+    /// Zero gradients shaped like this layer's parameters.
+    pub fn zero_grads(&self) -> LayerGrads<F> {
+        LayerGrads::zeros(self.cell, self.input_size, self.hidden_size)
+    }
+
+    fn check_lstm_only<T>(&self, what: &'static str, buf: Option<T>) -> Result<()> {
+        if buf.is_some() && !self.cell.has_cell_state() {
+            return Err(Error::UnexpectedBuffer {
+                what,
+                why: "only the LSTM has a cell state",
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs the layer over `x [T, B, I]` (time-major), writing `y [T, B, H]` and, if asked,
+    /// the final state. `T` and `B` come from the workspace; a [`Mode::Training`] workspace
+    /// also keeps what [`Layer::backward`] needs.
+    ///
+    /// NaN or infinity in inputs or weights propagate to the outputs (never a panic); check
+    /// outputs with `is_finite` where that matters.
+    pub fn forward(
+        &self,
+        ws: &mut Workspace<F>,
+        x: &[F],
+        init: InitialState<'_, F>,
+        y: &mut [F],
+        fin: FinalState<'_, F>,
+    ) -> Result<()> {
+        ws.check(self.cell, self.input_size, self.hidden_size, None)?;
+        let d = ws.dims();
+        check_len("x [T, B, I]", x, d.x_len())?;
+        check_len("y [T, B, H]", y, d.y_len())?;
+        check_opt_len("h0 [B, H]", init.h0, d.state_len())?;
+        check_opt_len("c0 [B, H]", init.c0, d.state_len())?;
+        check_opt_len("h_n [B, H]", fin.h_n.as_deref(), d.state_len())?;
+        check_opt_len("c_n [B, H]", fin.c_n.as_deref(), d.state_len())?;
+        self.check_lstm_only("c0", init.c0)?;
+        self.check_lstm_only("c_n", fin.c_n.as_ref())?;
+        ws.status = Status::Fresh;
+        let training = ws.mode() == Mode::Training;
+        let isa = self.isa.resolve();
+        forward_impl(self, isa, ws, training, x, init, y, fin);
+        ws.status = if training {
+            Status::Forwarded
+        } else {
+            Status::Fresh
+        };
+        Ok(())
+    }
+
+    /// Backpropagation through time over the last training [`Layer::forward`] run with `ws`.
+    ///
+    /// `x` must be the input that forward saw. Weight gradients go to `grads`, added or
+    /// overwritten by `mode`; input gradients go to `inputs` (overwritten). Backward consumes
+    /// the workspace's saved gates: a second backward needs a new forward
+    /// ([`Error::InvalidState`] otherwise).
+    pub fn backward(
+        &self,
+        ws: &mut Workspace<F>,
+        x: &[F],
+        up: Upstream<'_, F>,
+        grads: &mut LayerGrads<F>,
+        inputs: InputGrads<'_, F>,
+        mode: GradMode,
+    ) -> Result<()> {
+        ws.check(
+            self.cell,
+            self.input_size,
+            self.hidden_size,
+            Some(Mode::Training),
+        )?;
+        match ws.status {
+            Status::Forwarded => {}
+            Status::Fresh => {
+                return Err(Error::InvalidState {
+                    why: "backward needs a training forward with this workspace first",
+                });
+            }
+            Status::Consumed => {
+                return Err(Error::InvalidState {
+                    why: "this workspace's forward state was already consumed by a backward; run forward again",
+                });
+            }
+        }
+        let d = ws.dims();
+        let gh = self.cell.gates() * d.hidden;
+        check_len("x [T, B, I]", x, d.x_len())?;
+        check_opt_len("dy [T, B, H]", up.dy, d.y_len())?;
+        check_opt_len("dh_n [B, H]", up.dh_n, d.state_len())?;
+        check_opt_len("dc_n [B, H]", up.dc_n, d.state_len())?;
+        check_opt_len("dx [T, B, I]", inputs.dx.as_deref(), d.x_len())?;
+        check_opt_len("dh0 [B, H]", inputs.dh0.as_deref(), d.state_len())?;
+        check_opt_len("dc0 [B, H]", inputs.dc0.as_deref(), d.state_len())?;
+        self.check_lstm_only("dc_n", up.dc_n)?;
+        self.check_lstm_only("dc0", inputs.dc0.as_ref())?;
+        check_len("grads.weight_ih [G*H, I]", &grads.weight_ih, gh * d.input)?;
+        check_len("grads.weight_hh [G*H, H]", &grads.weight_hh, gh * d.hidden)?;
+        check_len("grads.bias_ih [G*H]", &grads.bias_ih, gh)?;
+        check_len("grads.bias_hh [G*H]", &grads.bias_hh, gh)?;
+        ws.status = Status::Consumed;
+        let isa = self.isa.resolve();
+        backward_impl(self, isa, ws, x, up, grads, inputs, mode);
+        Ok(())
+    }
+}
+
+/// The forward pass proper; every buffer was validated by [`Layer::forward`].
+#[allow(clippy::too_many_arguments)]
+fn forward_impl<F: Float>(
+    layer: &Layer<F>,
+    isa: IsaToken,
+    ws: &mut Workspace<F>,
+    training: bool,
+    x: &[F],
+    init: InitialState<'_, F>,
+    y: &mut [F],
+    fin: FinalState<'_, F>,
+) {
+    let d = ws.dims();
+    let (t_len, b, i_sz, h) = (d.seq_len, d.batch, d.input, d.hidden);
+    let cell = layer.cell;
+    let gh = cell.gates() * h;
+    let bh = b * h;
+    let sh = StepShape {
+        batch: b,
+        hidden: h,
+    };
+    let p = ws.parts();
+
+    // Bias: b_ih + b_hh, except the reset-after GRU's candidate block, where b_hn sits
+    // inside r * (W_hn h + b_hn) and b_in alone is added outside.
+    for (k, out) in p.bias.iter_mut().enumerate() {
+        *out = layer.bias_ih[k] + layer.bias_hh[k];
+    }
+    if cell == CellKind::Gru(GruVariant::ResetAfter) {
+        p.bias[2 * h..].copy_from_slice(&layer.bias_ih[2 * h..]);
+    }
+
+    // W_hhᵀ [H, G*H], so the per-step GEMM streams contiguous rows of all gates.
+    for (n, row) in layer.weight_hh.chunks_exact(h).enumerate() {
+        for (kk, v) in row.iter().enumerate() {
+            p.w_t[kk * gh + n] = *v;
+        }
+    }
+
+    // The input projection of every step at once: P[T*B, G*H] = X[T*B, I] · W_ihᵀ.
+    gemm(
+        F::ONE,
+        MatRef::rows(x, t_len * b, i_sz, i_sz),
+        MatRef::rows(&layer.weight_ih, gh, i_sz, i_sz).t(),
+        F::ZERO,
+        MatMut::rows(p.gates, t_len * b, gh, gh),
+    );
+
+    // Initial states.
+    let h_init = &mut p.h_all[..bh];
+    match init.h0 {
+        Some(h0) => h_init.copy_from_slice(h0),
+        None => h_init.fill(F::ZERO),
+    }
+    if cell.has_cell_state() {
+        let c_init = &mut p.c_all[..bh];
+        match init.c0 {
+            Some(c0) => c_init.copy_from_slice(c0),
+            None => c_init.fill(F::ZERO),
+        }
+    }
+
+    let w_t = Operand {
+        data: &*p.w_t,
+        ld: gh,
+    };
+    for t in 0..t_len {
+        let gates = &mut p.gates[t * b * gh..(t + 1) * b * gh];
+        // h_{t-1} and the slot for h_t: training keeps every state in the workspace;
+        // inference reads h_{t-1} from y (or the initial state) and writes h_t into y.
+        let (h_prev, h_out): (&[F], &mut [F]) = if training {
+            let (before, after) = p.h_all.split_at_mut((t + 1) * bh);
+            (&before[t * bh..], &mut after[..bh])
+        } else if t == 0 {
+            (&p.h_all[..bh], &mut y[..bh])
+        } else {
+            let (before, after) = y.split_at_mut(t * bh);
+            (&before[(t - 1) * bh..], &mut after[..bh])
+        };
+        let h_prev_m = Operand {
+            data: h_prev,
+            ld: h,
+        };
+        match cell {
+            CellKind::Rnn(act) => {
+                F::step_gemm(isa, b, h, h, h_prev_m, w_t, p.acc, h, Accumulate::No);
+                F::rnn_forward(isa, sh, act, gates, p.acc, p.bias, h_out);
+            }
+            CellKind::Lstm => {
+                F::step_gemm(isa, b, h, gh, h_prev_m, w_t, p.acc, gh, Accumulate::No);
+                let (c_prev, c_out): (&[F], &mut [F]) = if training {
+                    let (before, after) = p.c_all.split_at_mut((t + 1) * bh);
+                    (&before[t * bh..], &mut after[..bh])
+                } else {
+                    let (s0, s1) = p.c_all.split_at_mut(bh);
+                    if t % 2 == 0 { (&*s0, s1) } else { (&*s1, s0) }
+                };
+                F::lstm_forward(isa, sh, gates, p.acc, p.bias, c_prev, c_out, h_out);
+            }
+            CellKind::Gru(GruVariant::ResetAfter) => {
+                F::step_gemm(isa, b, h, gh, h_prev_m, w_t, p.acc, gh, Accumulate::No);
+                let grid = if training {
+                    &mut p.grid[t * bh..(t + 1) * bh]
+                } else {
+                    &mut p.grid[..bh]
+                };
+                F::gru_reset_after_forward(
+                    isa,
+                    sh,
+                    gates,
+                    p.acc,
+                    p.bias,
+                    &layer.bias_hh[2 * h..],
+                    h_prev,
+                    h_out,
+                    grid,
+                );
+            }
+            CellKind::Gru(GruVariant::ResetBefore) => {
+                let (acc_rz, acc_n) = p.acc.split_at_mut(2 * bh);
+                F::step_gemm(
+                    isa,
+                    b,
+                    h,
+                    2 * h,
+                    h_prev_m,
+                    w_t,
+                    acc_rz,
+                    2 * h,
+                    Accumulate::No,
+                );
+                let rh = if training {
+                    &mut p.grid[t * bh..(t + 1) * bh]
+                } else {
+                    &mut p.grid[..bh]
+                };
+                F::gru_reset_before_forward_gates(
+                    isa,
+                    sh,
+                    gates,
+                    acc_rz,
+                    &p.bias[..2 * h],
+                    h_prev,
+                    rh,
+                );
+                let w_n = Operand {
+                    data: &w_t.data[2 * h..],
+                    ld: gh,
+                };
+                F::step_gemm(
+                    isa,
+                    b,
+                    h,
+                    h,
+                    Operand { data: rh, ld: h },
+                    w_n,
+                    acc_n,
+                    h,
+                    Accumulate::No,
+                );
+                F::gru_reset_before_forward_state(
+                    isa,
+                    sh,
+                    gates,
+                    &acc_n[..bh],
+                    &p.bias[2 * h..],
+                    h_prev,
+                    h_out,
+                );
+            }
+        }
+        if training {
+            y[t * bh..(t + 1) * bh].copy_from_slice(&p.h_all[(t + 1) * bh..(t + 2) * bh]);
+        }
+    }
+
+    if let Some(h_n) = fin.h_n {
+        h_n.copy_from_slice(&y[(t_len - 1) * bh..]);
+    }
+    if let Some(c_n) = fin.c_n {
+        let last = if training {
+            &p.c_all[t_len * bh..]
+        } else if t_len % 2 == 1 {
+            // Step t writes slot (t + 1) % 2.
+            &p.c_all[bh..]
+        } else {
+            &p.c_all[..bh]
+        };
+        c_n.copy_from_slice(&last[..bh]);
+    }
+}
+
+/// Column sums of a `[rows, cols]` row-major matrix into `out`, overwriting or adding.
+/// Rows are summed in blocks so the f32 rounding error grows with the block count, not the row
+/// count, far less than a running sum over `T*B` rows.
+fn column_sums<F: Float>(
+    m: &[F],
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    out: &mut [F],
+    mode: GradMode,
+) {
+    const BLOCK: usize = 64;
+    if mode == GradMode::Overwrite {
+        out.fill(F::ZERO);
+    }
+    let mut part = [F::ZERO; 256];
+    for c0 in (0..cols).step_by(part.len()) {
+        let w = (cols - c0).min(part.len());
+        for r0 in (0..rows).step_by(BLOCK) {
+            let part = &mut part[..w];
+            part.fill(F::ZERO);
+            for r in r0..(r0 + BLOCK).min(rows) {
+                for (acc, v) in part.iter_mut().zip(&m[r * ld + c0..r * ld + c0 + w]) {
+                    *acc += *v;
+                }
+            }
+            for (o, v) in out[c0..c0 + w].iter_mut().zip(part.iter()) {
+                *o += *v;
+            }
+        }
+    }
+}
+
+/// The backward pass proper; every buffer was validated by [`Layer::backward`].
+#[allow(clippy::too_many_arguments)]
+fn backward_impl<F: Float>(
+    layer: &Layer<F>,
+    isa: IsaToken,
+    ws: &mut Workspace<F>,
+    x: &[F],
+    up: Upstream<'_, F>,
+    grads: &mut LayerGrads<F>,
+    inputs: InputGrads<'_, F>,
+    mode: GradMode,
+) {
+    let d = ws.dims();
+    let (t_len, b, i_sz, h) = (d.seq_len, d.batch, d.input, d.hidden);
+    let cell = layer.cell;
+    let gh = cell.gates() * h;
+    let bh = b * h;
+    let tb = t_len * b;
+    let sh = StepShape {
+        batch: b,
+        hidden: h,
+    };
+    let p = ws.parts();
+    // Rows of W_hh from gate block `g` on, as the right operand of dG · W_hh.
+    let w = |g: usize| Operand {
+        data: &layer.weight_hh[g * h * h..],
+        ld: h,
+    };
+    let beta = match mode {
+        GradMode::Overwrite => F::ZERO,
+        GradMode::Accumulate => F::ONE,
+    };
+
+    let (mut dh, mut dh_next) = (p.dh_a, p.dh_b);
+    match up.dh_n {
+        Some(v) => dh.copy_from_slice(v),
+        None => dh.fill(F::ZERO),
+    }
+    if cell.has_cell_state() {
+        match up.dc_n {
+            Some(v) => p.dc.copy_from_slice(v),
+            None => p.dc.fill(F::ZERO),
+        }
+    }
+
+    for t in (0..t_len).rev() {
+        if let Some(dy) = up.dy {
+            for (a, v) in dh.iter_mut().zip(&dy[t * bh..(t + 1) * bh]) {
+                *a += *v;
+            }
+        }
+        let gates = &mut p.gates[t * b * gh..(t + 1) * b * gh];
+        let h_prev = &p.h_all[t * bh..(t + 1) * bh];
+        match cell {
+            CellKind::Rnn(act) => {
+                F::rnn_backward(
+                    isa,
+                    sh,
+                    act,
+                    &p.h_all[(t + 1) * bh..(t + 2) * bh],
+                    dh,
+                    gates,
+                );
+                let a = Operand {
+                    data: &*gates,
+                    ld: h,
+                };
+                F::step_gemm(isa, b, h, h, a, w(0), dh_next, h, Accumulate::No);
+            }
+            CellKind::Lstm => {
+                let c_prev = &p.c_all[t * bh..(t + 1) * bh];
+                let c = &p.c_all[(t + 1) * bh..(t + 2) * bh];
+                F::lstm_backward(isa, sh, gates, c_prev, c, dh, p.dc);
+                let a = Operand {
+                    data: &*gates,
+                    ld: gh,
+                };
+                F::step_gemm(isa, b, gh, h, a, w(0), dh_next, h, Accumulate::No);
+            }
+            CellKind::Gru(GruVariant::ResetAfter) => {
+                let grid = &mut p.grid[t * bh..(t + 1) * bh];
+                F::gru_reset_after_backward(isa, sh, gates, grid, h_prev, dh, dh_next);
+                // dh_{t-1} += [dr, dz] · W_h{r,z} + (dn * r) · W_hn
+                let a = Operand {
+                    data: &*gates,
+                    ld: gh,
+                };
+                F::step_gemm(isa, b, 2 * h, h, a, w(0), dh_next, h, Accumulate::Yes);
+                let a = Operand {
+                    data: &*grid,
+                    ld: h,
+                };
+                F::step_gemm(isa, b, h, h, a, w(2), dh_next, h, Accumulate::Yes);
+            }
+            CellKind::Gru(GruVariant::ResetBefore) => {
+                F::gru_reset_before_backward_candidate(isa, sh, gates, h_prev, dh, dh_next);
+                // d(r*h) = dn · W_hn, needed before the reset gradient.
+                let a = Operand {
+                    data: &gates[2 * h..],
+                    ld: gh,
+                };
+                F::step_gemm(isa, b, h, h, a, w(2), p.drh, h, Accumulate::No);
+                F::gru_reset_before_backward_reset(isa, sh, gates, h_prev, p.drh, dh_next);
+                let a = Operand {
+                    data: &*gates,
+                    ld: gh,
+                };
+                F::step_gemm(isa, b, 2 * h, h, a, w(0), dh_next, h, Accumulate::Yes);
+            }
+        }
+        core::mem::swap(&mut dh, &mut dh_next);
+    }
+
+    if let Some(dh0) = inputs.dh0 {
+        dh0.copy_from_slice(dh);
+    }
+    if let Some(dc0) = inputs.dc0 {
+        dc0.copy_from_slice(p.dc);
+    }
+
+    // After the loop, over all T*B rows at once. dG [T*B, G*H] now sits where the gates were.
+    let dg = MatRef::rows(&*p.gates, tb, gh, gh);
+    if let Some(dx) = inputs.dx {
+        gemm(
+            F::ONE,
+            dg,
+            MatRef::rows(&layer.weight_ih, gh, i_sz, i_sz),
+            F::ZERO,
+            MatMut::rows(dx, tb, i_sz, i_sz),
+        );
+    }
+    gemm(
+        F::ONE,
+        dg.t(),
+        MatRef::rows(x, tb, i_sz, i_sz),
+        beta,
+        MatMut::rows(&mut grads.weight_ih, gh, i_sz, i_sz),
+    );
+    let h_prev_all = MatRef::rows(&p.h_all[..tb * h], tb, h, h);
+    column_sums(p.gates, tb, gh, gh, &mut grads.bias_ih, mode);
+    match cell {
+        CellKind::Rnn(_) | CellKind::Lstm => {
+            gemm(
+                F::ONE,
+                dg.t(),
+                h_prev_all,
+                beta,
+                MatMut::rows(&mut grads.weight_hh, gh, h, h),
+            );
+            column_sums(p.gates, tb, gh, gh, &mut grads.bias_hh, mode);
+        }
+        CellKind::Gru(variant) => {
+            let (dw_rz, dw_n) = grads.weight_hh.split_at_mut(2 * h * h);
+            gemm(
+                F::ONE,
+                MatRef::rows(&*p.gates, tb, 2 * h, gh).t(),
+                h_prev_all,
+                beta,
+                MatMut::rows(dw_rz, 2 * h, h, h),
+            );
+            let (db_rz, db_n) = grads.bias_hh.split_at_mut(2 * h);
+            column_sums(p.gates, tb, 2 * h, gh, db_rz, mode);
+            match variant {
+                GruVariant::ResetAfter => {
+                    // n block: dG_hh = dn * r (in grid), operand h_{t-1}.
+                    let grid = MatRef::rows(&*p.grid, tb, h, h);
+                    gemm(
+                        F::ONE,
+                        grid.t(),
+                        h_prev_all,
+                        beta,
+                        MatMut::rows(dw_n, h, h, h),
+                    );
+                    column_sums(p.grid, tb, h, h, db_n, mode);
+                }
+                GruVariant::ResetBefore => {
+                    // n block: dG = dn, operand r * h_{t-1} (in grid).
+                    gemm(
+                        F::ONE,
+                        MatRef::rows(&p.gates[2 * h..], tb, h, gh).t(),
+                        MatRef::rows(&*p.grid, tb, h, h),
+                        beta,
+                        MatMut::rows(dw_n, h, h, h),
+                    );
+                    column_sums(&p.gates[2 * h..], tb, h, gh, db_n, mode);
+                }
+            }
+        }
+    }
+}

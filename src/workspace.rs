@@ -1,0 +1,238 @@
+//! The workspace: every buffer a forward or backward pass needs besides the user's own, sized
+//! once from the dimensions, so the time loop allocates nothing.
+//!
+//! Training keeps, per `(T, B, H)`: the activated gates `G·T·B·H` (overwritten in place by the
+//! gate gradients during backward), the hidden states `(T+1)·B·H`, for LSTM the cell states
+//! `(T+1)·B·H`, for GRU one more `T·B·H` (`W_hn h + b_hn` for reset-after, `r * h_{t-1}` for
+//! reset-before). Elements: LSTM `(4 + 1 + 1)·T·B·H`, GRU `(3 + 1 + 1)·T·B·H`, RNN
+//! `(1 + 1)·T·B·H`, plus `W_hhᵀ` (`G·H·H`) and `O(B·G·H)` per-step scratch. Inference keeps the input projection
+//! `G·T·B·H` plus `O(B·G·H)`.
+
+use core::ops::Range;
+
+use crate::error::{Error, Result, mul_len};
+use crate::float::Float;
+use crate::shape::{CellKind, Dims, GruVariant, Mode};
+
+/// Where a workspace is in its forward/backward cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// Nothing computed yet (or the last forward failed validation).
+    Fresh,
+    /// A training forward ran: backward may run once.
+    Forwarded,
+    /// Backward consumed the saved gates (they now hold gradients).
+    Consumed,
+}
+
+/// Offsets of the workspace's regions.
+#[derive(Debug, Clone)]
+pub(crate) struct WsLayout {
+    pub bias: Range<usize>,
+    pub w_t: Range<usize>,
+    pub gates: Range<usize>,
+    pub h_all: Range<usize>,
+    pub c_all: Range<usize>,
+    pub grid: Range<usize>,
+    pub acc: Range<usize>,
+    pub dh_a: Range<usize>,
+    pub dh_b: Range<usize>,
+    pub dc: Range<usize>,
+    pub drh: Range<usize>,
+    pub total: usize,
+}
+
+impl WsLayout {
+    pub(crate) fn new(cell: CellKind, dims: &Dims, mode: Mode) -> Result<WsLayout> {
+        dims.validate(cell)?;
+        let g = cell.gates();
+        let bh = mul_len("workspace", dims.batch, dims.hidden)?;
+        let tbh = mul_len("workspace", dims.seq_len, bh)?;
+        let t1bh = mul_len("workspace", dims.seq_len + 1, bh)?;
+        let train = mode == Mode::Training;
+        let lstm = cell.has_cell_state();
+        let gru = matches!(cell, CellKind::Gru(_));
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Result<Range<usize>> {
+            let start = at;
+            at = at
+                .checked_add(n)
+                .ok_or(Error::SizeOverflow { what: "workspace" })?;
+            Ok(start..at)
+        };
+        let bias = take(g * dims.hidden)?;
+        // W_hhᵀ [H, G*H], packed once per forward call for the per-step GEMM.
+        let w_t = take(mul_len("workspace", g * dims.hidden, dims.hidden)?)?;
+        let gates = take(mul_len("workspace", g, tbh)?)?;
+        // Inference: h_all holds only the initial state (later states live in `y`); c_all
+        // is a two-slot ring.
+        let h_all = take(if train { t1bh } else { bh })?;
+        let c_all = take(match (lstm, train) {
+            (false, _) => 0,
+            (true, true) => t1bh,
+            (true, false) => 2 * bh,
+        })?;
+        let grid = take(match (gru, train) {
+            (false, _) => 0,
+            (true, true) => tbh,
+            (true, false) => bh,
+        })?;
+        let acc = take(g * bh)?;
+        let dh_a = take(if train { bh } else { 0 })?;
+        let dh_b = take(if train { bh } else { 0 })?;
+        let dc = take(if train && lstm { bh } else { 0 })?;
+        let drh = take(if train && cell == CellKind::Gru(GruVariant::ResetBefore) {
+            bh
+        } else {
+            0
+        })?;
+        Ok(WsLayout {
+            bias,
+            w_t,
+            gates,
+            h_all,
+            c_all,
+            grid,
+            acc,
+            dh_a,
+            dh_b,
+            dc,
+            drh,
+            total: at,
+        })
+    }
+}
+
+/// Mutable views of every region at once.
+pub(crate) struct WsParts<'a, F> {
+    pub bias: &'a mut [F],
+    pub w_t: &'a mut [F],
+    pub gates: &'a mut [F],
+    pub h_all: &'a mut [F],
+    pub c_all: &'a mut [F],
+    pub grid: &'a mut [F],
+    pub acc: &'a mut [F],
+    pub dh_a: &'a mut [F],
+    pub dh_b: &'a mut [F],
+    pub dc: &'a mut [F],
+    pub drh: &'a mut [F],
+}
+
+/// Scratch and saved state for one layer's forward (and backward) over fixed dimensions.
+///
+/// Make one with [`Workspace::new`] (or `Layer::workspace`); its size is
+/// [`Workspace::required_len`] elements. A training forward fills it with what backward needs;
+/// backward then consumes it (the saved gates are overwritten by gate gradients), so each
+/// backward needs its own training forward. Passing a workspace made for another cell kind,
+/// other dimensions or another mode returns [`Error::WorkspaceMismatch`].
+#[derive(Debug, Clone)]
+pub struct Workspace<F> {
+    cell: CellKind,
+    dims: Dims,
+    mode: Mode,
+    pub(crate) status: Status,
+    pub(crate) layout: WsLayout,
+    buf: Vec<F>,
+}
+
+impl<F: Float> Workspace<F> {
+    /// Number of `F` elements a workspace for `cell`, `dims` and `mode` holds.
+    pub fn required_len(cell: CellKind, dims: Dims, mode: Mode) -> Result<usize> {
+        Ok(WsLayout::new(cell, &dims, mode)?.total)
+    }
+
+    /// Allocates a workspace (the only allocation a forward/backward pair needs).
+    pub fn new(cell: CellKind, dims: Dims, mode: Mode) -> Result<Self> {
+        let layout = WsLayout::new(cell, &dims, mode)?;
+        Ok(Workspace {
+            cell,
+            dims,
+            mode,
+            status: Status::Fresh,
+            buf: vec![F::ZERO; layout.total],
+            layout,
+        })
+    }
+
+    /// The cell kind this workspace serves.
+    pub fn cell(&self) -> CellKind {
+        self.cell
+    }
+
+    /// The dimensions this workspace serves.
+    pub fn dims(&self) -> Dims {
+        self.dims
+    }
+
+    /// The mode this workspace serves.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Size in bytes.
+    pub fn bytes(&self) -> usize {
+        self.buf.len() * core::mem::size_of::<F>()
+    }
+
+    /// Checks the workspace serves `cell` with `input`/`hidden` widths in `mode` (any mode if
+    /// `mode` is `None`).
+    pub(crate) fn check(
+        &self,
+        cell: CellKind,
+        input: usize,
+        hidden: usize,
+        mode: Option<Mode>,
+    ) -> Result<()> {
+        let ok = self.cell == cell
+            && self.dims.input == input
+            && self.dims.hidden == hidden
+            && mode.is_none_or(|m| m == self.mode);
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::WorkspaceMismatch {
+                expected: format!(
+                    "{} with input {input}, hidden {hidden}{}",
+                    cell.name(),
+                    mode.map(|m| format!(", mode {m:?}")).unwrap_or_default()
+                ),
+                got: format!(
+                    "{} with input {}, hidden {}, mode {:?}",
+                    self.cell.name(),
+                    self.dims.input,
+                    self.dims.hidden,
+                    self.mode
+                ),
+            })
+        }
+    }
+
+    /// Splits the buffer into its regions.
+    pub(crate) fn parts(&mut self) -> WsParts<'_, F> {
+        let l = &self.layout;
+        let (bias, rest) = self.buf.split_at_mut(l.bias.end);
+        let (w_t, rest) = rest.split_at_mut(l.w_t.len());
+        let (gates, rest) = rest.split_at_mut(l.gates.len());
+        let (h_all, rest) = rest.split_at_mut(l.h_all.len());
+        let (c_all, rest) = rest.split_at_mut(l.c_all.len());
+        let (grid, rest) = rest.split_at_mut(l.grid.len());
+        let (acc, rest) = rest.split_at_mut(l.acc.len());
+        let (dh_a, rest) = rest.split_at_mut(l.dh_a.len());
+        let (dh_b, rest) = rest.split_at_mut(l.dh_b.len());
+        let (dc, rest) = rest.split_at_mut(l.dc.len());
+        let (drh, _) = rest.split_at_mut(l.drh.len());
+        WsParts {
+            bias,
+            w_t,
+            gates,
+            h_all,
+            c_all,
+            grid,
+            acc,
+            dh_a,
+            dh_b,
+            dc,
+            drh,
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Forward and backward allocate nothing inside the time loop: counted through a global
+//! allocator. The big GEMMs outside the loop (matrixmultiply) allocate a packing buffer per
+//! call, a fixed number per pass, so the proof is that the count does not grow with `T`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use fused_rnn::{
+    CellKind, FinalState, GradMode, InitialState, InputGrads, Isa, Layer, Mode, Upstream,
+};
+
+struct Counting;
+
+thread_local! {
+    // Per thread, so tests running in parallel do not count each other.
+    static COUNT: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        COUNT.with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        COUNT.with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations(f: impl FnOnce()) -> usize {
+    let before = COUNT.with(|c| c.get());
+    f();
+    COUNT.with(|c| c.get()) - before
+}
+
+/// Allocations of one training forward + backward over `t` steps, and of one inference forward.
+fn count<F: fused_rnn::Float>(cell: CellKind, isa: Isa, t: usize) -> (usize, usize) {
+    let (b, i, h) = (3, 5, 9);
+    let mut layer = Layer::<F>::with_seeded_init(cell, i, h, 7).unwrap();
+    layer.set_isa(isa).unwrap();
+    let x = vec![F::from_f64(0.25); t * b * i];
+    let dy = vec![F::from_f64(0.5); t * b * h];
+    let mut y = vec![F::ZERO; t * b * h];
+    let mut dx = vec![F::ZERO; t * b * i];
+    let mut dh0 = vec![F::ZERO; b * h];
+    let mut grads = layer.zero_grads();
+    let mut ws = layer.workspace(t, b, Mode::Training).unwrap();
+    let mut ws_inf = layer.workspace(t, b, Mode::Inference).unwrap();
+    let train = allocations(|| {
+        layer
+            .forward(
+                &mut ws,
+                &x,
+                InitialState::default(),
+                &mut y,
+                FinalState::default(),
+            )
+            .unwrap();
+        let up = Upstream {
+            dy: Some(&dy),
+            ..Default::default()
+        };
+        let inputs = InputGrads {
+            dx: Some(&mut dx),
+            dh0: Some(&mut dh0),
+            dc0: None,
+        };
+        layer
+            .backward(&mut ws, &x, up, &mut grads, inputs, GradMode::Overwrite)
+            .unwrap();
+    });
+    let infer = allocations(|| {
+        layer
+            .forward(
+                &mut ws_inf,
+                &x,
+                InitialState::default(),
+                &mut y,
+                FinalState::default(),
+            )
+            .unwrap();
+    });
+    (train, infer)
+}
+
+#[test]
+fn no_allocation_per_time_step() {
+    for isa in Isa::available() {
+        for cell in CellKind::ALL {
+            let short32 = count::<f32>(cell, isa, 2);
+            let long32 = count::<f32>(cell, isa, 40);
+            assert_eq!(
+                short32,
+                long32,
+                "{} f32 {isa:?}: allocations grow with T",
+                cell.name()
+            );
+            let short64 = count::<f64>(cell, isa, 2);
+            let long64 = count::<f64>(cell, isa, 40);
+            assert_eq!(
+                short64,
+                long64,
+                "{} f64: allocations grow with T",
+                cell.name()
+            );
+            println!(
+                "{:>18} {:>8}: f32 train {} / infer {} allocations per pass, f64 {} / {} (T = 2 and T = 40 alike)",
+                cell.name(),
+                isa.name(),
+                long32.0,
+                long32.1,
+                long64.0,
+                long64.1
+            );
+        }
+    }
+}
