@@ -28,8 +28,8 @@
 //! ReLU: `L` has a kink wherever a pre-activation is 0. The derivative is exact on either side,
 //! so the FD is valid as long as the segment `[θ-h, θ+h]` does not cross a kink. Each FD
 //! evaluation checks this: the pattern `y > 0` (which is exactly "pre-activation > 0") at
-//! `θ±h` must equal the one at `θ`, else the test fails, naming the seed. The seeds below were
-//! chosen (by that check) so that no perturbation crosses a kink; nothing is skipped.
+//! `θ±h` must equal the one at `θ`, else the test fails, naming the seed (then pick another).
+//! The seeds below pass that check, so no perturbation crosses a kink and nothing is skipped.
 //!
 //! Small shapes check every entry of every tensor; for `H = 33` and the long sequence, a seeded
 //! random subset of `SUBSET` entries per tensor.
