@@ -5,6 +5,7 @@
 pub mod error;
 mod float;
 mod kernels;
+pub mod reference;
 pub mod shape;
 
 pub use error::{Error, Result};

@@ -1,0 +1,199 @@
+//! Helpers shared by the integration tests: seeded random layers and inputs, and a
+//! relative-error comparison that reports where and by how much it failed.
+#![allow(dead_code)]
+
+use fused_rnn::{CellKind, Dims, Float, LayerWeights};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+/// A seeded random number generator (deterministic across runs and platforms).
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+/// `n` values drawn from U(lo, hi) in f64 and rounded to `F`.
+pub fn uniform<F: Float>(rng: &mut StdRng, n: usize, lo: f64, hi: f64) -> Vec<F> {
+    (0..n)
+        .map(|_| F::from_f64(rng.random_range(lo..hi)))
+        .collect()
+}
+
+/// A random layer with random inputs and upstream gradients for one `(cell, dims, seed)`.
+///
+/// Weights and biases are U(-k, k) with `k = min(1, 2/sqrt(H))`: twice PyTorch's default bound
+/// `1/sqrt(H)` (the PyTorch fixtures use the same), so that the gates spread over (0, 1) instead
+/// of all sitting near 0.5. `x`, `dy`, `dh_n`, `dc_n` are U(-1, 1); `h0` is U(-0.5, 0.5), `c0`
+/// U(-1, 1). `c0` and `dc_n` are `Some` for the LSTM only.
+#[derive(Debug, Clone)]
+pub struct RandomCase<F> {
+    /// The cell kind.
+    pub cell: CellKind,
+    /// The dimensions.
+    pub dims: Dims,
+    /// `[G*H, I]`.
+    pub weight_ih: Vec<F>,
+    /// `[G*H, H]`.
+    pub weight_hh: Vec<F>,
+    /// `[G*H]`.
+    pub bias_ih: Vec<F>,
+    /// `[G*H]`.
+    pub bias_hh: Vec<F>,
+    /// `[T, B, I]`.
+    pub x: Vec<F>,
+    /// `[B, H]`.
+    pub h0: Vec<F>,
+    /// `[B, H]`, LSTM only.
+    pub c0: Option<Vec<F>>,
+    /// `[T, B, H]`.
+    pub dy: Vec<F>,
+    /// `[B, H]`.
+    pub dh_n: Vec<F>,
+    /// `[B, H]`, LSTM only.
+    pub dc_n: Option<Vec<F>>,
+}
+
+impl<F: Float> RandomCase<F> {
+    /// Draws a case from `seed`.
+    pub fn new(cell: CellKind, dims: Dims, seed: u64) -> Self {
+        let mut r = rng(seed);
+        let gh = cell.gates() * dims.hidden;
+        let k = (2.0 / (dims.hidden as f64).sqrt()).min(1.0);
+        let s = dims.state_len();
+        let lstm = cell.has_cell_state();
+        let weight_ih = uniform(&mut r, gh * dims.input, -k, k);
+        let weight_hh = uniform(&mut r, gh * dims.hidden, -k, k);
+        let bias_ih = uniform(&mut r, gh, -k, k);
+        let bias_hh = uniform(&mut r, gh, -k, k);
+        let x = uniform(&mut r, dims.x_len(), -1.0, 1.0);
+        let h0 = uniform(&mut r, s, -0.5, 0.5);
+        let c0 = lstm.then(|| uniform(&mut r, s, -1.0, 1.0));
+        let dy = uniform(&mut r, dims.y_len(), -1.0, 1.0);
+        let dh_n = uniform(&mut r, s, -1.0, 1.0);
+        let dc_n = lstm.then(|| uniform(&mut r, s, -1.0, 1.0));
+        RandomCase {
+            cell,
+            dims,
+            weight_ih,
+            weight_hh,
+            bias_ih,
+            bias_hh,
+            x,
+            h0,
+            c0,
+            dy,
+            dh_n,
+            dc_n,
+        }
+    }
+
+    /// The layer's parameters as a view.
+    pub fn weights(&self) -> LayerWeights<'_, F> {
+        LayerWeights {
+            weight_ih: &self.weight_ih,
+            weight_hh: &self.weight_hh,
+            bias_ih: &self.bias_ih,
+            bias_hh: &self.bias_hh,
+        }
+    }
+
+    /// `c0` as an optional slice.
+    pub fn c0(&self) -> Option<&[F]> {
+        self.c0.as_deref()
+    }
+
+    /// `dc_n` as an optional slice.
+    pub fn dc_n(&self) -> Option<&[F]> {
+        self.dc_n.as_deref()
+    }
+
+    /// The same case in another precision (exact when widening f32 to f64).
+    pub fn cast<G: Float>(&self) -> RandomCase<G> {
+        fn conv<F: Float, G: Float>(v: &[F]) -> Vec<G> {
+            v.iter().map(|&a| G::from_f64(a.to_f64())).collect()
+        }
+        RandomCase {
+            cell: self.cell,
+            dims: self.dims,
+            weight_ih: conv(&self.weight_ih),
+            weight_hh: conv(&self.weight_hh),
+            bias_ih: conv(&self.bias_ih),
+            bias_hh: conv(&self.bias_hh),
+            x: conv(&self.x),
+            h0: conv(&self.h0),
+            c0: self.c0.as_deref().map(conv),
+            dy: conv(&self.dy),
+            dh_n: conv(&self.dh_n),
+            dc_n: self.dc_n.as_deref().map(conv),
+        }
+    }
+}
+
+/// Shorthand for [`Dims`].
+pub fn dims(seq_len: usize, batch: usize, input: usize, hidden: usize) -> Dims {
+    Dims {
+        seq_len,
+        batch,
+        input,
+        hidden,
+    }
+}
+
+/// Panics unless `|got[i] - want[i]| <= rel * max(|want[i]|, abs_floor)` for every `i`.
+///
+/// Also fails on a length mismatch and where exactly one of `got[i]`, `want[i]` is NaN (both
+/// NaN passes; equal infinities pass). The message names `what`, the first failing index with
+/// both values, and the worst element.
+pub fn assert_close<F: Float>(what: &str, got: &[F], want: &[F], rel: f64, abs_floor: f64) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length mismatch: got {}, want {}",
+        got.len(),
+        want.len()
+    );
+    let mut first_fail: Option<(usize, f64, f64, f64)> = None;
+    let mut fails = 0usize;
+    // Worst ratio |got - want| / (rel * max(|want|, abs_floor)); NaN mismatches count as
+    // infinite, so the ratio itself is never NaN.
+    let mut worst = (0usize, 0.0f64, 0.0f64, 0.0f64);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let (g, w) = (g.to_f64(), w.to_f64());
+        let ratio = if g.is_nan() && w.is_nan() || g == w {
+            0.0
+        } else if g.is_nan() || w.is_nan() {
+            f64::INFINITY
+        } else {
+            let err = (g - w).abs();
+            let bound = rel * w.abs().max(abs_floor);
+            // err is NaN only for opposite infinities.
+            if err.is_nan() {
+                f64::INFINITY
+            } else {
+                err / bound
+            }
+        };
+        if ratio > worst.3 {
+            worst = (i, g, w, ratio);
+        }
+        if ratio > 1.0 {
+            fails += 1;
+            if first_fail.is_none() {
+                first_fail = Some((i, g, w, ratio));
+            }
+        }
+    }
+    if let Some((i, g, w, ratio)) = first_fail {
+        panic!(
+            "{what}: {fails} of {} elements differ (rel {rel:e}, abs floor {abs_floor:e}); \
+             first at [{i}]: got {g:e}, want {w:e} (err {:e}, {ratio:.3}x the bound); \
+             worst at [{}]: got {:e}, want {:e} (err {:e}, {:.3}x the bound)",
+            got.len(),
+            (g - w).abs(),
+            worst.0,
+            worst.1,
+            worst.2,
+            (worst.1 - worst.2).abs(),
+            worst.3
+        );
+    }
+}

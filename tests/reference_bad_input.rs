@@ -1,0 +1,256 @@
+//! The reference refuses bad input with an error, never a panic: wrong lengths of every buffer,
+//! zero dimensions, overflowing dimensions, and cell-state buffers given to a cell without one.
+
+mod common;
+
+use common::{RandomCase, dims};
+use fused_rnn::reference::{self, ReferenceGradients, ReferenceOutput};
+use fused_rnn::{CellKind, Dims, Error, LayerWeights, Result};
+
+/// Every buffer of a call, owned, so that one of them can be swapped for a bad one.
+#[derive(Clone)]
+struct Call {
+    cell: CellKind,
+    dims: Dims,
+    weight_ih: Vec<f64>,
+    weight_hh: Vec<f64>,
+    bias_ih: Vec<f64>,
+    bias_hh: Vec<f64>,
+    x: Vec<f64>,
+    h0: Option<Vec<f64>>,
+    c0: Option<Vec<f64>>,
+    dy: Option<Vec<f64>>,
+    dh_n: Option<Vec<f64>>,
+    dc_n: Option<Vec<f64>>,
+}
+
+impl Call {
+    fn new(cell: CellKind, d: Dims) -> Self {
+        let c = RandomCase::<f64>::new(cell, d, 3);
+        Call {
+            cell,
+            dims: d,
+            weight_ih: c.weight_ih,
+            weight_hh: c.weight_hh,
+            bias_ih: c.bias_ih,
+            bias_hh: c.bias_hh,
+            x: c.x,
+            h0: Some(c.h0),
+            c0: c.c0,
+            dy: Some(c.dy),
+            dh_n: Some(c.dh_n),
+            dc_n: c.dc_n,
+        }
+    }
+
+    fn weights(&self) -> LayerWeights<'_, f64> {
+        LayerWeights {
+            weight_ih: &self.weight_ih,
+            weight_hh: &self.weight_hh,
+            bias_ih: &self.bias_ih,
+            bias_hh: &self.bias_hh,
+        }
+    }
+
+    fn forward(&self) -> Result<ReferenceOutput<f64>> {
+        reference::forward(
+            self.cell,
+            self.dims,
+            &self.weights(),
+            &self.x,
+            self.h0.as_deref(),
+            self.c0.as_deref(),
+        )
+    }
+
+    fn backward(&self) -> Result<ReferenceGradients<f64>> {
+        reference::backward(
+            self.cell,
+            self.dims,
+            &self.weights(),
+            &self.x,
+            self.h0.as_deref(),
+            self.c0.as_deref(),
+            self.dy.as_deref(),
+            self.dh_n.as_deref(),
+            self.dc_n.as_deref(),
+        )
+    }
+}
+
+/// The buffers whose length is checked, with the name the error must carry and whether
+/// `forward` reads it (the upstream gradients are `backward`'s only).
+const BUFFERS: [(&str, bool); 10] = [
+    ("weight_ih [G*H, I]", true),
+    ("weight_hh [G*H, H]", true),
+    ("bias_ih [G*H]", true),
+    ("bias_hh [G*H]", true),
+    ("x [T, B, I]", true),
+    ("h0 [B, H]", true),
+    ("c0 [B, H]", true),
+    ("dy [T, B, H]", false),
+    ("dh_n [B, H]", false),
+    ("dc_n [B, H]", false),
+];
+
+fn buffer_mut<'a>(call: &'a mut Call, what: &str) -> Option<&'a mut Vec<f64>> {
+    match what {
+        "weight_ih [G*H, I]" => Some(&mut call.weight_ih),
+        "weight_hh [G*H, H]" => Some(&mut call.weight_hh),
+        "bias_ih [G*H]" => Some(&mut call.bias_ih),
+        "bias_hh [G*H]" => Some(&mut call.bias_hh),
+        "x [T, B, I]" => Some(&mut call.x),
+        "h0 [B, H]" => call.h0.as_mut(),
+        "c0 [B, H]" => call.c0.as_mut(),
+        "dy [T, B, H]" => call.dy.as_mut(),
+        "dh_n [B, H]" => call.dh_n.as_mut(),
+        "dc_n [B, H]" => call.dc_n.as_mut(),
+        _ => unreachable!("unknown buffer {what}"),
+    }
+}
+
+#[test]
+fn good_input_is_accepted() {
+    for &cell in &CellKind::ALL {
+        let call = Call::new(cell, dims(3, 2, 4, 5));
+        call.forward().unwrap();
+        call.backward().unwrap();
+    }
+}
+
+#[test]
+fn wrong_length_of_every_buffer_is_an_error() {
+    let d = dims(3, 2, 4, 5);
+    for &cell in &CellKind::ALL {
+        let good = Call::new(cell, d);
+        for (what, in_forward) in BUFFERS {
+            let mut probe = good.clone();
+            let Some(len) = buffer_mut(&mut probe, what).map(|b| b.len()) else {
+                // c0 / dc_n for a cell without a cell state: covered below.
+                assert!(!cell.has_cell_state(), "{}: {what} missing", cell.name());
+                continue;
+            };
+            for bad_len in [0, len - 1, len + 1, 2 * len] {
+                let mut call = good.clone();
+                buffer_mut(&mut call, what)
+                    .expect("present")
+                    .resize(bad_len, 0.5);
+                let want = Error::BufferLength {
+                    what,
+                    expected: len,
+                    got: bad_len,
+                };
+                let ctx = format!("{}: {what} of length {bad_len}", cell.name());
+                if in_forward {
+                    assert_eq!(call.forward().err(), Some(want.clone()), "forward, {ctx}");
+                } else {
+                    call.forward()
+                        .expect("forward does not read upstream gradients");
+                }
+                assert_eq!(call.backward().err(), Some(want), "backward, {ctx}");
+            }
+        }
+    }
+}
+
+#[test]
+fn zero_dims_are_an_error() {
+    for &cell in &CellKind::ALL {
+        for (what, d) in [
+            ("seq_len", dims(0, 2, 3, 4)),
+            ("batch", dims(2, 0, 3, 4)),
+            ("input", dims(2, 2, 0, 4)),
+            ("hidden", dims(2, 2, 3, 0)),
+        ] {
+            // Buffers of the lengths these dims imply (some of them empty).
+            let call = Call::new(cell, d);
+            let want = Some(Error::ZeroDim { what });
+            assert_eq!(call.forward().err(), want, "{} forward {d:?}", cell.name());
+            assert_eq!(
+                call.backward().err(),
+                want,
+                "{} backward {d:?}",
+                cell.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn overflowing_dims_are_an_error() {
+    let w = vec![0.0f64; 4];
+    let weights = LayerWeights {
+        weight_ih: &w,
+        weight_hh: &w,
+        bias_ih: &w,
+        bias_hh: &w,
+    };
+    let cases = [
+        dims(usize::MAX / 2, 3, 1, 1),
+        dims(usize::MAX, 1, 1, 1),
+        dims(1, 1, usize::MAX, 1),
+        dims(1, 1, 1, usize::MAX),
+    ];
+    for (&cell, huge) in CellKind::ALL
+        .iter()
+        .flat_map(|c| cases.iter().map(move |d| (c, *d)))
+    {
+        let r = reference::forward(cell, huge, &weights, &[], None, None);
+        assert!(
+            matches!(r, Err(Error::SizeOverflow { .. })),
+            "{} {huge:?}: {r:?}",
+            cell.name()
+        );
+        let r = reference::backward(cell, huge, &weights, &[], None, None, None, None, None);
+        assert!(
+            matches!(r, Err(Error::SizeOverflow { .. })),
+            "{} {huge:?}: {:?}",
+            cell.name(),
+            r.err()
+        );
+    }
+}
+
+#[test]
+fn cell_state_buffers_for_cells_without_one_are_an_error() {
+    let d = dims(3, 2, 4, 5);
+    for &cell in &CellKind::ALL {
+        if cell.has_cell_state() {
+            continue;
+        }
+        let good = Call::new(cell, d);
+        let state = vec![0.0; d.state_len()];
+
+        let mut call = good.clone();
+        call.c0 = Some(state.clone());
+        for r in [call.forward().err(), call.backward().err()] {
+            assert!(
+                matches!(
+                    r,
+                    Some(Error::UnexpectedBuffer {
+                        what: "c0 [B, H]",
+                        ..
+                    })
+                ),
+                "{}: c0: {r:?}",
+                cell.name()
+            );
+        }
+
+        let mut call = good.clone();
+        call.dc_n = Some(state);
+        call.forward().expect("forward does not read dc_n");
+        let r = call.backward().err();
+        assert!(
+            matches!(
+                r,
+                Some(Error::UnexpectedBuffer {
+                    what: "dc_n [B, H]",
+                    ..
+                })
+            ),
+            "{}: dc_n: {r:?}",
+            cell.name()
+        );
+    }
+}
