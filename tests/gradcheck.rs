@@ -36,7 +36,7 @@
 
 mod common;
 
-use common::{RandomCase, assert_close, dims, rng};
+use common::{RandomCase, assert_close, dims, f32_tolerance, rms, rng};
 use fused_rnn::reference::{self, ReferenceGradients, ReferenceOutput};
 use fused_rnn::{CellKind, Dims, Float, RnnActivation};
 use rand::RngExt;
@@ -345,29 +345,6 @@ fn absent_buffers_mean_zeros() {
         assert!(g0.dx.iter().all(|&v| v == 0.0));
         assert!(g0.weights.weight_hh.iter().all(|&v| v == 0.0));
     }
-}
-
-/// Relative tolerance of the f32 reference against the f64 one on the same inputs.
-///
-/// Every value is built from dot products of length `K = I + H` (forward) and, in backward,
-/// sums over up to `T·B` steps and rows, chained through `T` steps. With sequential summation
-/// the rounding error of an `n`-term sum is bounded by `n·eps·sum|terms|` in the worst case and
-/// behaves like `sqrt(n)·eps·sum|terms|` for independent roundings (Higham & Mary 2019), and the
-/// errors of the `T` steps add up. We use the statistical form with everything chained, plus a
-/// length-independent term for the few rounded operations every element goes through whatever
-/// the length (activation, the derivative `1 - y²` or `σ(1 - σ)` from the activated value,
-/// which loses relative accuracy near saturation, products with the upstream gradient):
-/// `tol = C · eps_f32 · (4 + sqrt(K · T · B))`, `C = 8`, with `abs_floor` = the RMS of the
-/// tensor, since the error of an element is relative to the size of the terms it sums, not to
-/// the element itself (which can cancel to near zero).
-fn f32_tolerance(d: &Dims) -> f64 {
-    const C: f64 = 8.0;
-    let n = ((d.input + d.hidden) * d.seq_len * d.batch) as f64;
-    C * f64::from(f32::EPSILON) * (4.0 + n.sqrt())
-}
-
-fn rms(v: &[f64]) -> f64 {
-    (v.iter().map(|a| a * a).sum::<f64>() / v.len() as f64).sqrt()
 }
 
 #[test]
