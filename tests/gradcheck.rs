@@ -38,7 +38,7 @@ mod common;
 
 use common::{RandomCase, assert_close, dims, f32_tolerance, rms, rng};
 use fused_rnn::reference::{self, ReferenceGradients, ReferenceOutput};
-use fused_rnn::{CellKind, Dims, Float, RnnActivation};
+use fused_rnn::{CellKind, Float, RnnActivation};
 use rand::RngExt;
 
 /// Relative tolerance of the FD check.
