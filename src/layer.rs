@@ -335,21 +335,9 @@ fn forward_impl<F: Float>(
     };
     let p = ws.parts();
 
-    // Bias: b_ih + b_hh, except the reset-after GRU's candidate block, where b_hn sits
-    // inside r * (W_hn h + b_hn) and b_in alone is added outside.
-    for (k, out) in p.bias.iter_mut().enumerate() {
-        *out = layer.bias_ih[k] + layer.bias_hh[k];
-    }
-    if cell == CellKind::Gru(GruVariant::ResetAfter) {
-        p.bias[2 * h..].copy_from_slice(&layer.bias_ih[2 * h..]);
-    }
-
+    fused_bias(cell, &layer.bias_ih, &layer.bias_hh, p.bias);
     // W_hhᵀ [H, G*H], so the per-step GEMM streams contiguous rows of all gates.
-    for (n, row) in layer.weight_hh.chunks_exact(h).enumerate() {
-        for (kk, v) in row.iter().enumerate() {
-            p.w_t[kk * gh + n] = *v;
-        }
-    }
+    pack_transposed(&layer.weight_hh, gh, h, p.w_t);
 
     // The input projection of every step at once: P[T*B, G*H] = X[T*B, I] · W_ihᵀ.
     gemm(
@@ -378,6 +366,18 @@ fn forward_impl<F: Float>(
         data: &*p.w_t,
         ld: gh,
     };
+    let prep = Prepared {
+        cell,
+        isa,
+        sh,
+        w_hh_t: w_t,
+        bias: &*p.bias,
+        b_hn: if matches!(cell, CellKind::Gru(_)) {
+            &layer.bias_hh[2 * h..]
+        } else {
+            &[]
+        },
+    };
     for t in 0..t_len {
         let gates = &mut p.gates[t * b * gh..(t + 1) * b * gh];
         // h_{t-1} and the slot for h_t: training keeps every state in the workspace;
@@ -391,98 +391,32 @@ fn forward_impl<F: Float>(
             let (before, after) = y.split_at_mut(t * bh);
             (&before[(t - 1) * bh..], &mut after[..bh])
         };
-        let h_prev_m = Operand {
-            data: h_prev,
-            ld: h,
+        let (c_prev, c_out): (&[F], &mut [F]) = if !cell.has_cell_state() {
+            (&[], &mut [])
+        } else if training {
+            let (before, after) = p.c_all.split_at_mut((t + 1) * bh);
+            (&before[t * bh..], &mut after[..bh])
+        } else {
+            let (s0, s1) = p.c_all.split_at_mut(bh);
+            if t % 2 == 0 { (&*s0, s1) } else { (&*s1, s0) }
         };
-        match cell {
-            CellKind::Rnn(act) => {
-                F::step_gemm(isa, b, h, h, h_prev_m, w_t, p.acc, h, Accumulate::No);
-                F::rnn_forward(isa, sh, act, gates, p.acc, p.bias, h_out);
-            }
-            CellKind::Lstm => {
-                F::step_gemm(isa, b, h, gh, h_prev_m, w_t, p.acc, gh, Accumulate::No);
-                let (c_prev, c_out): (&[F], &mut [F]) = if training {
-                    let (before, after) = p.c_all.split_at_mut((t + 1) * bh);
-                    (&before[t * bh..], &mut after[..bh])
-                } else {
-                    let (s0, s1) = p.c_all.split_at_mut(bh);
-                    if t % 2 == 0 { (&*s0, s1) } else { (&*s1, s0) }
-                };
-                F::lstm_forward(isa, sh, gates, p.acc, p.bias, c_prev, c_out, h_out);
-            }
-            CellKind::Gru(GruVariant::ResetAfter) => {
-                F::step_gemm(isa, b, h, gh, h_prev_m, w_t, p.acc, gh, Accumulate::No);
-                let grid = if training {
-                    &mut p.grid[t * bh..(t + 1) * bh]
-                } else {
-                    &mut p.grid[..bh]
-                };
-                F::gru_reset_after_forward(
-                    isa,
-                    sh,
-                    gates,
-                    p.acc,
-                    p.bias,
-                    &layer.bias_hh[2 * h..],
-                    h_prev,
-                    h_out,
-                    grid,
-                );
-            }
-            CellKind::Gru(GruVariant::ResetBefore) => {
-                let (acc_rz, acc_n) = p.acc.split_at_mut(2 * bh);
-                F::step_gemm(
-                    isa,
-                    b,
-                    h,
-                    2 * h,
-                    h_prev_m,
-                    w_t,
-                    acc_rz,
-                    2 * h,
-                    Accumulate::No,
-                );
-                let rh = if training {
-                    &mut p.grid[t * bh..(t + 1) * bh]
-                } else {
-                    &mut p.grid[..bh]
-                };
-                F::gru_reset_before_forward_gates(
-                    isa,
-                    sh,
-                    gates,
-                    acc_rz,
-                    &p.bias[..2 * h],
-                    h_prev,
-                    rh,
-                );
-                let w_n = Operand {
-                    data: &w_t.data[2 * h..],
-                    ld: gh,
-                };
-                F::step_gemm(
-                    isa,
-                    b,
-                    h,
-                    h,
-                    Operand { data: rh, ld: h },
-                    w_n,
-                    acc_n,
-                    h,
-                    Accumulate::No,
-                );
-                F::gru_reset_before_forward_state(
-                    isa,
-                    sh,
-                    gates,
-                    &acc_n[..bh],
-                    &p.bias[2 * h..],
-                    h_prev,
-                    h_out,
-                );
-            }
-        }
+        let grid: &mut [F] = match (cell, training) {
+            (CellKind::Gru(_), true) => &mut p.grid[t * bh..(t + 1) * bh],
+            (CellKind::Gru(_), false) => &mut p.grid[..bh],
+            _ => &mut [],
+        };
+        forward_step(
+            &prep,
+            StepState {
+                gates,
+                acc: &mut *p.acc,
+                h_prev,
+                h_out,
+                c_prev,
+                c_out,
+                grid,
+            },
+        );
         if training {
             y[t * bh..(t + 1) * bh].copy_from_slice(&p.h_all[(t + 1) * bh..(t + 2) * bh]);
         }
@@ -501,6 +435,132 @@ fn forward_impl<F: Float>(
             &p.c_all[..bh]
         };
         c_n.copy_from_slice(&last[..bh]);
+    }
+}
+
+/// What every forward step of one call shares: the cell, the kernels' ISA, the shapes, the
+/// packed `W_hhᵀ [H, G*H]` and the biases as the post-GEMM kernels take them.
+pub(crate) struct Prepared<'a, F> {
+    pub cell: CellKind,
+    pub isa: IsaToken,
+    pub sh: StepShape,
+    pub w_hh_t: Operand<'a, F>,
+    /// `b_ih + b_hh`, except the reset-after GRU's candidate block: `b_in` alone.
+    pub bias: &'a [F],
+    /// The reset-after GRU's `b_hn [H]` (unused by other cells).
+    pub b_hn: &'a [F],
+}
+
+/// The buffers of one forward step (`[B, ·]` each). `c_prev`/`c_out` are empty except for the
+/// LSTM, `grid` except for the GRU (`W_hn h + b_hn` or `r * h_{t-1}`).
+pub(crate) struct StepState<'s, F> {
+    /// In: the step's input projection `[B, G*H]`; out: activated gates.
+    pub gates: &'s mut [F],
+    /// Scratch for the recurrent GEMM, `[B, G*H]`.
+    pub acc: &'s mut [F],
+    pub h_prev: &'s [F],
+    pub h_out: &'s mut [F],
+    pub c_prev: &'s [F],
+    pub c_out: &'s mut [F],
+    pub grid: &'s mut [F],
+}
+
+/// One forward step: the recurrent GEMM for all gates (two for the reset-before GRU), then
+/// the fused post-GEMM kernel. Shared by [`Layer::forward`] and the streaming layer.
+pub(crate) fn forward_step<F: Float>(prep: &Prepared<'_, F>, st: StepState<'_, F>) {
+    let (isa, sh, w_t) = (prep.isa, prep.sh, prep.w_hh_t);
+    let (b, h) = (sh.batch, sh.hidden);
+    let gh = prep.cell.gates() * h;
+    let h_prev_m = Operand {
+        data: st.h_prev,
+        ld: h,
+    };
+    match prep.cell {
+        CellKind::Rnn(act) => {
+            F::step_gemm(isa, b, h, h, h_prev_m, w_t, st.acc, h, Accumulate::No);
+            F::rnn_forward(isa, sh, act, st.gates, st.acc, prep.bias, st.h_out);
+        }
+        CellKind::Lstm => {
+            F::step_gemm(isa, b, h, gh, h_prev_m, w_t, st.acc, gh, Accumulate::No);
+            F::lstm_forward(
+                isa, sh, st.gates, st.acc, prep.bias, st.c_prev, st.c_out, st.h_out,
+            );
+        }
+        CellKind::Gru(GruVariant::ResetAfter) => {
+            F::step_gemm(isa, b, h, gh, h_prev_m, w_t, st.acc, gh, Accumulate::No);
+            F::gru_reset_after_forward(
+                isa, sh, st.gates, st.acc, prep.bias, prep.b_hn, st.h_prev, st.h_out, st.grid,
+            );
+        }
+        CellKind::Gru(GruVariant::ResetBefore) => {
+            let (acc_rz, acc_n) = st.acc.split_at_mut(2 * b * h);
+            F::step_gemm(
+                isa,
+                b,
+                h,
+                2 * h,
+                h_prev_m,
+                w_t,
+                acc_rz,
+                2 * h,
+                Accumulate::No,
+            );
+            let rh = st.grid;
+            F::gru_reset_before_forward_gates(
+                isa,
+                sh,
+                st.gates,
+                acc_rz,
+                &prep.bias[..2 * h],
+                st.h_prev,
+                rh,
+            );
+            let w_n = Operand {
+                data: &w_t.data[2 * h..],
+                ld: gh,
+            };
+            F::step_gemm(
+                isa,
+                b,
+                h,
+                h,
+                Operand { data: &*rh, ld: h },
+                w_n,
+                acc_n,
+                h,
+                Accumulate::No,
+            );
+            F::gru_reset_before_forward_state(
+                isa,
+                sh,
+                st.gates,
+                &acc_n[..b * h],
+                &prep.bias[2 * h..],
+                st.h_prev,
+                st.h_out,
+            );
+        }
+    }
+}
+
+/// Packs `W [N, K]` (row-major) as `Wᵀ [K, N]` into `out`.
+pub(crate) fn pack_transposed<F: Float>(w: &[F], n: usize, k: usize, out: &mut [F]) {
+    for (row, wr) in w.chunks_exact(k).take(n).enumerate() {
+        for (kk, v) in wr.iter().enumerate() {
+            out[kk * n + row] = *v;
+        }
+    }
+}
+
+/// The biases as the post-GEMM kernels take them (see [`Prepared::bias`]).
+pub(crate) fn fused_bias<F: Float>(cell: CellKind, b_ih: &[F], b_hh: &[F], out: &mut [F]) {
+    for ((o, a), c) in out.iter_mut().zip(b_ih).zip(b_hh) {
+        *o = *a + *c;
+    }
+    if cell == CellKind::Gru(GruVariant::ResetAfter) {
+        // b_hn sits inside r * (W_hn h + b_hn); only b_in is added outside.
+        let h = b_ih.len() / 3;
+        out[2 * h..].copy_from_slice(&b_ih[2 * h..]);
     }
 }
 

@@ -87,6 +87,7 @@ pub mod layer;
 pub mod output;
 pub mod reference;
 pub mod shape;
+pub mod stream;
 pub mod weights;
 pub mod workspace;
 
@@ -97,6 +98,7 @@ pub use kernels::isa::Isa;
 pub use layer::{FinalState, InitialState, InputGrads, Layer, LayerWeightsMut, Upstream};
 pub use output::{OutputGrads, OutputLayer};
 pub use shape::{CellKind, Dims, GradMode, GruVariant, Mode, RnnActivation};
+pub use stream::StreamingLayer;
 pub use weights::{LayerGrads, LayerWeights};
 pub use workspace::Workspace;
 

@@ -100,7 +100,7 @@ impl<F: Float> OutputLayer<F> {
 
     /// Rows in `h`, which must be a whole number of `[H]` rows (at least one).
     fn rows(&self, h: &[F]) -> Result<usize> {
-        if h.is_empty() || h.len() % self.hidden != 0 {
+        if h.is_empty() || !h.len().is_multiple_of(self.hidden) {
             return Err(Error::BufferLength {
                 what: "h [N, H] (a positive multiple of H)",
                 expected: self.hidden * (h.len() / self.hidden).max(1),

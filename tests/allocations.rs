@@ -125,3 +125,22 @@ fn no_allocation_per_time_step() {
         }
     }
 }
+
+#[test]
+fn streaming_step_allocates_nothing() {
+    for isa in Isa::available() {
+        for cell in CellKind::ALL {
+            let mut layer = Layer::<f32>::with_seeded_init(cell, 6, 17, 3).unwrap();
+            layer.set_isa(isa).unwrap();
+            let mut s = fused_rnn::StreamingLayer::new(layer, 2).unwrap();
+            let x = vec![0.3f32; 2 * 6];
+            s.step(&x).unwrap();
+            let n = allocations(|| {
+                for _ in 0..50 {
+                    s.step(&x).unwrap();
+                }
+            });
+            assert_eq!(n, 0, "{} {isa:?}: streaming steps allocated", cell.name());
+        }
+    }
+}

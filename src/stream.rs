@@ -1,0 +1,227 @@
+//! Streaming inference: one time step at a time, with the state kept between calls.
+//!
+//! [`StreamingLayer`] owns a [`Layer`], its weights prepared once (`W_ihᵀ` and `W_hhᵀ`
+//! packed, biases fused) and the recurrent state of `B` sequences. [`StreamingLayer::step`]
+//! takes `x_t [B, I]` and returns `h_t [B, H]`; it allocates nothing and runs the same
+//! recurrent GEMM and post-GEMM kernels as [`Layer::forward`]. Only the input projection
+//! differs: the sequence forward does it for all steps in one large GEMM (matrixmultiply), the
+//! stream per step with the register-blocked step GEMM, so the two agree within the f32
+//! tolerance, not bit for bit. [`StreamingLayer::run`] over a whole sequence uses the sequence
+//! forward itself and equals [`Layer::forward`] bit for bit.
+
+use crate::error::{Error, Result, check_len};
+use crate::float::Float;
+use crate::kernels::postgemm::StepShape;
+use crate::kernels::step_gemm::{Accumulate, Operand};
+use crate::layer::{
+    FinalState, InitialState, Layer, Prepared, StepState, forward_step, fused_bias, pack_transposed,
+};
+use crate::shape::{CellKind, Mode};
+use crate::workspace::Workspace;
+
+/// A layer prepared for step-by-step inference over `B` sequences, with their state.
+#[derive(Debug, Clone)]
+pub struct StreamingLayer<F> {
+    layer: Layer<F>,
+    batch: usize,
+    /// `W_ihᵀ [I, G*H]`.
+    w_ih_t: Vec<F>,
+    /// `W_hhᵀ [H, G*H]`.
+    w_hh_t: Vec<F>,
+    /// Fused biases `[G*H]`.
+    bias: Vec<F>,
+    h: Vec<F>,
+    c: Vec<F>,
+    h_next: Vec<F>,
+    c_next: Vec<F>,
+    gates: Vec<F>,
+    acc: Vec<F>,
+    grid: Vec<F>,
+    /// Workspace for [`StreamingLayer::run`], made on first use for a given `T`.
+    seq_ws: Option<Workspace<F>>,
+}
+
+impl<F: Float> StreamingLayer<F> {
+    /// Prepares `layer` for `batch` sequences, state zero.
+    pub fn new(layer: Layer<F>, batch: usize) -> Result<Self> {
+        let dims = layer.dims(1, batch);
+        dims.validate(layer.cell())?;
+        let (i, h) = (layer.input_size(), layer.hidden_size());
+        let cell = layer.cell();
+        let gh = cell.gates() * h;
+        let bh = batch * h;
+        let w = layer.weights();
+        let mut w_ih_t = vec![F::ZERO; gh * i];
+        pack_transposed(w.weight_ih, gh, i, &mut w_ih_t);
+        let mut w_hh_t = vec![F::ZERO; gh * h];
+        pack_transposed(w.weight_hh, gh, h, &mut w_hh_t);
+        let mut bias = vec![F::ZERO; gh];
+        fused_bias(cell, w.bias_ih, w.bias_hh, &mut bias);
+        let c_len = if cell.has_cell_state() { bh } else { 0 };
+        let grid_len = if matches!(cell, CellKind::Gru(_)) {
+            bh
+        } else {
+            0
+        };
+        Ok(StreamingLayer {
+            batch,
+            w_ih_t,
+            w_hh_t,
+            bias,
+            h: vec![F::ZERO; bh],
+            c: vec![F::ZERO; c_len],
+            h_next: vec![F::ZERO; bh],
+            c_next: vec![F::ZERO; c_len],
+            gates: vec![F::ZERO; batch * gh],
+            acc: vec![F::ZERO; batch * gh],
+            grid: vec![F::ZERO; grid_len],
+            seq_ws: None,
+            layer,
+        })
+    }
+
+    /// The layer this stream runs.
+    pub fn layer(&self) -> &Layer<F> {
+        &self.layer
+    }
+
+    /// Number of sequences `B`.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Sets every state to zero.
+    pub fn reset(&mut self) {
+        self.h.fill(F::ZERO);
+        self.c.fill(F::ZERO);
+    }
+
+    /// The current hidden state `h [B, H]`.
+    pub fn hidden_state(&self) -> &[F] {
+        &self.h
+    }
+
+    /// The current cell state `c [B, H]` (LSTM), `None` for other cells.
+    pub fn cell_state(&self) -> Option<&[F]> {
+        self.layer.cell().has_cell_state().then_some(&self.c[..])
+    }
+
+    /// Replaces the state: `h [B, H]`, and `c [B, H]` for the LSTM (required there, refused
+    /// elsewhere).
+    pub fn set_state(&mut self, h: &[F], c: Option<&[F]>) -> Result<()> {
+        check_len("h [B, H]", h, self.h.len())?;
+        match (self.layer.cell().has_cell_state(), c) {
+            (true, Some(c)) => check_len("c [B, H]", c, self.c.len())?,
+            (true, None) => {
+                return Err(Error::InvalidArgument {
+                    what: "c",
+                    why: "an LSTM state needs c [B, H] as well as h".into(),
+                });
+            }
+            (false, Some(_)) => {
+                return Err(Error::UnexpectedBuffer {
+                    what: "c",
+                    why: "only the LSTM has a cell state",
+                });
+            }
+            (false, None) => {}
+        }
+        self.h.copy_from_slice(h);
+        if let Some(c) = c {
+            self.c.copy_from_slice(c);
+        }
+        Ok(())
+    }
+
+    /// Advances every sequence by one step on `x_t [B, I]` and returns the new `h_t [B, H]`.
+    pub fn step(&mut self, x_t: &[F]) -> Result<&[F]> {
+        let (i, h) = (self.layer.input_size(), self.layer.hidden_size());
+        check_len("x_t [B, I]", x_t, self.batch * i)?;
+        let cell = self.layer.cell();
+        let gh = cell.gates() * h;
+        let isa = self.layer.isa().resolve();
+        // The step's input projection, then the shared recurrent step.
+        F::step_gemm(
+            isa,
+            self.batch,
+            i,
+            gh,
+            Operand { data: x_t, ld: i },
+            Operand {
+                data: &self.w_ih_t,
+                ld: gh,
+            },
+            &mut self.gates,
+            gh,
+            Accumulate::No,
+        );
+        let w = self.layer.weights();
+        let prep = Prepared {
+            cell,
+            isa,
+            sh: StepShape {
+                batch: self.batch,
+                hidden: h,
+            },
+            w_hh_t: Operand {
+                data: &self.w_hh_t,
+                ld: gh,
+            },
+            bias: &self.bias,
+            b_hn: if matches!(cell, CellKind::Gru(_)) {
+                &w.bias_hh[2 * h..]
+            } else {
+                &[]
+            },
+        };
+        forward_step(
+            &prep,
+            StepState {
+                gates: &mut self.gates,
+                acc: &mut self.acc,
+                h_prev: &self.h,
+                h_out: &mut self.h_next,
+                c_prev: &self.c,
+                c_out: &mut self.c_next,
+                grid: &mut self.grid,
+            },
+        );
+        core::mem::swap(&mut self.h, &mut self.h_next);
+        core::mem::swap(&mut self.c, &mut self.c_next);
+        Ok(&self.h)
+    }
+
+    /// Runs `T = x.len() / (B·I)` steps on `x [T, B, I]` from the current state with the
+    /// sequence forward ([`Layer::forward`], bit for bit), writes `y [T, B, H]` and keeps the
+    /// final state. The first call for a given `T` allocates its workspace.
+    pub fn run(&mut self, x: &[F], y: &mut [F]) -> Result<()> {
+        let (i, h) = (self.layer.input_size(), self.layer.hidden_size());
+        let per_step = self.batch * i;
+        if x.is_empty() || !x.len().is_multiple_of(per_step) {
+            return Err(Error::BufferLength {
+                what: "x [T, B, I] (a positive multiple of B*I)",
+                expected: per_step * (x.len() / per_step).max(1),
+                got: x.len(),
+            });
+        }
+        let t = x.len() / per_step;
+        check_len("y [T, B, H]", y, t * self.batch * h)?;
+        let ws = match &mut self.seq_ws {
+            Some(ws) if ws.dims().seq_len == t => ws,
+            slot => slot.insert(self.layer.workspace(t, self.batch, Mode::Inference)?),
+        };
+        let lstm = self.layer.cell().has_cell_state();
+        let init = InitialState {
+            h0: Some(&self.h),
+            c0: lstm.then_some(&self.c[..]),
+        };
+        let fin = FinalState {
+            h_n: Some(&mut self.h_next),
+            c_n: if lstm { Some(&mut self.c_next) } else { None },
+        };
+        self.layer.forward(ws, x, init, y, fin)?;
+        core::mem::swap(&mut self.h, &mut self.h_next);
+        core::mem::swap(&mut self.c, &mut self.c_next);
+        Ok(())
+    }
+}

@@ -1,0 +1,152 @@
+//! The streaming layer against the sequence forward: step by step within tolerance (f64 to
+//! 1e-12, f32 within the shared precision-derived bound), `run` bit for bit, and state
+//! get/set/reset.
+
+mod common;
+
+use common::{RandomCase, assert_close, dims, f32_tolerance, rms};
+use fused_rnn::{
+    CellKind, Error, FinalState, Float, InitialState, Isa, Layer, Mode, StreamingLayer,
+};
+
+fn sequence_forward<F: Float>(
+    layer: &Layer<F>,
+    c: &RandomCase<F>,
+) -> (Vec<F>, Vec<F>, Option<Vec<F>>) {
+    let d = c.dims;
+    let mut ws = layer
+        .workspace(d.seq_len, d.batch, Mode::Inference)
+        .unwrap();
+    let mut y = vec![F::ZERO; d.y_len()];
+    let mut h_n = vec![F::ZERO; d.state_len()];
+    let mut c_n = vec![F::ZERO; d.state_len()];
+    let lstm = c.cell.has_cell_state();
+    let init = InitialState {
+        h0: Some(&c.h0),
+        c0: c.c0(),
+    };
+    let fin = FinalState {
+        h_n: Some(&mut h_n),
+        c_n: if lstm { Some(&mut c_n) } else { None },
+    };
+    layer.forward(&mut ws, &c.x, init, &mut y, fin).unwrap();
+    (y, h_n, lstm.then_some(c_n))
+}
+
+fn check<F: Float>(cell: CellKind, isa: Isa, seed: u64, rel: impl Fn(&fused_rnn::Dims) -> f64) {
+    for &(t, b, i, h) in &[(1, 1, 3, 5), (12, 3, 7, 9), (40, 2, 16, 33)] {
+        let d = dims(t, b, i, h);
+        let c = RandomCase::<F>::new(cell, d, seed + (t * 100 + h) as u64);
+        let mut layer = Layer::new(cell, i, h, c.weights()).unwrap();
+        layer.set_isa(isa).unwrap();
+        let (y, h_n, c_n) = sequence_forward(&layer, &c);
+        let ctx = format!("{} {} T={t} B={b} I={i} H={h}", isa.name(), cell.name());
+
+        let mut s = StreamingLayer::new(layer.clone(), b).unwrap();
+        s.set_state(&c.h0, c.c0()).unwrap();
+        let mut y_stream = Vec::with_capacity(y.len());
+        for step in c.x.chunks_exact(b * i) {
+            y_stream.extend_from_slice(s.step(step).unwrap());
+        }
+        let wide = |v: &[F]| v.iter().map(|a| a.to_f64()).collect::<Vec<_>>();
+        let tol = rel(&d);
+        assert_close(
+            &format!("{ctx} step y"),
+            &wide(&y_stream),
+            &wide(&y),
+            tol,
+            rms(&wide(&y)),
+        );
+        assert_close(
+            &format!("{ctx} step h_n"),
+            &wide(s.hidden_state()),
+            &wide(&h_n),
+            tol,
+            rms(&wide(&h_n)),
+        );
+        if let Some(c_n) = &c_n {
+            assert_close(
+                &format!("{ctx} step c_n"),
+                &wide(s.cell_state().unwrap()),
+                &wide(c_n),
+                tol,
+                rms(&wide(c_n)),
+            );
+        }
+
+        // `run` is the sequence forward: bit for bit, also when split into two calls.
+        let bits = |v: &[F]| v.iter().map(|a| a.to_f64().to_bits()).collect::<Vec<_>>();
+        s.set_state(&c.h0, c.c0()).unwrap();
+        let mut y_run = vec![F::ZERO; y.len()];
+        s.run(&c.x, &mut y_run).unwrap();
+        assert_eq!(bits(&y_run), bits(&y), "{ctx}: run differs from forward");
+        assert_eq!(
+            bits(s.hidden_state()),
+            bits(&h_n),
+            "{ctx}: run's final state differs"
+        );
+
+        // reset() is a zero state.
+        s.reset();
+        assert!(s.hidden_state().iter().all(|v| *v == F::ZERO));
+        if let Some(cs) = s.cell_state() {
+            assert!(cs.iter().all(|v| *v == F::ZERO));
+        }
+    }
+}
+
+#[test]
+fn stream_matches_sequence_forward_f64() {
+    // Same f64 kernels; only the input projection's summation order differs.
+    for isa in Isa::available() {
+        for cell in CellKind::ALL {
+            check::<f64>(cell, isa, 31, |_| 1e-12);
+        }
+    }
+}
+
+#[test]
+fn stream_matches_sequence_forward_f32() {
+    for isa in Isa::available() {
+        for cell in CellKind::ALL {
+            check::<f32>(cell, isa, 37, f32_tolerance);
+        }
+    }
+}
+
+#[test]
+fn stream_state_api_validates() {
+    for cell in CellKind::ALL {
+        let layer = Layer::<f32>::with_seeded_init(cell, 3, 4, 1).unwrap();
+        let mut s = StreamingLayer::new(layer, 2).unwrap();
+        assert!(matches!(s.step(&[0.0; 5]), Err(Error::BufferLength { .. })));
+        assert!(matches!(
+            s.set_state(&[0.0; 7], None),
+            Err(Error::BufferLength { .. })
+        ));
+        let c = [0.0f32; 8];
+        let r = s.set_state(&[0.0; 8], Some(&c));
+        assert_eq!(r.is_ok(), cell.has_cell_state(), "{r:?}");
+        let r = s.set_state(&[0.0; 8], None);
+        assert_eq!(r.is_ok(), !cell.has_cell_state(), "{r:?}");
+        let mut y = vec![0.0f32; 8];
+        assert!(matches!(
+            s.run(&[0.0; 5], &mut y),
+            Err(Error::BufferLength { .. })
+        ));
+        assert!(matches!(
+            s.run(&[], &mut y),
+            Err(Error::BufferLength { .. })
+        ));
+        assert!(matches!(
+            s.run(&[0.0; 6], &mut y[..7]),
+            Err(Error::BufferLength { .. })
+        ));
+        assert!(s.run(&[0.0; 6], &mut y).is_ok());
+        let layer = Layer::<f32>::with_seeded_init(cell, 3, 4, 1).unwrap();
+        assert!(matches!(
+            StreamingLayer::new(layer, 0),
+            Err(Error::ZeroDim { .. })
+        ));
+    }
+}
