@@ -242,7 +242,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         100.0 * model_mse / persistence_mse,
         train_time.as_secs_f64()
     );
-    if !(model_mse < persistence_mse) {
+    if model_mse.is_nan() || model_mse >= persistence_mse {
         return Err("the model did not beat the persistence baseline".into());
     }
     Ok(())

@@ -106,3 +106,35 @@ pub use workspace::Workspace;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Internal kernels exposed for the benchmarks and fuzz targets only; not a stable API.
+#[doc(hidden)]
+pub mod bench_support {
+    use crate::error::{Result, check_len};
+    use crate::kernels::dispatch::StepKernels;
+    use crate::kernels::step_gemm::{Accumulate, Operand};
+    use crate::{Error, Isa};
+
+    /// The per-step GEMM `c[m, n] = a[m, k] · w[k, n]` (all row-major, dense) on `isa`.
+    pub fn step_gemm_f32(isa: Isa, m: usize, k: usize, n: usize, a: &[f32], w: &[f32], c: &mut [f32]) -> Result<()> {
+        let isa = isa.checked()?;
+        if m == 0 || k == 0 || n == 0 {
+            return Err(Error::ZeroDim { what: "m, k or n" });
+        }
+        check_len("a [m, k]", a, m * k)?;
+        check_len("w [k, n]", w, k * n)?;
+        check_len("c [m, n]", c, m * n)?;
+        f32::step_gemm(
+            isa.resolve(),
+            m,
+            k,
+            n,
+            Operand { data: a, ld: k },
+            Operand { data: w, ld: n },
+            c,
+            n,
+            Accumulate::No,
+        );
+        Ok(())
+    }
+}

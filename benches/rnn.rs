@@ -1,0 +1,264 @@
+//! One driver over a named shape table: forward and forward+backward for every cell kind, the
+//! DeepBench shapes, streaming steps, and in the same run the ceilings (matrixmultiply sgemm on
+//! the per-step and input-projection shapes, our per-step GEMM, and the scalar reference).
+//!
+//! Throughput is reported as criterion "elements" = floating-point operations, with the
+//! standard count: forward `2·T·B·G·H·(I+H)`, backward twice that (so forward+backward is
+//! three times the forward count). `Gelem/s` in criterion's output therefore reads GFLOP/s.
+//!
+//! Run: `cargo bench --bench rnn` (all), `cargo bench --bench rnn -- seq_len/lstm` (a filter),
+//! `cargo bench --bench rnn -- --quick --noplot` (fast), `cargo bench -- --test` (once each).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime};
+use fused_rnn::bench_support::step_gemm_f32;
+use fused_rnn::{
+    CellKind, FinalState, GradMode, GruVariant, InitialState, InputGrads, Isa, Layer, Mode, RnnActivation,
+    StreamingLayer, Upstream, reference,
+};
+
+/// A named benchmark shape.
+#[derive(Clone, Copy)]
+struct Shape {
+    cell: CellKind,
+    t: usize,
+    b: usize,
+    i: usize,
+    h: usize,
+}
+
+impl Shape {
+    fn name(&self) -> String {
+        format!("{}_t{}_b{}_i{}_h{}", self.cell.name(), self.t, self.b, self.i, self.h)
+    }
+    /// Forward flops, standard count.
+    fn forward_flops(&self) -> u64 {
+        2 * (self.t * self.b * self.cell.gates() * self.h * (self.i + self.h)) as u64
+    }
+}
+
+/// A layer with its buffers, ready to run a shape repeatedly.
+struct Bench {
+    layer: Layer<f32>,
+    ws_train: fused_rnn::Workspace<f32>,
+    ws_infer: fused_rnn::Workspace<f32>,
+    x: Vec<f32>,
+    y: Vec<f32>,
+    dy: Vec<f32>,
+    dx: Vec<f32>,
+    grads: fused_rnn::LayerGrads<f32>,
+}
+
+impl Bench {
+    fn new(s: Shape) -> Bench {
+        let layer = Layer::<f32>::with_seeded_init(s.cell, s.i, s.h, 1).unwrap();
+        let mut k = 0u32;
+        let mut next = || {
+            // A cheap deterministic sequence in [-1, 1).
+            k = k.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (k >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        };
+        let x = (0..s.t * s.b * s.i).map(|_| next()).collect();
+        let dy = (0..s.t * s.b * s.h).map(|_| next()).collect();
+        Bench {
+            ws_train: layer.workspace(s.t, s.b, Mode::Training).unwrap(),
+            ws_infer: layer.workspace(s.t, s.b, Mode::Inference).unwrap(),
+            grads: layer.zero_grads(),
+            layer,
+            x,
+            y: vec![0.0; s.t * s.b * s.h],
+            dy,
+            dx: vec![0.0; s.t * s.b * s.i],
+        }
+    }
+
+    fn forward(&mut self) {
+        self.layer
+            .forward(&mut self.ws_infer, &self.x, InitialState::default(), &mut self.y, FinalState::default())
+            .unwrap();
+        black_box(&self.y);
+    }
+
+    fn forward_backward(&mut self) {
+        self.layer
+            .forward(&mut self.ws_train, &self.x, InitialState::default(), &mut self.y, FinalState::default())
+            .unwrap();
+        let up = Upstream {
+            dy: Some(&self.dy),
+            ..Default::default()
+        };
+        let inputs = InputGrads {
+            dx: Some(&mut self.dx),
+            ..Default::default()
+        };
+        self.layer
+            .backward(&mut self.ws_train, &self.x, up, &mut self.grads, inputs, GradMode::Overwrite)
+            .unwrap();
+        black_box(&self.grads);
+    }
+}
+
+fn configure(g: &mut BenchmarkGroup<'_, WallTime>, flops: u64) {
+    // Large shapes take 0.1-3 s per iteration: few samples, short windows.
+    let (samples, secs) = if flops > 20_000_000_000 {
+        (10, 4)
+    } else if flops > 1_000_000_000 {
+        (10, 3)
+    } else {
+        (20, 2)
+    };
+    g.sample_size(samples);
+    g.measurement_time(Duration::from_secs(secs));
+    g.warm_up_time(Duration::from_millis(500));
+}
+
+fn bench_shape(c: &mut Criterion, group: &str, s: Shape, train: bool) {
+    let mut bench = Bench::new(s);
+    let mut g = c.benchmark_group(group);
+    let fwd = s.forward_flops();
+    configure(&mut g, if train { 3 * fwd } else { fwd });
+    g.throughput(Throughput::Elements(fwd));
+    g.bench_function(format!("{}/forward", s.name()), |b| b.iter(|| bench.forward()));
+    if train {
+        g.throughput(Throughput::Elements(3 * fwd));
+        g.bench_function(format!("{}/forward_backward", s.name()), |b| b.iter(|| bench.forward_backward()));
+    }
+    g.finish();
+}
+
+fn seq_len(c: &mut Criterion) {
+    for cell in [
+        CellKind::Lstm,
+        CellKind::Gru(GruVariant::ResetAfter),
+        CellKind::Gru(GruVariant::ResetBefore),
+        CellKind::Rnn(RnnActivation::Tanh),
+    ] {
+        for t in [1, 8, 32, 128, 512] {
+            let s = Shape {
+                cell,
+                t,
+                b: 32,
+                i: 512,
+                h: 512,
+            };
+            bench_shape(c, "seq_len", s, true);
+        }
+    }
+}
+
+fn deepbench(c: &mut Criterion) {
+    let lstm = CellKind::Lstm;
+    let gru = CellKind::Gru(GruVariant::ResetAfter);
+    let rnn = CellKind::Rnn(RnnActivation::Tanh);
+    let sq = |cell, h, b, t| Shape { cell, t, b, i: h, h };
+    for (s, train) in [
+        (sq(lstm, 256, 16, 150), true),
+        (sq(lstm, 512, 16, 25), true),
+        (sq(lstm, 1024, 16, 25), true),
+        (sq(gru, 1024, 32, 50), true),
+        (sq(lstm, 256, 1, 150), false),
+        (sq(gru, 1024, 1, 150), false),
+        (sq(rnn, 64, 1, 96), false),
+        // Small LSTM (peer comparison: PyTorch) and batch-1 T=128 (ONNX Runtime).
+        (sq(lstm, 64, 16, 100), false),
+        (sq(lstm, 256, 1, 128), false),
+        (sq(gru, 256, 1, 128), false),
+        // Inference B=32 T=64 (ONNX Runtime).
+        (sq(lstm, 512, 32, 64), false),
+        (sq(gru, 512, 32, 64), false),
+    ] {
+        bench_shape(c, "deepbench", s, train);
+    }
+}
+
+fn streaming(c: &mut Criterion) {
+    let mut g = c.benchmark_group("streaming");
+    for cell in [CellKind::Lstm, CellKind::Gru(GruVariant::ResetAfter)] {
+        let (b, i, h) = (1, 256, 256);
+        let layer = Layer::<f32>::with_seeded_init(cell, i, h, 1).unwrap();
+        let mut s = StreamingLayer::new(layer, b).unwrap();
+        let x = vec![0.1f32; b * i];
+        g.throughput(Throughput::Elements(2 * (b * cell.gates() * h * (i + h)) as u64));
+        g.bench_function(format!("{}_b{b}_i{i}_h{h}/step", cell.name()), |bch| {
+            bch.iter(|| {
+                black_box(s.step(black_box(&x)).unwrap());
+            })
+        });
+    }
+    g.finish();
+}
+
+/// sgemm `C[m, n] = A[m, k] · B` with B given as a PyTorch weight `[n, k]` (used transposed).
+fn sgemm_nt(m: usize, k: usize, n: usize, a: &[f32], w: &[f32], c: &mut [f32]) {
+    assert!(a.len() >= m * k && w.len() >= n * k && c.len() >= m * n);
+    // SAFETY: the asserts above bound every index the GEMM touches for these dense strides;
+    // c is exclusively borrowed and does not alias a or w.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            w.as_ptr(),
+            1,
+            k as isize,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        )
+    }
+}
+
+fn ceiling(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ceiling");
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(2));
+    // (name, m, k, n): the per-step recurrent GEMM of LSTM B=32 H=512, the same at batch 1
+    // (H=256), and the all-steps input projection of T=128.
+    for (name, m, k, n) in [
+        ("per_step_b32_h512_lstm", 32, 512, 2048),
+        ("per_step_b1_h256_lstm", 1, 256, 1024),
+        ("input_projection_t128_b32_h512_lstm", 128 * 32, 512, 2048),
+    ] {
+        let a = vec![0.5f32; m * k];
+        let w = vec![0.25f32; n * k];
+        let mut out = vec![0.0f32; m * n];
+        g.throughput(Throughput::Elements(2 * (m * k * n) as u64));
+        g.bench_function(format!("{name}/matrixmultiply_sgemm"), |b| {
+            b.iter(|| sgemm_nt(m, k, n, black_box(&a), &w, &mut out))
+        });
+        if m <= 64 {
+            let wt = vec![0.25f32; k * n];
+            for isa in Isa::available() {
+                g.bench_function(format!("{name}/step_gemm_{}", isa.name()), |b| {
+                    b.iter(|| step_gemm_f32(isa, m, k, n, black_box(&a), &wt, &mut out).unwrap())
+                });
+            }
+        }
+    }
+    // The scalar reference on a small shape, against the fused layer in `deepbench`.
+    let s = Shape {
+        cell: CellKind::Lstm,
+        t: 100,
+        b: 16,
+        i: 64,
+        h: 64,
+    };
+    let layer = Layer::<f32>::with_seeded_init(s.cell, s.i, s.h, 1).unwrap();
+    let x = vec![0.1f32; s.t * s.b * s.i];
+    let dims = layer.dims(s.t, s.b);
+    g.throughput(Throughput::Elements(s.forward_flops()));
+    g.bench_function(format!("{}/scalar_reference_forward", s.name()), |b| {
+        b.iter(|| black_box(reference::forward(s.cell, dims, &layer.weights(), &x, None, None).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, ceiling, streaming, deepbench, seq_len);
+criterion_main!(benches);
