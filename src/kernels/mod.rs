@@ -4,3 +4,4 @@
 
 pub(crate) mod isa;
 pub(crate) mod simd;
+pub(crate) mod activation_consts;
