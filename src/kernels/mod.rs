@@ -2,6 +2,9 @@
 //! activations and the fused per-step kernels. Each `unsafe` block states its `// SAFETY:`
 //! argument beside it.
 
+pub(crate) mod activation_consts;
 pub(crate) mod isa;
 pub(crate) mod simd;
-pub(crate) mod activation_consts;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod simd_avx2;
+pub(crate) mod simd_portable;
