@@ -156,46 +156,70 @@ unsafe fn tanh_in_place_avx2(t: Avx2FmaToken, data: &mut [f32]) {
 /// `output[i] = sigmoid(input[i])`; the slices have equal lengths.
 #[inline(always)]
 fn sigmoid_slice<S: SimdOps<Elem = f32>>(s: S, input: &[f32], output: &mut [f32]) {
-    map_slice(s, input, output, |s, v| s.sigmoid(v))
+    map_slice::<S, Sigmoid>(s, input, output)
 }
 
 /// `output[i] = tanh(input[i])`; the slices have equal lengths.
 #[inline(always)]
 fn tanh_slice<S: SimdOps<Elem = f32>>(s: S, input: &[f32], output: &mut [f32]) {
-    map_slice(s, input, output, |s, v| s.tanh(v))
+    map_slice::<S, Tanh>(s, input, output)
 }
 
 /// `data[i] = sigmoid(data[i])`.
 #[inline(always)]
 fn sigmoid_slice_in_place<S: SimdOps<Elem = f32>>(s: S, data: &mut [f32]) {
-    map_in_place(s, data, |s, v| s.sigmoid(v))
+    map_in_place::<S, Sigmoid>(s, data)
 }
 
 /// `data[i] = tanh(data[i])`.
 #[inline(always)]
 fn tanh_slice_in_place<S: SimdOps<Elem = f32>>(s: S, data: &mut [f32]) {
-    map_in_place(s, data, |s, v| s.tanh(v))
+    map_in_place::<S, Tanh>(s, data)
 }
 
-/// Applies `f` to full vectors of `input`, then to the tail through a zero-padded buffer run
+/// The function a slice loop applies, chosen at compile time. (Not a closure: a closure is
+/// its own function without the caller's `#[target_feature]`s, so the intrinsics in it would
+/// not inline.)
+trait Activation {
+    /// The function on one vector.
+    fn apply<S: SimdOps<Elem = f32>>(s: S, v: S::V) -> S::V;
+}
+
+/// [`SimdOps::sigmoid`].
+struct Sigmoid;
+
+impl Activation for Sigmoid {
+    #[inline(always)]
+    fn apply<S: SimdOps<Elem = f32>>(s: S, v: S::V) -> S::V {
+        s.sigmoid(v)
+    }
+}
+
+/// [`SimdOps::tanh`].
+struct Tanh;
+
+impl Activation for Tanh {
+    #[inline(always)]
+    fn apply<S: SimdOps<Elem = f32>>(s: S, v: S::V) -> S::V {
+        s.tanh(v)
+    }
+}
+
+/// Applies `A` to full vectors of `input`, then to the tail through a zero-padded buffer run
 /// through the same vector code, so every element gets the same computation.
 #[inline(always)]
-fn map_slice<S, F>(s: S, input: &[f32], output: &mut [f32], f: F)
-where
-    S: SimdOps<Elem = f32>,
-    F: Fn(S, S::V) -> S::V,
-{
+fn map_slice<S: SimdOps<Elem = f32>, A: Activation>(s: S, input: &[f32], output: &mut [f32]) {
     debug_assert_eq!(input.len(), output.len());
     let mut ins = input.chunks_exact(S::LANES);
     let mut outs = output.chunks_exact_mut(S::LANES);
     for (i, o) in (&mut ins).zip(&mut outs) {
-        s.store(o, f(s, s.load(i)));
+        s.store(o, A::apply(s, s.load(i)));
     }
     let (i, o) = (ins.remainder(), outs.into_remainder());
     if !i.is_empty() {
         let mut buf = [0.0f32; MAX_LANES];
         buf[..i.len()].copy_from_slice(i);
-        let v = f(s, s.load(&buf));
+        let v = A::apply(s, s.load(&buf));
         s.store(&mut buf, v);
         o.copy_from_slice(&buf[..o.len()]);
     }
@@ -203,20 +227,16 @@ where
 
 /// [`map_slice`] over one buffer.
 #[inline(always)]
-fn map_in_place<S, F>(s: S, data: &mut [f32], f: F)
-where
-    S: SimdOps<Elem = f32>,
-    F: Fn(S, S::V) -> S::V,
-{
+fn map_in_place<S: SimdOps<Elem = f32>, A: Activation>(s: S, data: &mut [f32]) {
     let mut chunks = data.chunks_exact_mut(S::LANES);
     for c in &mut chunks {
-        s.store(c, f(s, s.load(c)));
+        s.store(c, A::apply(s, s.load(c)));
     }
     let rest = chunks.into_remainder();
     if !rest.is_empty() {
         let mut buf = [0.0f32; MAX_LANES];
         buf[..rest.len()].copy_from_slice(rest);
-        let v = f(s, s.load(&buf));
+        let v = A::apply(s, s.load(&buf));
         s.store(&mut buf, v);
         let n = rest.len();
         rest.copy_from_slice(&buf[..n]);
