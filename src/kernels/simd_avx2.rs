@@ -127,13 +127,14 @@ impl SimdOps for Avx2F32 {
         // SAFETY: the token in `self` proves AVX is available.
         unsafe {
             let one = _mm256_set1_ps(1.0);
-            let s = _mm256_div_ps(e, _mm256_add_ps(one, e));
-            // Exactly 0 where e^z would be subnormal (and for -inf); false for NaN.
-            let flush = _mm256_cmp_ps::<_CMP_LT_OQ>(z, _mm256_set1_ps(EXP_Z_MIN));
-            let s = _mm256_andnot_ps(flush, s);
-            // sigmoid(x) = 1 - sigmoid(-x) for x > 0 (NaN and ±0 take `s`).
-            let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(x, _mm256_setzero_ps());
-            _mm256_blendv_ps(s, _mm256_sub_ps(one, s), positive)
+            // sigmoid(x) = e / (1 + e) for x <= 0 and 1 - e / (1 + e) = 1 / (1 + e) for x > 0:
+            // one division, with the numerator chosen by the sign bit of x (`blendv` reads only
+            // that bit: +0 gives 1/2, NaN gives NaN either way).
+            let num = _mm256_blendv_ps(one, e, x);
+            // Exactly 0 where x < EXP_Z_MIN, i.e. where e^x would be subnormal (and for -inf).
+            let flush = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(EXP_Z_MIN));
+            let num = _mm256_andnot_ps(flush, num);
+            _mm256_div_ps(num, _mm256_add_ps(one, e))
         }
     }
 

@@ -91,11 +91,12 @@ impl SimdOps for PortableF32 {
         // z = -|x|; e = e^z is in (0, 1], so e / (1 + e) keeps full relative accuracy.
         let z = x | sign_bit;
         let e = exp_nonpositive(z);
-        let s = e / (f32x8::ONE + e);
-        // Exactly 0 where e^z would be subnormal (and for -inf).
-        let s = z.simd_lt(f32x8::splat(EXP_Z_MIN)).select(f32x8::ZERO, s);
-        // sigmoid(x) = 1 - sigmoid(-x) for x > 0 (NaN and ±0 take `s`).
-        x.simd_gt(f32x8::ZERO).select(f32x8::ONE - s, s)
+        // sigmoid(x) = e / (1 + e) for x <= 0 and 1 - e / (1 + e) = 1 / (1 + e) for x > 0: one
+        // division, with the numerator chosen by the sign bit (+0 gives 1/2, NaN gives NaN).
+        let num = x.is_sign_negative().select(e, f32x8::ONE);
+        // Exactly 0 where x < EXP_Z_MIN, i.e. where e^x would be subnormal (and for -inf).
+        let num = x.simd_lt(f32x8::splat(EXP_Z_MIN)).select(f32x8::ZERO, num);
+        num / (f32x8::ONE + e)
     }
 
     #[inline(always)]
