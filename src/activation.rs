@@ -12,8 +12,8 @@
 //!
 //! - `sigmoid(x)`: `e = exp(-|x|)` (range reduction `n = round(z log2 e)`, two-constant
 //!   Cody–Waite `r = z - n ln 2`, a degree-6 polynomial for `e^r`, scaling by `2^n` through the
-//!   exponent bits), then `s = e / (1 + e)` with a true division; the result is `s` for
-//!   `x <= 0` and `1 - s` for `x > 0`.
+//!   exponent bits), then one true division: `e / (1 + e)` for `x <= 0` and
+//!   `1 / (1 + e)` (that is `1 - e / (1 + e)`, with one rounding fewer) for `x > 0`.
 //! - `tanh(x)`: `x + x^3 P(x^2)` for `|x| < 0.625`, else `1 - 2/(e^(2|x|) + 1)` with the sign
 //!   restored; both are computed and blended by lane masks, without data-dependent branches.
 //!
