@@ -12,11 +12,13 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime};
+use criterion::{
+    BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime,
+};
 use fused_rnn::bench_support::step_gemm_f32;
 use fused_rnn::{
-    CellKind, FinalState, GradMode, GruVariant, InitialState, InputGrads, Isa, Layer, Mode, RnnActivation,
-    StreamingLayer, Upstream, reference,
+    CellKind, FinalState, GradMode, GruVariant, InitialState, InputGrads, Isa, Layer, Mode,
+    RnnActivation, StreamingLayer, Upstream, reference,
 };
 
 /// A named benchmark shape.
@@ -31,7 +33,14 @@ struct Shape {
 
 impl Shape {
     fn name(&self) -> String {
-        format!("{}_t{}_b{}_i{}_h{}", self.cell.name(), self.t, self.b, self.i, self.h)
+        format!(
+            "{}_t{}_b{}_i{}_h{}",
+            self.cell.name(),
+            self.t,
+            self.b,
+            self.i,
+            self.h
+        )
     }
     /// Forward flops, standard count.
     fn forward_flops(&self) -> u64 {
@@ -76,14 +85,26 @@ impl Bench {
 
     fn forward(&mut self) {
         self.layer
-            .forward(&mut self.ws_infer, &self.x, InitialState::default(), &mut self.y, FinalState::default())
+            .forward(
+                &mut self.ws_infer,
+                &self.x,
+                InitialState::default(),
+                &mut self.y,
+                FinalState::default(),
+            )
             .unwrap();
         black_box(&self.y);
     }
 
     fn forward_backward(&mut self) {
         self.layer
-            .forward(&mut self.ws_train, &self.x, InitialState::default(), &mut self.y, FinalState::default())
+            .forward(
+                &mut self.ws_train,
+                &self.x,
+                InitialState::default(),
+                &mut self.y,
+                FinalState::default(),
+            )
             .unwrap();
         let up = Upstream {
             dy: Some(&self.dy),
@@ -94,7 +115,14 @@ impl Bench {
             ..Default::default()
         };
         self.layer
-            .backward(&mut self.ws_train, &self.x, up, &mut self.grads, inputs, GradMode::Overwrite)
+            .backward(
+                &mut self.ws_train,
+                &self.x,
+                up,
+                &mut self.grads,
+                inputs,
+                GradMode::Overwrite,
+            )
             .unwrap();
         black_box(&self.grads);
     }
@@ -120,10 +148,14 @@ fn bench_shape(c: &mut Criterion, group: &str, s: Shape, train: bool) {
     let fwd = s.forward_flops();
     configure(&mut g, if train { 3 * fwd } else { fwd });
     g.throughput(Throughput::Elements(fwd));
-    g.bench_function(format!("{}/forward", s.name()), |b| b.iter(|| bench.forward()));
+    g.bench_function(format!("{}/forward", s.name()), |b| {
+        b.iter(|| bench.forward())
+    });
     if train {
         g.throughput(Throughput::Elements(3 * fwd));
-        g.bench_function(format!("{}/forward_backward", s.name()), |b| b.iter(|| bench.forward_backward()));
+        g.bench_function(format!("{}/forward_backward", s.name()), |b| {
+            b.iter(|| bench.forward_backward())
+        });
     }
     g.finish();
 }
@@ -152,7 +184,13 @@ fn deepbench(c: &mut Criterion) {
     let lstm = CellKind::Lstm;
     let gru = CellKind::Gru(GruVariant::ResetAfter);
     let rnn = CellKind::Rnn(RnnActivation::Tanh);
-    let sq = |cell, h, b, t| Shape { cell, t, b, i: h, h };
+    let sq = |cell, h, b, t| Shape {
+        cell,
+        t,
+        b,
+        i: h,
+        h,
+    };
     for (s, train) in [
         (sq(lstm, 256, 16, 150), true),
         (sq(lstm, 512, 16, 25), true),
@@ -180,7 +218,9 @@ fn streaming(c: &mut Criterion) {
         let layer = Layer::<f32>::with_seeded_init(cell, i, h, 1).unwrap();
         let mut s = StreamingLayer::new(layer, b).unwrap();
         let x = vec![0.1f32; b * i];
-        g.throughput(Throughput::Elements(2 * (b * cell.gates() * h * (i + h)) as u64));
+        g.throughput(Throughput::Elements(
+            2 * (b * cell.gates() * h * (i + h)) as u64,
+        ));
         g.bench_function(format!("{}_b{b}_i{i}_h{h}/step", cell.name()), |bch| {
             bch.iter(|| {
                 black_box(s.step(black_box(&x)).unwrap());
@@ -255,7 +295,9 @@ fn ceiling(c: &mut Criterion) {
     let dims = layer.dims(s.t, s.b);
     g.throughput(Throughput::Elements(s.forward_flops()));
     g.bench_function(format!("{}/scalar_reference_forward", s.name()), |b| {
-        b.iter(|| black_box(reference::forward(s.cell, dims, &layer.weights(), &x, None, None).unwrap()))
+        b.iter(|| {
+            black_box(reference::forward(s.cell, dims, &layer.weights(), &x, None, None).unwrap())
+        })
     });
     g.finish();
 }

@@ -78,6 +78,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+pub mod activation;
 pub mod clip;
 pub mod error;
 mod float;
@@ -116,7 +117,15 @@ pub mod bench_support {
     use crate::{Error, Isa};
 
     /// The per-step GEMM `c[m, n] = a[m, k] · w[k, n]` (all row-major, dense) on `isa`.
-    pub fn step_gemm_f32(isa: Isa, m: usize, k: usize, n: usize, a: &[f32], w: &[f32], c: &mut [f32]) -> Result<()> {
+    pub fn step_gemm_f32(
+        isa: Isa,
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[f32],
+        w: &[f32],
+        c: &mut [f32],
+    ) -> Result<()> {
         let isa = isa.checked()?;
         if m == 0 || k == 0 || n == 0 {
             return Err(Error::ZeroDim { what: "m, k or n" });

@@ -119,8 +119,8 @@ fn output_layer_rejects_bad_shapes() {
 
 #[test]
 fn clipping_scales_to_the_max_norm_and_only_above_it() {
-    let mut a = vec![3.0f32, 0.0];
-    let mut b = vec![4.0f32];
+    let mut a = [3.0f32, 0.0];
+    let mut b = [4.0f32];
     let norm = clip_grad_norm(&mut [&mut a[..], &mut b[..]], 1.0).unwrap();
     assert_eq!(norm, 5.0);
     assert!((a[0] - 0.6).abs() < 1e-7 && (b[0] - 0.8).abs() < 1e-7);
@@ -138,7 +138,7 @@ fn clipping_scales_to_the_max_norm_and_only_above_it() {
         clip_grad_norm(&mut [&mut a[..]], f32::NAN),
         Err(Error::InvalidArgument { .. })
     ));
-    let mut c = vec![f32::NAN, 1.0];
+    let mut c = [f32::NAN, 1.0];
     assert!(matches!(
         clip_grad_norm(&mut [&mut c[..]], 1.0),
         Err(Error::InvalidArgument { .. })

@@ -2,10 +2,12 @@
 //! activations and the fused per-step kernels. Each `unsafe` block states its `// SAFETY:`
 //! argument beside it.
 
+pub(crate) mod activation_consts;
+pub(crate) mod dispatch;
 pub(crate) mod isa;
 pub(crate) mod postgemm;
 pub(crate) mod simd;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod simd_avx2;
 pub(crate) mod simd_portable;
 pub(crate) mod step_gemm;
-pub(crate) use simd_portable as simd_avx2;
-pub(crate) mod dispatch;

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Fits the polynomial coefficients and thresholds of fused-rnn's f32 sigmoid and tanh.
+
+Run: python3 tools/fit_activations.py   (needs mpmath: `pip install mpmath`)
+
+Prints Rust constants for `src/kernels/activation_consts.rs`.
+
+Method: near-minimax fits of the *relative* error by Lawson's algorithm (iteratively
+reweighted least squares on Chebyshev nodes), in 40-digit arithmetic (mpmath). The
+coefficients are then rounded to f32 and the relative error of the polynomial with the
+rounded coefficients (evaluated exactly, i.e. without f32 evaluation rounding) is reported.
+
+Forms:
+  exp:  e^r ~= 1 + r*Q(r),  Q of degree DEG_EXP-1, r in [-R, R], R slightly above ln2/2
+        (so an argument reduction whose n = round(z*log2e) is off by rounding is still covered).
+  tanh: tanh(x) ~= x + x^3*P(x^2),  P of degree DEG_TANH, 0 <= x <= TANH_SPLIT.
+"""
+import struct
+
+import mpmath as mp
+
+mp.mp.dps = 40
+
+DEG_EXP = 6  # total degree of the e^r polynomial
+EXP_R = mp.mpf("0.3466")  # > ln2/2 = 0.34657359...
+TANH_SPLIT = 0.625  # the f32 literal used in the kernels
+DEG_TANH = 4  # degree of P in x^2 (tanh polynomial of degree 2*DEG_TANH + 3)
+NODES = 240
+LAWSON_ITERS = 40
+
+
+def f32(x):
+    return struct.unpack("<f", struct.pack("<f", float(x)))[0]
+
+
+def f32_bits(x):
+    return struct.unpack("<I", struct.pack("<f", float(x)))[0]
+
+
+def f32_from_bits(b):
+    return struct.unpack("<f", struct.pack("<I", b))[0]
+
+
+def rust_lit(x):
+    """Shortest decimal literal that round-trips to the f32 value x."""
+    x = f32(x)
+    for d in range(1, 10):
+        s = "%.*e" % (d - 1, x)
+        if f32(float(s)) == x:
+            mant, exp = s.split("e")
+            e = int(exp)
+            if -5 <= e <= 6:
+                s = repr(float(s))
+            else:
+                s = mant + "e" + str(e)
+            if "." not in s and "e" not in s:
+                s += ".0"
+            return s
+    raise ValueError(x)
+
+
+def lawson(basis, target, weight, xs):
+    """Minimises max_i |weight(x_i) * (sum_k c_k basis_k(x_i) - target(x_i))| approximately."""
+    n = len(xs)
+    w = [mp.mpf(1) / n] * n
+    rows = [[weight(x) * b(x) for b in basis] for x in xs]
+    rhs = [weight(x) * target(x) for x in xs]
+    coef = None
+    for _ in range(LAWSON_ITERS):
+        sw = [mp.sqrt(wi) for wi in w]
+        a = mp.matrix([[sw[i] * v for v in rows[i]] for i in range(n)])
+        b = mp.matrix([sw[i] * rhs[i] for i in range(n)])
+        coef, _ = mp.qr_solve(a, b)
+        err = [abs(sum(coef[k] * rows[i][k] for k in range(len(basis))) - rhs[i]) for i in range(n)]
+        tot = sum(w[i] * err[i] for i in range(n))
+        w = [w[i] * err[i] / tot for i in range(n)]
+    return [coef[k] for k in range(len(basis))]
+
+
+def cheb_nodes(lo, hi, n):
+    return [
+        (lo + hi) / 2 + (hi - lo) / 2 * mp.cos(mp.pi * (2 * i + 1) / (2 * n)) for i in range(n)
+    ]
+
+
+def max_rel(f, g, xs):
+    return max(abs(f(x) / g(x) - 1) for x in xs if g(x) != 0)
+
+
+def fit_exp():
+    xs = [x for x in cheb_nodes(-EXP_R, EXP_R, NODES) if x != 0]
+    basis = [(lambda k: (lambda r: r ** (k + 1)))(k) for k in range(DEG_EXP)]
+    coef = lawson(basis, lambda r: mp.exp(r) - 1, lambda r: 1 / mp.exp(r), xs)
+    c32 = [f32(c) for c in coef]
+
+    def p(r):
+        return 1 + sum(mp.mpf(c32[k]) * r ** (k + 1) for k in range(DEG_EXP))
+
+    dense = [-EXP_R + 2 * EXP_R * i / 20000 for i in range(20001)]
+    return c32, max_rel(p, mp.exp, dense)
+
+
+def fit_tanh():
+    split = mp.mpf(TANH_SPLIT)
+    xs = cheb_nodes(mp.mpf(0), split, NODES)
+    basis = [(lambda k: (lambda x: x ** (2 * k + 3)))(k) for k in range(DEG_TANH + 1)]
+    coef = lawson(basis, lambda x: mp.tanh(x) - x, lambda x: 1 / mp.tanh(x), xs)
+    c32 = [f32(c) for c in coef]
+
+    def p(x):
+        return x + sum(mp.mpf(c32[k]) * x ** (2 * k + 3) for k in range(DEG_TANH + 1))
+
+    dense = [split * i / 20000 for i in range(1, 20001)]
+    return c32, max_rel(p, mp.tanh, dense)
+
+
+def thresholds():
+    ln2 = mp.log(2)
+    # ln2 split so that n * LN2_HI is exact for |n| < 2^8 (n is at most 127 in magnitude).
+    bits = f32_bits(ln2) & ~((1 << 8) - 1)
+    ln2_hi = f32_from_bits(bits)
+    ln2_lo = f32(ln2 - mp.mpf(ln2_hi))
+    # Sigmoid: the smallest-magnitude-rounded f32 z with e^z >= 2^-126 (smallest normal).
+    lnmin = mp.log(mp.mpf(2) ** -126)
+    z = f32(lnmin)
+    if mp.mpf(z) < lnmin:  # round toward zero so e^z stays normal
+        z = f32_from_bits(f32_bits(z) - 1)
+    assert mp.exp(mp.mpf(z)) >= mp.mpf(2) ** -126
+    # Tanh: the first f32 x > 0 whose correctly rounded tanh is 1.0f32.
+    x = f32(9.0)
+    while f32(mp.tanh(mp.mpf(x))) == 1.0:
+        x = f32_from_bits(f32_bits(x) - 1)
+    while f32(mp.tanh(mp.mpf(x))) != 1.0:
+        x = f32_from_bits(f32_bits(x) + 1)
+    return ln2_hi, ln2_lo, z, x
+
+
+def main():
+    ce, ee = fit_exp()
+    ct, et = fit_tanh()
+    ln2_hi, ln2_lo, zmin, tanh_one = thresholds()
+    print("// Generated by tools/fit_activations.py; do not edit by hand.")
+    print(f"// e^r ~= 1 + r*(C1 + r*(C2 + ...)) on |r| <= {mp.nstr(EXP_R, 6)}: max relative error")
+    print(f"// {mp.nstr(ee, 3)} with the f32-rounded coefficients (2^{mp.nstr(mp.log(ee, 2), 3)}).")
+    for k, c in enumerate(ce):
+        print(f"pub(crate) const EXP_C{k + 1}: f32 = {rust_lit(c)};")
+    print(f"// tanh(x) ~= x + x^3*(T0 + x^2*(T1 + ...)) on |x| <= {TANH_SPLIT}: max relative error")
+    print(f"// {mp.nstr(et, 3)} with the f32-rounded coefficients (2^{mp.nstr(mp.log(et, 2), 3)}).")
+    for k, c in enumerate(ct):
+        print(f"pub(crate) const TANH_T{k}: f32 = {rust_lit(c)};")
+    print("/// tanh uses the polynomial for |x| < TANH_SPLIT, 1 - 2/(e^(2|x|) + 1) above.")
+    print(f"pub(crate) const TANH_SPLIT: f32 = {rust_lit(TANH_SPLIT)};")
+    print("/// ln 2 = LN2_HI + LN2_LO; LN2_HI has 16 significant bits, so n * LN2_HI is exact.")
+    print(f"pub(crate) const LN2_HI: f32 = {rust_lit(ln2_hi)}; // 0x{f32_bits(ln2_hi):08x}")
+    print(f"pub(crate) const LN2_LO: f32 = {rust_lit(ln2_lo)}; // 0x{f32_bits(ln2_lo):08x}")
+    print("/// The f32 nearest ln(2^-126) toward zero: e^z is normal for z >= EXP_Z_MIN; below it")
+    print("/// sigmoid returns exactly 0 (no subnormal outputs or intermediates).")
+    print(f"pub(crate) const EXP_Z_MIN: f32 = {rust_lit(zmin)}; // 0x{f32_bits(zmin):08x}")
+    print("/// The first f32 x > 0 whose correctly rounded tanh is 1.0f32; tanh returns exactly")
+    print("/// ±1 from there on.")
+    print(f"pub(crate) const TANH_ONE_FROM: f32 = {rust_lit(tanh_one)}; // 0x{f32_bits(tanh_one):08x}")
+
+
+if __name__ == "__main__":
+    main()
