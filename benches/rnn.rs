@@ -15,7 +15,7 @@ use std::time::Duration;
 use criterion::{
     BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime,
 };
-use fused_rnn::bench_support::step_gemm_f32;
+use fused_rnn::bench_support::PackedStepGemm;
 use fused_rnn::{
     CellKind, FinalState, GradMode, GruVariant, InitialState, InputGrads, Isa, Layer, Mode,
     RnnActivation, StreamingLayer, Upstream, reference,
@@ -274,10 +274,10 @@ fn ceiling(c: &mut Criterion) {
             b.iter(|| sgemm_nt(m, k, n, black_box(&a), &w, &mut out))
         });
         if m <= 64 {
-            let wt = vec![0.25f32; k * n];
+            let packed = PackedStepGemm::new(&vec![0.25f32; k * n], k, n).unwrap();
             for isa in Isa::available() {
                 g.bench_function(format!("{name}/step_gemm_{}", isa.name()), |b| {
-                    b.iter(|| step_gemm_f32(isa, m, k, n, black_box(&a), &wt, &mut out).unwrap())
+                    b.iter(|| packed.run(isa, m, black_box(&a), &mut out).unwrap())
                 });
             }
         }

@@ -5,7 +5,7 @@ use crate::float::Float;
 use crate::gemm::{MatMut, MatRef, gemm};
 use crate::kernels::isa::{Isa, IsaToken};
 use crate::kernels::postgemm::StepShape;
-use crate::kernels::step_gemm::{Accumulate, Operand};
+use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef};
 use crate::shape::{CellKind, Dims, GradMode, GruVariant, Mode};
 use crate::weights::{LayerGrads, LayerWeights};
 use crate::workspace::{Status, Workspace};
@@ -337,7 +337,8 @@ fn forward_impl<F: Float>(
 
     fused_bias(cell, &layer.bias_ih, &layer.bias_hh, p.bias);
     // W_hhᵀ [H, G*H], so the per-step GEMM streams contiguous rows of all gates.
-    pack_transposed(&layer.weight_hh, gh, h, p.w_t);
+    let fwd_layout = forward_packing::<F>(cell, h, h);
+    pack_transposed(&layer.weight_hh, fwd_layout, p.packed);
 
     // The input projection of every step at once: P[T*B, G*H] = X[T*B, I] · W_ihᵀ.
     gemm(
@@ -362,10 +363,7 @@ fn forward_impl<F: Float>(
         }
     }
 
-    let w_t = Operand {
-        data: &*p.w_t,
-        ld: gh,
-    };
+    let w_t = PackedRef::all(&*p.packed, fwd_layout);
     let prep = Prepared {
         cell,
         isa,
@@ -444,7 +442,8 @@ pub(crate) struct Prepared<'a, F> {
     pub cell: CellKind,
     pub isa: IsaToken,
     pub sh: StepShape,
-    pub w_hh_t: Operand<'a, F>,
+    /// `W_hhᵀ` packed with [`forward_packing`].
+    pub w_hh_t: PackedRef<'a, F>,
     /// `b_ih + b_hh`, except the reset-after GRU's candidate block: `b_in` alone.
     pub bias: &'a [F],
     /// The reset-after GRU's `b_hn [H]` (unused by other cells).
@@ -468,43 +467,35 @@ pub(crate) struct StepState<'s, F> {
 /// One forward step: the recurrent GEMM for all gates (two for the reset-before GRU), then
 /// the fused post-GEMM kernel. Shared by [`Layer::forward`] and the streaming layer.
 pub(crate) fn forward_step<F: Float>(prep: &Prepared<'_, F>, st: StepState<'_, F>) {
-    let (isa, sh, w_t) = (prep.isa, prep.sh, prep.w_hh_t);
+    let (isa, sh, w) = (prep.isa, prep.sh, prep.w_hh_t);
     let (b, h) = (sh.batch, sh.hidden);
     let gh = prep.cell.gates() * h;
-    let h_prev_m = Operand {
+    let h_prev = Operand {
         data: st.h_prev,
         ld: h,
     };
+    let all = PackedRef::all(w.data, w.layout);
     match prep.cell {
         CellKind::Rnn(act) => {
-            F::step_gemm(isa, b, h, h, h_prev_m, w_t, st.acc, h, Accumulate::No);
+            F::step_gemm(isa, b, h, h_prev, all, st.acc, gh, Accumulate::No);
             F::rnn_forward(isa, sh, act, st.gates, st.acc, prep.bias, st.h_out);
         }
         CellKind::Lstm => {
-            F::step_gemm(isa, b, h, gh, h_prev_m, w_t, st.acc, gh, Accumulate::No);
+            F::step_gemm(isa, b, h, h_prev, all, st.acc, gh, Accumulate::No);
             F::lstm_forward(
                 isa, sh, st.gates, st.acc, prep.bias, st.c_prev, st.c_out, st.h_out,
             );
         }
         CellKind::Gru(GruVariant::ResetAfter) => {
-            F::step_gemm(isa, b, h, gh, h_prev_m, w_t, st.acc, gh, Accumulate::No);
+            F::step_gemm(isa, b, h, h_prev, all, st.acc, gh, Accumulate::No);
             F::gru_reset_after_forward(
                 isa, sh, st.gates, st.acc, prep.bias, prep.b_hn, st.h_prev, st.h_out, st.grid,
             );
         }
         CellKind::Gru(GruVariant::ResetBefore) => {
             let (acc_rz, acc_n) = st.acc.split_at_mut(2 * b * h);
-            F::step_gemm(
-                isa,
-                b,
-                h,
-                2 * h,
-                h_prev_m,
-                w_t,
-                acc_rz,
-                2 * h,
-                Accumulate::No,
-            );
+            let rz = PackedRef::gates(w.data, w.layout, 0, 2);
+            F::step_gemm(isa, b, h, h_prev, rz, acc_rz, 2 * h, Accumulate::No);
             let rh = st.grid;
             F::gru_reset_before_forward_gates(
                 isa,
@@ -515,17 +506,13 @@ pub(crate) fn forward_step<F: Float>(prep: &Prepared<'_, F>, st: StepState<'_, F
                 st.h_prev,
                 rh,
             );
-            let w_n = Operand {
-                data: &w_t.data[2 * h..],
-                ld: gh,
-            };
+            let n = PackedRef::gates(w.data, w.layout, 2, 1);
             F::step_gemm(
                 isa,
                 b,
                 h,
-                h,
                 Operand { data: &*rh, ld: h },
-                w_n,
+                n,
                 acc_n,
                 h,
                 Accumulate::No,
@@ -543,13 +530,31 @@ pub(crate) fn forward_step<F: Float>(prep: &Prepared<'_, F>, st: StepState<'_, F
     }
 }
 
-/// Packs `W [N, K]` (row-major) as `Wᵀ [K, N]` into `out`.
-pub(crate) fn pack_transposed<F: Float>(w: &[F], n: usize, k: usize, out: &mut [F]) {
-    for (row, wr) in w.chunks_exact(k).take(n).enumerate() {
-        for (kk, v) in wr.iter().enumerate() {
-            out[kk * n + row] = *v;
-        }
+/// Layout of `W_hhᵀ [H, G*H]` (or `W_ihᵀ [I, G*H]` with `k = I`) packed for the forward step
+/// GEMM: one gate block per group.
+pub(crate) fn forward_packing<F: Float>(cell: CellKind, k: usize, hidden: usize) -> PackedLayout {
+    PackedLayout {
+        k,
+        groups: cell.gates(),
+        group_width: hidden,
+        nr: F::PANEL_WIDTH,
     }
+}
+
+/// Layout of `W_hh [G*H, H]` packed for the backward `dh_{t-1} = dG · W_hh`.
+pub(crate) fn backward_packing<F: Float>(cell: CellKind, hidden: usize) -> PackedLayout {
+    PackedLayout {
+        k: cell.gates() * hidden,
+        groups: 1,
+        group_width: hidden,
+        nr: F::PANEL_WIDTH,
+    }
+}
+
+/// Packs `W [N, K]` (a PyTorch weight, row-major) as `Wᵀ [K, N]` in `layout`.
+pub(crate) fn pack_transposed<F: Float>(w: &[F], layout: PackedLayout, out: &mut [F]) {
+    let k = layout.k;
+    layout.pack(&mut out[..layout.len()], |p, n| w[n * k + p]);
 }
 
 /// The biases as the post-GEMM kernels take them (see [`Prepared::bias`]).
@@ -620,11 +625,13 @@ fn backward_impl<F: Float>(
         hidden: h,
     };
     let p = ws.parts();
-    // Rows of W_hh from gate block `g` on, as the right operand of dG · W_hh.
-    let w = |g: usize| Operand {
-        data: &layer.weight_hh[g * h * h..],
-        ld: h,
-    };
+    // W_hh [G*H, H] packed for dG · W_hh; `w(g)` is its rows from gate block `g` on.
+    let bwd_layout = backward_packing::<F>(cell, h);
+    bwd_layout.pack(&mut p.packed[..bwd_layout.len()], |r, c| {
+        layer.weight_hh[r * h + c]
+    });
+    let packed = &*p.packed;
+    let w = |g: usize| PackedRef::rows_from(packed, bwd_layout, g * h);
     let beta = match mode {
         GradMode::Overwrite => F::ZERO,
         GradMode::Accumulate => F::ONE,
@@ -664,7 +671,7 @@ fn backward_impl<F: Float>(
                     data: &*gates,
                     ld: h,
                 };
-                F::step_gemm(isa, b, h, h, a, w(0), dh_next, h, Accumulate::No);
+                F::step_gemm(isa, b, h, a, w(0), dh_next, h, Accumulate::No);
             }
             CellKind::Lstm => {
                 let c_prev = &p.c_all[t * bh..(t + 1) * bh];
@@ -674,7 +681,7 @@ fn backward_impl<F: Float>(
                     data: &*gates,
                     ld: gh,
                 };
-                F::step_gemm(isa, b, gh, h, a, w(0), dh_next, h, Accumulate::No);
+                F::step_gemm(isa, b, gh, a, w(0), dh_next, h, Accumulate::No);
             }
             CellKind::Gru(GruVariant::ResetAfter) => {
                 let grid = &mut p.grid[t * bh..(t + 1) * bh];
@@ -684,12 +691,12 @@ fn backward_impl<F: Float>(
                     data: &*gates,
                     ld: gh,
                 };
-                F::step_gemm(isa, b, 2 * h, h, a, w(0), dh_next, h, Accumulate::Yes);
+                F::step_gemm(isa, b, 2 * h, a, w(0), dh_next, h, Accumulate::Yes);
                 let a = Operand {
                     data: &*grid,
                     ld: h,
                 };
-                F::step_gemm(isa, b, h, h, a, w(2), dh_next, h, Accumulate::Yes);
+                F::step_gemm(isa, b, h, a, w(2), dh_next, h, Accumulate::Yes);
             }
             CellKind::Gru(GruVariant::ResetBefore) => {
                 F::gru_reset_before_backward_candidate(isa, sh, gates, h_prev, dh, dh_next);
@@ -698,13 +705,13 @@ fn backward_impl<F: Float>(
                     data: &gates[2 * h..],
                     ld: gh,
                 };
-                F::step_gemm(isa, b, h, h, a, w(2), p.drh, h, Accumulate::No);
+                F::step_gemm(isa, b, h, a, w(2), p.drh, h, Accumulate::No);
                 F::gru_reset_before_backward_reset(isa, sh, gates, h_prev, p.drh, dh_next);
                 let a = Operand {
                     data: &*gates,
                     ld: gh,
                 };
-                F::step_gemm(isa, b, 2 * h, h, a, w(0), dh_next, h, Accumulate::Yes);
+                F::step_gemm(isa, b, 2 * h, a, w(0), dh_next, h, Accumulate::Yes);
             }
         }
         core::mem::swap(&mut dh, &mut dh_next);

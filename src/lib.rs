@@ -113,37 +113,54 @@ pub struct ReadmeDoctests;
 pub mod bench_support {
     use crate::error::{Result, check_len};
     use crate::kernels::dispatch::StepKernels;
-    use crate::kernels::step_gemm::{Accumulate, Operand};
+    use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef};
     use crate::{Error, Isa};
 
-    /// The per-step GEMM `c[m, n] = a[m, k] · w[k, n]` (all row-major, dense) on `isa`.
-    pub fn step_gemm_f32(
-        isa: Isa,
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &[f32],
-        w: &[f32],
-        c: &mut [f32],
-    ) -> Result<()> {
-        let isa = isa.checked()?;
-        if m == 0 || k == 0 || n == 0 {
-            return Err(Error::ZeroDim { what: "m, k or n" });
+    /// A `[k, n]` right operand packed once for the per-step GEMM, as the layers pack `W_hhᵀ`.
+    #[derive(Debug, Clone)]
+    pub struct PackedStepGemm {
+        layout: PackedLayout,
+        data: Vec<f32>,
+    }
+
+    impl PackedStepGemm {
+        /// Packs `w [k, n]` (row-major).
+        pub fn new(w: &[f32], k: usize, n: usize) -> Result<Self> {
+            if k == 0 || n == 0 {
+                return Err(Error::ZeroDim { what: "k or n" });
+            }
+            check_len("w [k, n]", w, k * n)?;
+            let layout = PackedLayout {
+                k,
+                groups: 1,
+                group_width: n,
+                nr: <f32 as StepKernels>::PANEL_WIDTH,
+            };
+            let mut data = vec![0.0; layout.len()];
+            layout.pack(&mut data, |p, c| w[p * n + c]);
+            Ok(PackedStepGemm { layout, data })
         }
-        check_len("a [m, k]", a, m * k)?;
-        check_len("w [k, n]", w, k * n)?;
-        check_len("c [m, n]", c, m * n)?;
-        f32::step_gemm(
-            isa.resolve(),
-            m,
-            k,
-            n,
-            Operand { data: a, ld: k },
-            Operand { data: w, ld: n },
-            c,
-            n,
-            Accumulate::No,
-        );
-        Ok(())
+
+        /// `c [m, n] = a [m, k] · w` on `isa`.
+        pub fn run(&self, isa: Isa, m: usize, a: &[f32], c: &mut [f32]) -> Result<()> {
+            let isa = isa.checked()?;
+            let (k, n) = (self.layout.k, self.layout.group_width);
+            if m == 0 {
+                return Err(Error::ZeroDim { what: "m" });
+            }
+            check_len("a [m, k]", a, m * k)?;
+            check_len("c [m, n]", c, m * n)?;
+            f32::step_gemm(
+                isa.resolve(),
+                m,
+                k,
+                Operand { data: a, ld: k },
+                PackedRef::all(&self.data, self.layout),
+                c,
+                n,
+                Accumulate::No,
+            );
+            Ok(())
+        }
     }
 }

@@ -12,9 +12,10 @@
 use crate::error::{Error, Result, check_len};
 use crate::float::Float;
 use crate::kernels::postgemm::StepShape;
-use crate::kernels::step_gemm::{Accumulate, Operand};
+use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef};
 use crate::layer::{
-    FinalState, InitialState, Layer, Prepared, StepState, forward_step, fused_bias, pack_transposed,
+    FinalState, InitialState, Layer, Prepared, StepState, forward_packing, forward_step,
+    fused_bias, pack_transposed,
 };
 use crate::shape::{CellKind, Mode};
 use crate::workspace::Workspace;
@@ -24,10 +25,12 @@ use crate::workspace::Workspace;
 pub struct StreamingLayer<F> {
     layer: Layer<F>,
     batch: usize,
-    /// `W_ihᵀ [I, G*H]`.
+    /// `W_ihᵀ [I, G*H]`, packed.
     w_ih_t: Vec<F>,
-    /// `W_hhᵀ [H, G*H]`.
+    ih_layout: PackedLayout,
+    /// `W_hhᵀ [H, G*H]`, packed.
     w_hh_t: Vec<F>,
+    hh_layout: PackedLayout,
     /// Fused biases `[G*H]`.
     bias: Vec<F>,
     h: Vec<F>,
@@ -51,10 +54,12 @@ impl<F: Float> StreamingLayer<F> {
         let gh = cell.gates() * h;
         let bh = batch * h;
         let w = layer.weights();
-        let mut w_ih_t = vec![F::ZERO; gh * i];
-        pack_transposed(w.weight_ih, gh, i, &mut w_ih_t);
-        let mut w_hh_t = vec![F::ZERO; gh * h];
-        pack_transposed(w.weight_hh, gh, h, &mut w_hh_t);
+        let ih_layout = forward_packing::<F>(cell, i, h);
+        let mut w_ih_t = vec![F::ZERO; ih_layout.len()];
+        pack_transposed(w.weight_ih, ih_layout, &mut w_ih_t);
+        let hh_layout = forward_packing::<F>(cell, h, h);
+        let mut w_hh_t = vec![F::ZERO; hh_layout.len()];
+        pack_transposed(w.weight_hh, hh_layout, &mut w_hh_t);
         let mut bias = vec![F::ZERO; gh];
         fused_bias(cell, w.bias_ih, w.bias_hh, &mut bias);
         let c_len = if cell.has_cell_state() { bh } else { 0 };
@@ -65,6 +70,8 @@ impl<F: Float> StreamingLayer<F> {
         };
         Ok(StreamingLayer {
             batch,
+            ih_layout,
+            hh_layout,
             w_ih_t,
             w_hh_t,
             bias,
@@ -145,12 +152,8 @@ impl<F: Float> StreamingLayer<F> {
             isa,
             self.batch,
             i,
-            gh,
             Operand { data: x_t, ld: i },
-            Operand {
-                data: &self.w_ih_t,
-                ld: gh,
-            },
+            PackedRef::all(&self.w_ih_t, self.ih_layout),
             &mut self.gates,
             gh,
             Accumulate::No,
@@ -163,10 +166,7 @@ impl<F: Float> StreamingLayer<F> {
                 batch: self.batch,
                 hidden: h,
             },
-            w_hh_t: Operand {
-                data: &self.w_hh_t,
-                ld: gh,
-            },
+            w_hh_t: PackedRef::all(&self.w_hh_t, self.hh_layout),
             bias: &self.bias,
             b_hn: if matches!(cell, CellKind::Gru(_)) {
                 &w.bias_hh[2 * h..]

@@ -12,6 +12,7 @@ use core::ops::Range;
 
 use crate::error::{Error, Result, mul_len};
 use crate::float::Float;
+use crate::kernels::dispatch::StepKernels;
 use crate::shape::{CellKind, Dims, GruVariant, Mode};
 
 /// Where a workspace is in its forward/backward cycle.
@@ -29,7 +30,7 @@ pub(crate) enum Status {
 #[derive(Debug, Clone)]
 pub(crate) struct WsLayout {
     pub bias: Range<usize>,
-    pub w_t: Range<usize>,
+    pub packed: Range<usize>,
     pub gates: Range<usize>,
     pub h_all: Range<usize>,
     pub c_all: Range<usize>,
@@ -43,7 +44,7 @@ pub(crate) struct WsLayout {
 }
 
 impl WsLayout {
-    pub(crate) fn new(cell: CellKind, dims: &Dims, mode: Mode) -> Result<WsLayout> {
+    pub(crate) fn new(cell: CellKind, dims: &Dims, mode: Mode, panel: usize) -> Result<WsLayout> {
         dims.validate(cell)?;
         let g = cell.gates();
         let bh = mul_len("workspace", dims.batch, dims.hidden)?;
@@ -60,9 +61,23 @@ impl WsLayout {
                 .ok_or(Error::SizeOverflow { what: "workspace" })?;
             Ok(start..at)
         };
+        // Packed weights: K rows times the gate blocks padded to whole panels.
+        let padded = mul_len("workspace", g, dims.hidden.div_ceil(panel) * panel)?;
+        let fwd_packed = mul_len("workspace", dims.hidden, padded)?;
+        let bwd_packed = mul_len(
+            "workspace",
+            g * dims.hidden,
+            dims.hidden.div_ceil(panel) * panel,
+        )?;
+        let packed_len = if train {
+            fwd_packed.max(bwd_packed)
+        } else {
+            fwd_packed
+        };
         let bias = take(g * dims.hidden)?;
-        // W_hhᵀ [H, G*H], packed once per forward call for the per-step GEMM.
-        let w_t = take(mul_len("workspace", g * dims.hidden, dims.hidden)?)?;
+        // W_hhᵀ packed once per forward call for the per-step GEMM; in training also W_hh
+        // packed for backward's dh GEMM (the two are never needed at once).
+        let packed = take(packed_len)?;
         let gates = take(mul_len("workspace", g, tbh)?)?;
         // Inference: h_all holds only the initial state (later states live in `y`); c_all
         // is a two-slot ring.
@@ -88,7 +103,7 @@ impl WsLayout {
         })?;
         Ok(WsLayout {
             bias,
-            w_t,
+            packed,
             gates,
             h_all,
             c_all,
@@ -106,7 +121,7 @@ impl WsLayout {
 /// Mutable views of every region at once.
 pub(crate) struct WsParts<'a, F> {
     pub bias: &'a mut [F],
-    pub w_t: &'a mut [F],
+    pub packed: &'a mut [F],
     pub gates: &'a mut [F],
     pub h_all: &'a mut [F],
     pub c_all: &'a mut [F],
@@ -138,12 +153,12 @@ pub struct Workspace<F> {
 impl<F: Float> Workspace<F> {
     /// Number of `F` elements a workspace for `cell`, `dims` and `mode` holds.
     pub fn required_len(cell: CellKind, dims: Dims, mode: Mode) -> Result<usize> {
-        Ok(WsLayout::new(cell, &dims, mode)?.total)
+        Ok(WsLayout::new(cell, &dims, mode, <F as StepKernels>::PANEL_WIDTH)?.total)
     }
 
     /// Allocates a workspace (the only allocation a forward/backward pair needs).
     pub fn new(cell: CellKind, dims: Dims, mode: Mode) -> Result<Self> {
-        let layout = WsLayout::new(cell, &dims, mode)?;
+        let layout = WsLayout::new(cell, &dims, mode, <F as StepKernels>::PANEL_WIDTH)?;
         Ok(Workspace {
             cell,
             dims,
@@ -211,7 +226,7 @@ impl<F: Float> Workspace<F> {
     pub(crate) fn parts(&mut self) -> WsParts<'_, F> {
         let l = &self.layout;
         let (bias, rest) = self.buf.split_at_mut(l.bias.end);
-        let (w_t, rest) = rest.split_at_mut(l.w_t.len());
+        let (packed, rest) = rest.split_at_mut(l.packed.len());
         let (gates, rest) = rest.split_at_mut(l.gates.len());
         let (h_all, rest) = rest.split_at_mut(l.h_all.len());
         let (c_all, rest) = rest.split_at_mut(l.c_all.len());
@@ -223,7 +238,7 @@ impl<F: Float> Workspace<F> {
         let (drh, _) = rest.split_at_mut(l.drh.len());
         WsParts {
             bias,
-            w_t,
+            packed,
             gates,
             h_all,
             c_all,

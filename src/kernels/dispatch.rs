@@ -9,7 +9,7 @@ use super::isa::IsaToken;
 use super::postgemm::{self, StepShape};
 use super::simd::ScalarF64;
 use super::simd_portable::PortableF32;
-use super::step_gemm::{self, Accumulate, Operand};
+use super::step_gemm::{self, Accumulate, Operand, PackedRef};
 use crate::shape::RnnActivation;
 
 /// Runs `f` with AVX2 and FMA enabled for code generation.
@@ -28,11 +28,14 @@ macro_rules! step_kernels {
     ($( $(#[$doc:meta])* fn $name:ident($($arg:ident : $ty:ty),* $(,)?); )*) => {
         /// The fused step kernels for one element type (see `postgemm.rs` for each contract).
         pub trait StepKernels: Sized {
+            /// Panel width of packed weights: two vectors of the kernels' lane count.
+            const PANEL_WIDTH: usize;
             $( $(#[$doc])* #[allow(clippy::too_many_arguments)]
                fn $name(isa: IsaToken, $($arg: $ty),*); )*
         }
 
         impl StepKernels for f64 {
+            const PANEL_WIDTH: usize = 2;
             $( #[allow(clippy::too_many_arguments)]
                fn $name(_isa: IsaToken, $($arg: $ty),*) {
                 $name(ScalarF64, $($arg),*)
@@ -40,6 +43,8 @@ macro_rules! step_kernels {
         }
 
         impl StepKernels for f32 {
+            // Both f32 paths have 8 lanes.
+            const PANEL_WIDTH: usize = 16;
             $( #[allow(clippy::too_many_arguments)]
                fn $name(isa: IsaToken, $($arg: $ty),*) {
                 match isa {
@@ -67,8 +72,8 @@ use postgemm::{
 use step_gemm::step_gemm;
 
 step_kernels! {
-    /// Per-step GEMM `C[m, n] (+)= A[m, k] · W[k, n]`.
-    fn step_gemm(m: usize, k: usize, n: usize, a: Operand<'_, Self>, w: Operand<'_, Self>, c: &mut [Self], ldc: usize, acc: Accumulate);
+    /// Per-step GEMM `C (+)= A[m, k] · W` over packed weights.
+    fn step_gemm(m: usize, k: usize, a: Operand<'_, Self>, w: PackedRef<'_, Self>, c: &mut [Self], ldc: usize, acc: Accumulate);
     /// RNN forward step.
     fn rnn_forward(sh: StepShape, act: RnnActivation, p: &[Self], acc: &[Self], bias: &[Self], h: &mut [Self]);
     /// LSTM forward step.

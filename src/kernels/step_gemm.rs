@@ -1,11 +1,14 @@
-//! The per-step GEMM `C (+)= A · W` for the recurrent loop, written once over [`SimdOps`].
+//! The per-step GEMM `C (+)= A · W` of the recurrent loop, over weights packed once into
+//! column panels, written once over [`SimdOps`].
 //!
-//! Shapes inside the time loop are small in M (the batch) and reuse the same weights every
-//! step; matrixmultiply would re-pack W and allocate a packing buffer on every call. This
-//! kernel reads W in place (row-major `[K, N]`: the forward passes `W_hhᵀ`, packed once per
-//! call; the backward passes `W_hh` itself), allocates nothing, and is register-blocked
-//! `MR = 4` rows × 2 vectors of columns: per `k`, two loads of W feed `2·MR` multiply-adds.
-//! Column tails narrower than a vector run the same code on zero-padded copies.
+//! Inside the time loop M (the batch) is small and the same weights are used every step;
+//! matrixmultiply would re-pack W and allocate a packing buffer on every call. Here W is packed
+//! once per call (or once per [`StreamingLayer`](crate::StreamingLayer)) into panels of `NR =
+//! 2·LANES` columns, each panel `K × NR` contiguous, and each gate block padded to whole
+//! panels, so that any gate range is a panel range. The kernel walks panels outermost: one
+//! panel (32 KiB at K = 512) stays in L1 while every row block of A passes over it. The
+//! micro-kernel is `MR = 4` rows × 2 vectors: per `k`, two panel loads and four broadcasts
+//! feed eight multiply-adds into eight independent accumulators.
 
 use super::simd::{MAX_LANES, SimdOps};
 
@@ -27,128 +30,208 @@ pub enum Accumulate {
     Yes,
 }
 
-/// `C[m, n] (+)= A[m, k] · W[k, n]`. `c` is row-major with row stride `ldc`.
+/// Layout of a packed matrix `W [K, N]` whose `N = groups · group_width` columns come in
+/// gate blocks ("groups"), each padded to whole panels of `nr` columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackedLayout {
+    /// Rows `K`.
+    pub k: usize,
+    /// Gate blocks.
+    pub groups: usize,
+    /// Columns per gate block (`H`).
+    pub group_width: usize,
+    /// Columns per panel.
+    pub nr: usize,
+}
+
+impl PackedLayout {
+    /// Panels per gate block.
+    pub fn panels_per_group(&self) -> usize {
+        self.group_width.div_ceil(self.nr)
+    }
+    /// Elements of the packed buffer.
+    pub fn len(&self) -> usize {
+        self.groups * self.panels_per_group() * self.k * self.nr
+    }
+    /// Packs `W [K, N]`, element `(p, n)` given by `get(p, n)`, into `out`.
+    pub fn pack<E: Copy + Default>(&self, out: &mut [E], get: impl Fn(usize, usize) -> E) {
+        let ppg = self.panels_per_group();
+        let mut at = 0;
+        for g in 0..self.groups {
+            for q in 0..ppg {
+                for p in 0..self.k {
+                    for c in 0..self.nr {
+                        let off = q * self.nr + c;
+                        out[at] = if off < self.group_width {
+                            get(p, g * self.group_width + off)
+                        } else {
+                            E::default()
+                        };
+                        at += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A view of a packed matrix restricted to gate blocks `g0..g0 + groups` and rows
+/// `k0..k0 + k`; C's column `j` is column `g0 * group_width + j` of the full matrix.
+#[derive(Debug, Clone, Copy)]
+pub struct PackedRef<'a, E> {
+    /// The whole packed buffer.
+    pub data: &'a [E],
+    /// Its layout.
+    pub layout: PackedLayout,
+    /// First gate block used.
+    pub g0: usize,
+    /// Gate blocks used.
+    pub groups: usize,
+    /// First row used.
+    pub k0: usize,
+}
+
+impl<'a, E> PackedRef<'a, E> {
+    /// The whole matrix.
+    pub fn all(data: &'a [E], layout: PackedLayout) -> Self {
+        PackedRef {
+            data,
+            layout,
+            g0: 0,
+            groups: layout.groups,
+            k0: 0,
+        }
+    }
+    /// Gate blocks `g0..g0 + groups`, all rows.
+    pub fn gates(data: &'a [E], layout: PackedLayout, g0: usize, groups: usize) -> Self {
+        PackedRef {
+            data,
+            layout,
+            g0,
+            groups,
+            k0: 0,
+        }
+    }
+    /// Rows `k0..`, all columns.
+    pub fn rows_from(data: &'a [E], layout: PackedLayout, k0: usize) -> Self {
+        PackedRef {
+            data,
+            layout,
+            g0: 0,
+            groups: layout.groups,
+            k0,
+        }
+    }
+}
+
+/// `C[m, n] (+)= A[m, k] · W[k0..k0+k, columns of the selected gate blocks]`, `n = groups ·
+/// group_width`, C row-major with row stride `ldc`.
 ///
-/// Panics (a bug in the caller, never user input) if an operand is too short for its shape.
+/// Panics (a bug in the caller, never user input) if the panel width is not `2·LANES` or an
+/// operand is too short for its shape.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn step_gemm<S: SimdOps>(
     s: S,
     m: usize,
     k: usize,
-    n: usize,
     a: Operand<'_, S::Elem>,
-    w: Operand<'_, S::Elem>,
-    c: &mut [S::Elem],
-    ldc: usize,
-    acc: Accumulate,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(a.data.len() >= (m - 1) * a.ld + k, "step_gemm: A too short");
-    assert!(
-        k == 0 || w.data.len() >= (k - 1) * w.ld + n,
-        "step_gemm: W too short"
-    );
-    assert!(c.len() >= (m - 1) * ldc + n, "step_gemm: C too short");
-    let mut i0 = 0;
-    while i0 < m {
-        let mr = (m - i0).min(4);
-        match mr {
-            4 => row_block::<S, 4>(s, i0, k, n, a, w, c, ldc, acc),
-            3 => row_block::<S, 3>(s, i0, k, n, a, w, c, ldc, acc),
-            2 => row_block::<S, 2>(s, i0, k, n, a, w, c, ldc, acc),
-            _ => row_block::<S, 1>(s, i0, k, n, a, w, c, ldc, acc),
-        }
-        i0 += mr;
-    }
-}
-
-/// Rows `i0 .. i0 + MR` of C, every column.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn row_block<S: SimdOps, const MR: usize>(
-    s: S,
-    i0: usize,
-    k: usize,
-    n: usize,
-    a: Operand<'_, S::Elem>,
-    w: Operand<'_, S::Elem>,
+    w: PackedRef<'_, S::Elem>,
     c: &mut [S::Elem],
     ldc: usize,
     acc: Accumulate,
 ) {
     let l = S::LANES;
-    let a_rows: [&[S::Elem]; MR] =
-        core::array::from_fn(|r| &a.data[(i0 + r) * a.ld..(i0 + r) * a.ld + k]);
-    let mut j = 0;
-    // Two vectors of columns at a time.
-    while j + 2 * l <= n {
-        let mut v: [[S::V; 2]; MR] = core::array::from_fn(|r| match acc {
-            Accumulate::Yes => {
-                let row = &c[(i0 + r) * ldc + j..];
-                [s.load(row), s.load(&row[l..])]
-            }
-            Accumulate::No => [s.splat(S::Elem::default()); 2],
-        });
-        for p in 0..k {
-            let wr = &w.data[p * w.ld + j..p * w.ld + j + 2 * l];
-            let w0 = s.load(wr);
-            let w1 = s.load(&wr[l..]);
-            for (vr, ar) in v.iter_mut().zip(&a_rows) {
-                let ar = s.splat(ar[p]);
-                vr[0] = s.mul_add(ar, w0, vr[0]);
-                vr[1] = s.mul_add(ar, w1, vr[1]);
+    let lay = w.layout;
+    assert_eq!(lay.nr, 2 * l, "step_gemm: panel width must be two vectors");
+    assert!(
+        w.k0 + k <= lay.k && w.g0 + w.groups <= lay.groups,
+        "step_gemm: W range"
+    );
+    assert!(w.data.len() >= lay.len(), "step_gemm: W too short");
+    let gw = lay.group_width;
+    let n = w.groups * gw;
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(a.data.len() >= (m - 1) * a.ld + k, "step_gemm: A too short");
+    assert!(c.len() >= (m - 1) * ldc + n, "step_gemm: C too short");
+    let ppg = lay.panels_per_group();
+    let panel_len = lay.k * lay.nr;
+    for gi in 0..w.groups {
+        for q in 0..ppg {
+            let panel_index = (w.g0 + gi) * ppg + q;
+            let start = panel_index * panel_len + w.k0 * lay.nr;
+            let panel = &w.data[start..start + k * lay.nr];
+            let col0 = gi * gw + q * lay.nr;
+            let width = (gw - q * lay.nr).min(lay.nr);
+            let mut i0 = 0;
+            while i0 < m {
+                let mr = (m - i0).min(4);
+                let tile = Tile { i0, col0, width, k };
+                match mr {
+                    4 => micro::<S, 4>(s, tile, a, panel, c, ldc, acc),
+                    3 => micro::<S, 3>(s, tile, a, panel, c, ldc, acc),
+                    2 => micro::<S, 2>(s, tile, a, panel, c, ldc, acc),
+                    _ => micro::<S, 1>(s, tile, a, panel, c, ldc, acc),
+                }
+                i0 += mr;
             }
         }
-        for (r, vr) in v.iter().enumerate() {
-            let row = &mut c[(i0 + r) * ldc + j..];
-            s.store(row, vr[0]);
+    }
+}
+
+/// Where one micro-tile sits: rows `i0..i0+MR`, C columns `col0..col0+width` (`width ≤ NR`).
+#[derive(Clone, Copy)]
+struct Tile {
+    i0: usize,
+    col0: usize,
+    width: usize,
+    k: usize,
+}
+
+#[inline(always)]
+fn micro<S: SimdOps, const MR: usize>(
+    s: S,
+    t: Tile,
+    a: Operand<'_, S::Elem>,
+    panel: &[S::Elem],
+    c: &mut [S::Elem],
+    ldc: usize,
+    acc: Accumulate,
+) {
+    let l = S::LANES;
+    let nr = 2 * l;
+    let a_rows: [&[S::Elem]; MR] = core::array::from_fn(|r| &a.data[(t.i0 + r) * a.ld..][..t.k]);
+    let zero = s.splat(S::Elem::default());
+    let mut v: [[S::V; 2]; MR] = [[zero; 2]; MR];
+    if acc == Accumulate::Yes {
+        for (r, vr) in v.iter_mut().enumerate() {
+            let mut buf = [S::Elem::default(); 2 * MAX_LANES];
+            let row = &c[(t.i0 + r) * ldc + t.col0..][..t.width];
+            buf[..t.width].copy_from_slice(row);
+            *vr = [s.load(&buf[..l]), s.load(&buf[l..nr])];
+        }
+    }
+    for (p, wp) in panel.chunks_exact(nr).take(t.k).enumerate() {
+        let w0 = s.load(&wp[..l]);
+        let w1 = s.load(&wp[l..]);
+        for (vr, ar) in v.iter_mut().zip(&a_rows) {
+            let x = s.splat(ar[p]);
+            vr[0] = s.mul_add(x, w0, vr[0]);
+            vr[1] = s.mul_add(x, w1, vr[1]);
+        }
+    }
+    for (r, vr) in v.iter().enumerate() {
+        let row = &mut c[(t.i0 + r) * ldc + t.col0..][..t.width];
+        if t.width == nr {
+            s.store(&mut row[..l], vr[0]);
             s.store(&mut row[l..], vr[1]);
-        }
-        j += 2 * l;
-    }
-    // One vector.
-    while j + l <= n {
-        let mut v: [S::V; MR] = core::array::from_fn(|r| match acc {
-            Accumulate::Yes => s.load(&c[(i0 + r) * ldc + j..]),
-            Accumulate::No => s.splat(S::Elem::default()),
-        });
-        for p in 0..k {
-            let w0 = s.load(&w.data[p * w.ld + j..p * w.ld + j + l]);
-            for (vr, ar) in v.iter_mut().zip(&a_rows) {
-                *vr = s.mul_add(s.splat(ar[p]), w0, *vr);
-            }
-        }
-        for (r, vr) in v.iter().enumerate() {
-            s.store(&mut c[(i0 + r) * ldc + j..], *vr);
-        }
-        j += l;
-    }
-    // Fewer columns than a vector: the same arithmetic on zero-padded copies.
-    let rem = n - j;
-    if rem > 0 {
-        let mut v: [S::V; MR] = core::array::from_fn(|r| match acc {
-            Accumulate::Yes => {
-                let mut buf = [S::Elem::default(); MAX_LANES];
-                buf[..rem].copy_from_slice(&c[(i0 + r) * ldc + j..(i0 + r) * ldc + n]);
-                s.load(&buf)
-            }
-            Accumulate::No => s.splat(S::Elem::default()),
-        });
-        let mut wbuf = [S::Elem::default(); MAX_LANES];
-        for p in 0..k {
-            wbuf[..rem].copy_from_slice(&w.data[p * w.ld + j..p * w.ld + n]);
-            let w0 = s.load(&wbuf);
-            for (vr, ar) in v.iter_mut().zip(&a_rows) {
-                *vr = s.mul_add(s.splat(ar[p]), w0, *vr);
-            }
-        }
-        for (r, vr) in v.iter().enumerate() {
-            let mut buf = [S::Elem::default(); MAX_LANES];
-            s.store(&mut buf, *vr);
-            c[(i0 + r) * ldc + j..(i0 + r) * ldc + n].copy_from_slice(&buf[..rem]);
+        } else {
+            let mut buf = [S::Elem::default(); 2 * MAX_LANES];
+            s.store(&mut buf[..l], vr[0]);
+            s.store(&mut buf[l..nr], vr[1]);
+            row.copy_from_slice(&buf[..t.width]);
         }
     }
 }
