@@ -30,8 +30,14 @@ fn map_lanes<S: SimdOps, const K: usize, const M: usize>(
     let full = n - n % lanes;
     let mut j = 0;
     while j < full {
-        let x: [S::V; K] = core::array::from_fn(|k| s.load(&ins[k][j..j + lanes]));
-        let mut y: [S::V; M] = core::array::from_fn(|m| s.load(&outs[m][j..j + lanes]));
+        let x: [S::V; K] = core::array::from_fn(
+            #[inline(always)]
+            |k| s.load(&ins[k][j..j + lanes]),
+        );
+        let mut y: [S::V; M] = core::array::from_fn(
+            #[inline(always)]
+            |m| s.load(&outs[m][j..j + lanes]),
+        );
         body(&x, &mut y);
         for (o, v) in outs.iter_mut().zip(y) {
             s.store(&mut o[j..j + lanes], v);
@@ -40,18 +46,30 @@ fn map_lanes<S: SimdOps, const K: usize, const M: usize>(
     }
     let rem = n - full;
     if rem > 0 {
-        let pad_in: [[S::Elem; MAX_LANES]; K] = core::array::from_fn(|k| {
-            let mut b = [S::Elem::default(); MAX_LANES];
-            b[..rem].copy_from_slice(&ins[k][full..n]);
-            b
-        });
-        let mut pad_out: [[S::Elem; MAX_LANES]; M] = core::array::from_fn(|m| {
-            let mut b = [S::Elem::default(); MAX_LANES];
-            b[..rem].copy_from_slice(&outs[m][full..n]);
-            b
-        });
-        let x: [S::V; K] = core::array::from_fn(|k| s.load(&pad_in[k]));
-        let mut y: [S::V; M] = core::array::from_fn(|m| s.load(&pad_out[m]));
+        let pad_in: [[S::Elem; MAX_LANES]; K] = core::array::from_fn(
+            #[inline(always)]
+            |k| {
+                let mut b = [S::Elem::default(); MAX_LANES];
+                b[..rem].copy_from_slice(&ins[k][full..n]);
+                b
+            },
+        );
+        let mut pad_out: [[S::Elem; MAX_LANES]; M] = core::array::from_fn(
+            #[inline(always)]
+            |m| {
+                let mut b = [S::Elem::default(); MAX_LANES];
+                b[..rem].copy_from_slice(&outs[m][full..n]);
+                b
+            },
+        );
+        let x: [S::V; K] = core::array::from_fn(
+            #[inline(always)]
+            |k| s.load(&pad_in[k]),
+        );
+        let mut y: [S::V; M] = core::array::from_fn(
+            #[inline(always)]
+            |m| s.load(&pad_out[m]),
+        );
         body(&x, &mut y);
         for ((o, buf), v) in outs.iter_mut().zip(pad_out.iter_mut()).zip(y) {
             s.store(buf, v);
@@ -107,6 +125,7 @@ pub(crate) fn rnn_forward<S: SimdOps>(
             hd,
             [&p[r.clone()], &acc[r.clone()], bias],
             [&mut h[r]],
+            #[inline(always)]
             |x, y| {
                 let a = s.add(s.add(x[0], x[1]), x[2]);
                 y[0] = match act {
@@ -159,6 +178,7 @@ pub(crate) fn lstm_forward<S: SimdOps>(
                 &c_prev[r.clone()],
             ],
             [gi, gf, gg, go, &mut c[r.clone()], &mut h[r]],
+            #[inline(always)]
             |x, y| {
                 let i = s.sigmoid(s.add(s.add(y[0], x[0]), x[4]));
                 let f = s.sigmoid(s.add(s.add(y[1], x[1]), x[5]));
@@ -214,6 +234,7 @@ pub(crate) fn gru_reset_after_forward<S: SimdOps>(
                 &h_prev[r.clone()],
             ],
             [gr, gz, gn, &mut h[r.clone()], &mut grid[r]],
+            #[inline(always)]
             |x, y| {
                 let rg = s.sigmoid(s.add(s.add(y[0], x[0]), x[3]));
                 let zg = s.sigmoid(s.add(s.add(y[1], x[1]), x[4]));
@@ -260,6 +281,7 @@ pub(crate) fn gru_reset_before_forward_gates<S: SimdOps>(
                 &h_prev[r.clone()],
             ],
             [gr, gz, &mut rh[r]],
+            #[inline(always)]
             |x, y| {
                 let rg = s.sigmoid(s.add(s.add(y[0], x[0]), x[2]));
                 let zg = s.sigmoid(s.add(s.add(y[1], x[1]), x[3]));
@@ -294,6 +316,7 @@ pub(crate) fn gru_reset_before_forward_state<S: SimdOps>(
             hd,
             [&acc_n[r.clone()], bias_n, &h_prev[r.clone()], gz],
             [gn, &mut h[r]],
+            #[inline(always)]
             |x, y| {
                 let n = s.tanh(s.add(s.add(y[0], x[0]), x[1]));
                 // h = h_prev + z * (n - h_prev)
@@ -319,13 +342,20 @@ pub(crate) fn rnn_backward<S: SimdOps>(
     gates: &mut [S::Elem],
 ) {
     let n = sh.batch * sh.hidden;
-    map_lanes(s, n, [&h[..n], &dh[..n]], [&mut gates[..n]], |x, y| {
-        y[0] = match act {
-            RnnActivation::Tanh => s.mul(x[1], tanh_grad(s, x[0])),
-            // h > 0 exactly where the pre-activation is > 0.
-            RnnActivation::Relu => s.mul(x[1], s.step(x[0])),
-        };
-    });
+    map_lanes(
+        s,
+        n,
+        [&h[..n], &dh[..n]],
+        [&mut gates[..n]],
+        #[inline(always)]
+        |x, y| {
+            y[0] = match act {
+                RnnActivation::Tanh => s.mul(x[1], tanh_grad(s, x[0])),
+                // h > 0 exactly where the pre-activation is > 0.
+                RnnActivation::Relu => s.mul(x[1], s.step(x[0])),
+            };
+        },
+    );
 }
 
 /// LSTM backward. `gates`: `[B, 4H]`, in: activated `i, f, g, o`, out: their pre-activation
@@ -352,6 +382,7 @@ pub(crate) fn lstm_backward<S: SimdOps>(
             hd,
             [&c_prev[r.clone()], &c[r.clone()], &dh[r.clone()]],
             [gi, gf, gg, go, &mut dc[r]],
+            #[inline(always)]
             |x, y| {
                 let (i, f, g, o) = (y[0], y[1], y[2], y[3]);
                 let tc = s.tanh(x[1]);
@@ -392,6 +423,7 @@ pub(crate) fn gru_reset_after_backward<S: SimdOps>(
             hd,
             [&h_prev[r.clone()], &dh[r.clone()]],
             [gr, gz, gn, &mut grid[r.clone()], &mut dh_prev[r]],
+            #[inline(always)]
             |x, y| {
                 let (rg, zg, n, hn) = (y[0], y[1], y[2], y[3]);
                 let dh = x[1];
@@ -430,6 +462,7 @@ pub(crate) fn gru_reset_before_backward_candidate<S: SimdOps>(
             hd,
             [&h_prev[r.clone()], &dh[r.clone()]],
             [gz, gn, &mut dh_prev[r]],
+            #[inline(always)]
             |x, y| {
                 let (zg, n) = (y[0], y[1]);
                 let dh = x[1];
@@ -462,6 +495,7 @@ pub(crate) fn gru_reset_before_backward_reset<S: SimdOps>(
             hd,
             [&h_prev[r.clone()], &drh[r.clone()]],
             [gr, &mut dh_prev[r]],
+            #[inline(always)]
             |x, y| {
                 let rg = y[0];
                 y[0] = s.mul(s.mul(x[1], x[0]), sigmoid_grad(s, rg));

@@ -202,7 +202,10 @@ fn micro<S: SimdOps, const MR: usize>(
 ) {
     let l = S::LANES;
     let nr = 2 * l;
-    let a_rows: [&[S::Elem]; MR] = core::array::from_fn(|r| &a.data[(t.i0 + r) * a.ld..][..t.k]);
+    let a_rows: [&[S::Elem]; MR] = core::array::from_fn(
+        #[inline(always)]
+        |r| &a.data[(t.i0 + r) * a.ld..][..t.k],
+    );
     let zero = s.splat(S::Elem::default());
     let mut v: [[S::V; 2]; MR] = [[zero; 2]; MR];
     if acc == Accumulate::Yes {
