@@ -4,6 +4,7 @@
 
 pub mod error;
 mod float;
+pub mod interop;
 mod kernels;
 pub mod reference;
 pub mod shape;
