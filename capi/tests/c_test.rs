@@ -250,12 +250,13 @@ fn generate_header(path: &Path) {
     std::fs::write(path, a.out).unwrap();
 }
 
-/// The static library cargo built for this crate, next to the test binary's `deps` folder.
+/// The static library cargo built for this crate in the same rustc run as the rlib this test
+/// links (crate-type includes rlib for that reason), in the test binary's own `deps` folder.
 fn staticlib() -> PathBuf {
+    // Referencing the crate makes the dependency explicit.
+    assert_eq!(fused_rnn_capi::FRNN_OK, 0);
     let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    let profile_dir = deps.parent().unwrap();
-    let lib = profile_dir.join("libfused_rnn_capi.a");
+    let lib = exe.parent().unwrap().join("libfused_rnn_capi.a");
     assert!(
         lib.exists(),
         "{} not found: cargo builds it with this crate's lib target",
