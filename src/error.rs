@@ -60,6 +60,16 @@ pub enum Error {
         /// Why it is invalid.
         why: String,
     },
+    /// A serialized tensor file (safetensors, ONNX tensors) does not have the names, dtypes or
+    /// shapes a layer needs, or cannot be parsed.
+    Format {
+        /// What was checked, e.g. `"tensor weight_ih_l0 shape"`.
+        what: String,
+        /// What a layer needs.
+        expected: String,
+        /// What the file holds.
+        got: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -81,6 +91,11 @@ impl fmt::Display for Error {
                 write!(f, "instruction set {isa} is not available on this CPU")
             }
             Error::InvalidArgument { what, why } => write!(f, "invalid argument {what}: {why}"),
+            Error::Format {
+                what,
+                expected,
+                got,
+            } => write!(f, "{what}: expected {expected}, got {got}"),
         }
     }
 }

@@ -83,6 +83,7 @@ pub mod clip;
 pub mod error;
 mod float;
 mod gemm;
+pub mod interop;
 mod kernels;
 pub mod layer;
 pub mod output;

@@ -1,0 +1,139 @@
+/*
+ * fused_rnn.h - C API of fused-rnn (hand-kept; matches capi/src/lib.rs).
+ *
+ * f32 RNN / LSTM / GRU layers with fused SIMD forward and BPTT backward.
+ *
+ * Layout (row-major, time-major, PyTorch's):
+ *   x [T, B, I], y [T, B, H], states h0, c0, h_n, c_n [B, H];
+ *   weight_ih [G*H, I], weight_hh [G*H, H], bias_ih [G*H], bias_hh [G*H],
+ *   G = 1 (RNN), 4 (LSTM, gate rows i, f, g, o), 3 (GRU, rows r, z, n).
+ *
+ * Conventions for every function:
+ *   - Returns FRNN_OK (0) or an FRNN_ERR_* code; on error, frnn_last_error_message() describes
+ *     it (e.g. "buffer x [T, B, I]: expected length 24, got 23"). Outputs may be partly
+ *     written on error.
+ *   - Every buffer comes with its length in elements, checked against the dimensions.
+ *   - Optional buffers may be NULL (with length 0): absent inputs mean zeros, absent outputs
+ *     are not written. Required pointers that are NULL give FRNN_ERR_NULL.
+ *   - Buffers of one call must not overlap where one of them is written (FRNN_ERR_ARGUMENT).
+ *   - A layer handle must not be used by two threads at once; distinct handles are
+ *     independent. Error messages are per thread.
+ *   - No Rust panic crosses the boundary: an internal error returns FRNN_ERR_PANIC.
+ *
+ * Loss convention of backward: L = sum(y * dy) + sum(h_n * dh_n) + sum(c_n * dc_n), i.e. dy,
+ * dh_n, dc_n are dL/dy, dL/dh_n, dL/dc_n (NULL = zeros).
+ */
+#ifndef FUSED_RNN_H
+#define FUSED_RNN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status codes. */
+#define FRNN_OK 0
+#define FRNN_ERR_NULL 1     /* a required pointer is NULL, or NULL with a nonzero length */
+#define FRNN_ERR_LENGTH 2   /* a buffer length does not match the dimensions */
+#define FRNN_ERR_ARGUMENT 3 /* unknown cell, zero dimension, buffer this cell has no use for
+                               (c0 for a GRU), misaligned or overlapping buffers, overflow */
+#define FRNN_ERR_STATE 4    /* call out of order: backward without a training forward, or a
+                               second backward without a new forward */
+#define FRNN_ERR_FORMAT 5   /* safetensors data without the expected names/dtypes/shapes */
+#define FRNN_ERR_PANIC 6    /* internal error; please report */
+
+/* Cell kinds. */
+#define FRNN_CELL_RNN_TANH 0         /* h' = tanh(W_ih x + b_ih + W_hh h + b_hh) */
+#define FRNN_CELL_RNN_RELU 1         /* h' = relu(...) */
+#define FRNN_CELL_LSTM 2             /* PyTorch nn.LSTM */
+#define FRNN_CELL_GRU 3              /* PyTorch nn.GRU (reset after the recurrent matmul,
+                                        ONNX linear_before_reset = 1) */
+#define FRNN_CELL_GRU_RESET_BEFORE 4 /* classic GRU, h' = (1-z)*h + z*n with
+                                        n = tanh(W_in x + b_in + W_hn (r*h) + b_hn) */
+
+/* Opaque layer: parameters plus reusable workspaces. */
+typedef struct frnn_layer frnn_layer;
+
+/* Message of the most recent failed call on this thread ("" if none). Never NULL; valid until
+ * the next failing call on this thread. */
+const char *frnn_last_error_message(void);
+
+/* Creates a layer from parameters in PyTorch's layout (copied). w_ih_len must be
+ * G*hidden*input, w_hh_len G*hidden*hidden, b_ih_len and b_hh_len G*hidden.
+ * On success *out is a new handle to free with frnn_layer_free. */
+int frnn_layer_create(int cell, size_t input_size, size_t hidden_size,
+                      const float *w_ih, size_t w_ih_len,
+                      const float *w_hh, size_t w_hh_len,
+                      const float *b_ih, size_t b_ih_len,
+                      const float *b_hh, size_t b_hh_len,
+                      frnn_layer **out);
+
+/* Creates a layer from a PyTorch state_dict saved as safetensors (bytes of the whole file):
+ * parameters weight_ih_l{layer_index}, weight_hh_l..., bias_ih_l..., bias_hh_l..., with the
+ * suffix _reverse when reverse != 0. Tensors may be F32 or F64 (F64 rounds to nearest f32).
+ * The file does not record the cell kind: `cell` says which it is. Errors: FRNN_ERR_FORMAT
+ * with the missing name or the expected and actual dtype/shape. */
+int frnn_layer_from_safetensors(const uint8_t *bytes, size_t len, int cell,
+                                size_t layer_index, int reverse, frnn_layer **out);
+
+/* Frees a layer. NULL is a no-op. */
+void frnn_layer_free(frnn_layer *layer);
+
+/* Writes the layer's cell (FRNN_CELL_*), input width I and hidden width H; NULL outputs are
+ * skipped. */
+int frnn_layer_sizes(const frnn_layer *layer, int *cell, size_t *input_size,
+                     size_t *hidden_size);
+
+/* Runs the layer over seq_len = T steps of batch = B sequences.
+ *   x    [T, B, I]  required
+ *   h0   [B, H]     optional (NULL = zeros)
+ *   c0   [B, H]     optional, LSTM only (must be NULL otherwise)
+ *   y    [T, B, H]  required output
+ *   h_n  [B, H]     optional output: final hidden state
+ *   c_n  [B, H]     optional output, LSTM only: final cell state
+ * training != 0 keeps what frnn_backward needs (in the handle, until the next training
+ * forward); training = 0 keeps nothing and does not disturb a pending backward. */
+int frnn_forward(frnn_layer *layer, size_t seq_len, size_t batch, int training,
+                 const float *x, size_t x_len,
+                 const float *h0, size_t h0_len,
+                 const float *c0, size_t c0_len,
+                 float *y, size_t y_len,
+                 float *h_n, size_t h_n_len,
+                 float *c_n, size_t c_n_len);
+
+/* Backpropagation through time over the last training forward (same T and B; x must be the
+ * input that forward saw). Consumes it: a second backward needs a new training forward.
+ *   dy [T, B, H], dh_n [B, H], dc_n [B, H] (LSTM): upstream gradients, optional (NULL = zeros)
+ *   dx [T, B, I], dh0 [B, H], dc0 [B, H] (LSTM): input gradients, optional, overwritten
+ *   dw_ih [G*H, I], dw_hh [G*H, H], db_ih [G*H], db_hh [G*H]: weight gradients, optional;
+ *     overwritten when accumulate = 0, added to (grad += new) when accumulate != 0. */
+int frnn_backward(frnn_layer *layer,
+                  const float *x, size_t x_len,
+                  const float *dy, size_t dy_len,
+                  const float *dh_n, size_t dh_n_len,
+                  const float *dc_n, size_t dc_n_len,
+                  float *dx, size_t dx_len,
+                  float *dh0, size_t dh0_len,
+                  float *dc0, size_t dc0_len,
+                  float *dw_ih, size_t dw_ih_len,
+                  float *dw_hh, size_t dw_hh_len,
+                  float *db_ih, size_t db_ih_len,
+                  float *db_hh, size_t db_hh_len,
+                  int accumulate);
+
+/* One streaming (inference) step for batch = B sequences: reads x_t [B, I] and the state
+ * h [B, H] (and c [B, H], required for the LSTM, NULL otherwise) and overwrites the state with
+ * the next one. Equal to frnn_forward with T = 1, h0 = h, c0 = c, y = h_n = new h. Does not
+ * disturb a pending backward. */
+int frnn_step(frnn_layer *layer, size_t batch,
+              const float *x_t, size_t x_len,
+              float *h, size_t h_len,
+              float *c, size_t c_len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FUSED_RNN_H */

@@ -1,0 +1,701 @@
+//! C ABI for `fused-rnn` (f32): create a layer from PyTorch-layout weights or a safetensors
+//! `state_dict`, run forward, backward and streaming steps, free it. The declarations, with the
+//! contract of every function, are in `include/fused_rnn.h`.
+//!
+//! Every entry point returns an `int` status (`FRNN_OK` = 0 or an `FRNN_ERR_*` code) and leaves
+//! a message for `frnn_last_error_message` on failure. No panic crosses the boundary: each body
+//! runs under `catch_unwind`, and a panic becomes `FRNN_ERR_PANIC`. Pointers are checked for
+//! NULL, alignment and overlap between buffers of one call, and every buffer comes with its
+//! length, checked against the dimensions.
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use std::cell::RefCell;
+use std::ffi::{CString, c_char, c_int};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use fused_rnn::interop::Direction;
+use fused_rnn::interop::pytorch;
+use fused_rnn::{
+    CellKind, Error, FinalState, GradMode, GruVariant, InitialState, InputGrads, Layer, LayerGrads,
+    LayerWeights, Mode, RnnActivation, Upstream, Workspace,
+};
+
+/// Success.
+pub const FRNN_OK: c_int = 0;
+/// A required pointer is NULL (or a NULL optional buffer has a nonzero length).
+pub const FRNN_ERR_NULL: c_int = 1;
+/// A buffer's length does not match the dimensions.
+pub const FRNN_ERR_LENGTH: c_int = 2;
+/// An invalid argument: unknown cell, zero dimension, a buffer this cell has no use for,
+/// misaligned or overlapping buffers, sizes that overflow.
+pub const FRNN_ERR_ARGUMENT: c_int = 3;
+/// A call out of order, e.g. backward without a training forward before it.
+pub const FRNN_ERR_STATE: c_int = 4;
+/// A safetensors file without the expected names, dtypes or shapes.
+pub const FRNN_ERR_FORMAT: c_int = 5;
+/// An internal error (a Rust panic, caught at the boundary). Please report it.
+pub const FRNN_ERR_PANIC: c_int = 6;
+
+/// An error on its way to C: a status code and a message.
+struct CErr {
+    code: c_int,
+    msg: String,
+}
+
+impl From<Error> for CErr {
+    fn from(e: Error) -> Self {
+        let code = match e {
+            Error::BufferLength { .. } => FRNN_ERR_LENGTH,
+            Error::WorkspaceMismatch { .. } | Error::InvalidState { .. } => FRNN_ERR_STATE,
+            Error::Format { .. } => FRNN_ERR_FORMAT,
+            _ => FRNN_ERR_ARGUMENT,
+        };
+        CErr {
+            code,
+            msg: e.to_string(),
+        }
+    }
+}
+
+fn err(code: c_int, msg: impl Into<String>) -> CErr {
+    CErr {
+        code,
+        msg: msg.into(),
+    }
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_last_error(msg: &str) {
+    let c = CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
+    // `try_with` fails only during thread teardown; the message is then dropped.
+    let _ = LAST_ERROR.try_with(|m| {
+        if let Ok(mut m) = m.try_borrow_mut() {
+            *m = c;
+        }
+    });
+}
+
+/// Runs `f`, turning its error or a panic into a status code and the thread's last message.
+fn guard(f: impl FnOnce() -> Result<(), CErr>) -> c_int {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => FRNN_OK,
+        Ok(Err(e)) => {
+            set_last_error(&e.msg);
+            e.code
+        }
+        Err(p) => {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic payload".into());
+            set_last_error(&format!(
+                "internal error (panic caught at the C boundary): {what}"
+            ));
+            FRNN_ERR_PANIC
+        }
+    }
+}
+
+/// The opaque layer handle (`frnn_layer` in C): the layer plus the workspaces and buffers its
+/// calls reuse.
+pub struct FrnnLayer {
+    layer: Layer<f32>,
+    /// Kept from a training forward for the backward that follows.
+    train_ws: Option<Workspace<f32>>,
+    infer_ws: Option<Workspace<f32>>,
+    /// `T = 1` inference workspace for `frnn_step`.
+    step_ws: Option<Workspace<f32>>,
+    step_h: Vec<f32>,
+    step_c: Vec<f32>,
+    grads: LayerGrads<f32>,
+}
+
+impl FrnnLayer {
+    fn new(layer: Layer<f32>) -> Self {
+        let grads = layer.zero_grads();
+        FrnnLayer {
+            layer,
+            train_ws: None,
+            infer_ws: None,
+            step_ws: None,
+            step_h: Vec::new(),
+            step_c: Vec::new(),
+            grads,
+        }
+    }
+}
+
+/// A workspace in `slot` for `(seq_len, batch, mode)`, made anew only when they change.
+fn workspace<'a>(
+    layer: &Layer<f32>,
+    slot: &'a mut Option<Workspace<f32>>,
+    seq_len: usize,
+    batch: usize,
+    mode: Mode,
+) -> Result<&'a mut Workspace<f32>, CErr> {
+    let dims = layer.dims(seq_len, batch);
+    let reuse = slot
+        .as_ref()
+        .is_some_and(|w| w.dims() == dims && w.mode() == mode);
+    if !reuse {
+        *slot = Some(layer.workspace(seq_len, batch, mode)?);
+    }
+    slot.as_mut()
+        .ok_or_else(|| err(FRNN_ERR_PANIC, "workspace slot unexpectedly empty"))
+}
+
+/// The address range of a buffer, for overlap checks.
+#[derive(Clone, Copy)]
+struct Span {
+    what: &'static str,
+    start: usize,
+    end: usize,
+    writes: bool,
+}
+
+/// Fails if any two buffers overlap where at least one is written.
+fn check_overlap(spans: &[Span]) -> Result<(), CErr> {
+    for (k, a) in spans.iter().enumerate() {
+        for b in &spans[k + 1..] {
+            if (a.writes || b.writes) && a.start < b.end && b.start < a.end {
+                return Err(err(
+                    FRNN_ERR_ARGUMENT,
+                    format!("buffers {} and {} overlap", a.what, b.what),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a pointer/length pair: NULL is allowed (absent) only with length 0 when optional;
+/// otherwise aligned for f32 and at most `isize::MAX` bytes.
+fn check_ptr<T>(
+    what: &'static str,
+    ptr: *const T,
+    len: usize,
+    required: bool,
+    writes: bool,
+    spans: &mut Vec<Span>,
+) -> Result<bool, CErr> {
+    if ptr.is_null() {
+        if required {
+            return Err(err(FRNN_ERR_NULL, format!("{what} is NULL")));
+        }
+        if len != 0 {
+            return Err(err(
+                FRNN_ERR_NULL,
+                format!("{what} is NULL but its length is {len} (pass 0 for an absent buffer)"),
+            ));
+        }
+        return Ok(false);
+    }
+    if !ptr.is_aligned() {
+        return Err(err(
+            FRNN_ERR_ARGUMENT,
+            format!("{what} is not aligned to {} bytes", align_of::<T>()),
+        ));
+    }
+    let bytes = len
+        .checked_mul(size_of::<T>())
+        .filter(|b| *b <= isize::MAX as usize)
+        .ok_or_else(|| {
+            err(
+                FRNN_ERR_ARGUMENT,
+                format!("{what}: length {len} is too large"),
+            )
+        })?;
+    let start = ptr as usize;
+    spans.push(Span {
+        what,
+        start,
+        end: start.saturating_add(bytes),
+        writes,
+    });
+    Ok(true)
+}
+
+/// # Safety
+/// `ptr` must be valid for reads of `len` elements for `'a` (the C caller's contract), and was
+/// checked by [`check_ptr`] (non-NULL when `present`, aligned, size in range).
+unsafe fn in_slice<'a, T>(present: bool, ptr: *const T, len: usize) -> Option<&'a [T]> {
+    // SAFETY: the caller's contract above.
+    present.then(|| unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// # Safety
+/// As [`in_slice`], for writes; and the buffer overlaps no other buffer of the call
+/// ([`check_overlap`]).
+unsafe fn out_slice<'a, T>(present: bool, ptr: *mut T, len: usize) -> Option<&'a mut [T]> {
+    // SAFETY: the caller's contract above.
+    present.then(|| unsafe { std::slice::from_raw_parts_mut(ptr, len) })
+}
+
+/// # Safety
+/// `layer` is NULL or a handle from `frnn_layer_create*` not yet freed, used by one thread at a
+/// time.
+unsafe fn handle<'a>(layer: *mut FrnnLayer) -> Result<&'a mut FrnnLayer, CErr> {
+    if layer.is_null() {
+        return Err(err(FRNN_ERR_NULL, "layer is NULL"));
+    }
+    // SAFETY: non-NULL, and by the caller's contract a live, exclusively used handle.
+    Ok(unsafe { &mut *layer })
+}
+
+fn cell_from_c(cell: c_int) -> Result<CellKind, CErr> {
+    Ok(match cell {
+        0 => CellKind::Rnn(RnnActivation::Tanh),
+        1 => CellKind::Rnn(RnnActivation::Relu),
+        2 => CellKind::Lstm,
+        3 => CellKind::Gru(GruVariant::ResetAfter),
+        4 => CellKind::Gru(GruVariant::ResetBefore),
+        other => {
+            return Err(err(
+                FRNN_ERR_ARGUMENT,
+                format!("unknown cell {other} (expected FRNN_CELL_* 0..=4)"),
+            ));
+        }
+    })
+}
+
+fn cell_to_c(cell: CellKind) -> c_int {
+    match cell {
+        CellKind::Rnn(RnnActivation::Tanh) => 0,
+        CellKind::Rnn(RnnActivation::Relu) => 1,
+        CellKind::Lstm => 2,
+        CellKind::Gru(GruVariant::ResetAfter) => 3,
+        CellKind::Gru(GruVariant::ResetBefore) => 4,
+    }
+}
+
+fn store_handle(out: *mut *mut FrnnLayer, layer: Layer<f32>) {
+    let h = Box::into_raw(Box::new(FrnnLayer::new(layer)));
+    // SAFETY: `out` was checked non-NULL and aligned by the caller of this function, and the C
+    // contract makes it valid for one pointer write.
+    unsafe { out.write(h) };
+}
+
+fn check_out_handle(out: *mut *mut FrnnLayer) -> Result<(), CErr> {
+    if out.is_null() {
+        return Err(err(FRNN_ERR_NULL, "out is NULL"));
+    }
+    if !out.is_aligned() {
+        return Err(err(FRNN_ERR_ARGUMENT, "out is not aligned"));
+    }
+    Ok(())
+}
+
+/// The message of the most recent failed call on this thread (empty if none failed yet). The
+/// pointer stays valid until the next failing call on this thread; never NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn frnn_last_error_message() -> *const c_char {
+    static EMPTY: &[u8] = b"\0";
+    let r = catch_unwind(|| {
+        LAST_ERROR
+            .try_with(|m| m.try_borrow().map(|m| m.as_ptr()).ok())
+            .ok()
+            .flatten()
+    });
+    match r {
+        Ok(Some(p)) => p,
+        _ => EMPTY.as_ptr().cast(),
+    }
+}
+
+/// Creates a layer from parameters in PyTorch's layout (copied). See `fused_rnn.h`.
+///
+/// # Safety
+/// Each non-NULL pointer must be valid for reads of its stated length; `out` valid for one
+/// pointer write.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn frnn_layer_create(
+    cell: c_int,
+    input_size: usize,
+    hidden_size: usize,
+    w_ih: *const f32,
+    w_ih_len: usize,
+    w_hh: *const f32,
+    w_hh_len: usize,
+    b_ih: *const f32,
+    b_ih_len: usize,
+    b_hh: *const f32,
+    b_hh_len: usize,
+    out: *mut *mut FrnnLayer,
+) -> c_int {
+    guard(|| {
+        check_out_handle(out)?;
+        let cell = cell_from_c(cell)?;
+        let mut s = Vec::new();
+        check_ptr("w_ih", w_ih, w_ih_len, true, false, &mut s)?;
+        check_ptr("w_hh", w_hh, w_hh_len, true, false, &mut s)?;
+        check_ptr("b_ih", b_ih, b_ih_len, true, false, &mut s)?;
+        check_ptr("b_hh", b_hh, b_hh_len, true, false, &mut s)?;
+        // SAFETY: checked non-NULL and aligned; the C caller guarantees the lengths.
+        let w = unsafe {
+            LayerWeights {
+                weight_ih: std::slice::from_raw_parts(w_ih, w_ih_len),
+                weight_hh: std::slice::from_raw_parts(w_hh, w_hh_len),
+                bias_ih: std::slice::from_raw_parts(b_ih, b_ih_len),
+                bias_hh: std::slice::from_raw_parts(b_hh, b_hh_len),
+            }
+        };
+        let layer = Layer::new(cell, input_size, hidden_size, w)?;
+        store_handle(out, layer);
+        Ok(())
+    })
+}
+
+/// Creates a layer from a PyTorch `state_dict` in safetensors format (f32 or f64 tensors; f64
+/// is rounded to f32). See `fused_rnn.h`.
+///
+/// # Safety
+/// `bytes` valid for reads of `len` bytes; `out` valid for one pointer write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn frnn_layer_from_safetensors(
+    bytes: *const u8,
+    len: usize,
+    cell: c_int,
+    layer_index: usize,
+    reverse: c_int,
+    out: *mut *mut FrnnLayer,
+) -> c_int {
+    guard(|| {
+        check_out_handle(out)?;
+        let cell = cell_from_c(cell)?;
+        let mut s = Vec::new();
+        check_ptr("bytes", bytes, len, true, false, &mut s)?;
+        // SAFETY: checked non-NULL; the C caller guarantees the length.
+        let data = unsafe { std::slice::from_raw_parts(bytes, len) };
+        let dir = if reverse != 0 {
+            Direction::Reverse
+        } else {
+            Direction::Forward
+        };
+        let layer = pytorch::load_layer_converting::<f32>(data, cell, layer_index, dir)?;
+        store_handle(out, layer);
+        Ok(())
+    })
+}
+
+/// Frees a layer; NULL is a no-op.
+///
+/// # Safety
+/// `layer` is NULL or a handle from `frnn_layer_create*` not yet freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn frnn_layer_free(layer: *mut FrnnLayer) {
+    if layer.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: by the contract, a live handle made by Box::into_raw, freed once.
+        drop(unsafe { Box::from_raw(layer) });
+    }));
+}
+
+/// Reports a layer's cell (`FRNN_CELL_*`), input width and hidden width; NULL outputs are
+/// skipped.
+///
+/// # Safety
+/// `layer` a live handle; each non-NULL output valid for one write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn frnn_layer_sizes(
+    layer: *const FrnnLayer,
+    cell: *mut c_int,
+    input_size: *mut usize,
+    hidden_size: *mut usize,
+) -> c_int {
+    guard(|| {
+        if layer.is_null() {
+            return Err(err(FRNN_ERR_NULL, "layer is NULL"));
+        }
+        // SAFETY: non-NULL, and by the contract above a live handle; only read.
+        let l = unsafe { &*layer };
+        let mut s = Vec::new();
+        let has_c = check_ptr("cell", cell, 1, false, true, &mut s)?;
+        let has_i = check_ptr("input_size", input_size, 1, false, true, &mut s)?;
+        let has_h = check_ptr("hidden_size", hidden_size, 1, false, true, &mut s)?;
+        // SAFETY: each written pointer was checked non-NULL and aligned.
+        unsafe {
+            if has_c {
+                cell.write(cell_to_c(l.layer.cell()));
+            }
+            if has_i {
+                input_size.write(l.layer.input_size());
+            }
+            if has_h {
+                hidden_size.write(l.layer.hidden_size());
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Forward over `x [T, B, I]`. See `fused_rnn.h`.
+///
+/// # Safety
+/// `layer` a live handle; each non-NULL buffer valid for its stated length (reads for inputs,
+/// writes for outputs).
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn frnn_forward(
+    layer: *mut FrnnLayer,
+    seq_len: usize,
+    batch: usize,
+    training: c_int,
+    x: *const f32,
+    x_len: usize,
+    h0: *const f32,
+    h0_len: usize,
+    c0: *const f32,
+    c0_len: usize,
+    y: *mut f32,
+    y_len: usize,
+    h_n: *mut f32,
+    h_n_len: usize,
+    c_n: *mut f32,
+    c_n_len: usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: the contract above.
+        let l = unsafe { handle(layer)? };
+        let mut s = Vec::new();
+        let px = check_ptr("x", x, x_len, true, false, &mut s)?;
+        let ph0 = check_ptr("h0", h0, h0_len, false, false, &mut s)?;
+        let pc0 = check_ptr("c0", c0, c0_len, false, false, &mut s)?;
+        let py = check_ptr("y", y.cast_const(), y_len, true, true, &mut s)?;
+        let phn = check_ptr("h_n", h_n.cast_const(), h_n_len, false, true, &mut s)?;
+        let pcn = check_ptr("c_n", c_n.cast_const(), c_n_len, false, true, &mut s)?;
+        check_overlap(&s)?;
+        // SAFETY: checked by check_ptr and check_overlap; lengths are the caller's contract.
+        let (x, h0, c0, y, h_n, c_n) = unsafe {
+            (
+                in_slice(px, x, x_len).unwrap_or_default(),
+                in_slice(ph0, h0, h0_len),
+                in_slice(pc0, c0, c0_len),
+                out_slice(py, y, y_len).unwrap_or_default(),
+                out_slice(phn, h_n, h_n_len),
+                out_slice(pcn, c_n, c_n_len),
+            )
+        };
+        let (mode, slot) = if training != 0 {
+            (Mode::Training, &mut l.train_ws)
+        } else {
+            (Mode::Inference, &mut l.infer_ws)
+        };
+        let ws = workspace(&l.layer, slot, seq_len, batch, mode)?;
+        l.layer
+            .forward(ws, x, InitialState { h0, c0 }, y, FinalState { h_n, c_n })?;
+        Ok(())
+    })
+}
+
+/// Backward over the last training forward. See `fused_rnn.h`.
+///
+/// # Safety
+/// `layer` a live handle; each non-NULL buffer valid for its stated length (reads for inputs,
+/// reads and writes for the gradient outputs).
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn frnn_backward(
+    layer: *mut FrnnLayer,
+    x: *const f32,
+    x_len: usize,
+    dy: *const f32,
+    dy_len: usize,
+    dh_n: *const f32,
+    dh_n_len: usize,
+    dc_n: *const f32,
+    dc_n_len: usize,
+    dx: *mut f32,
+    dx_len: usize,
+    dh0: *mut f32,
+    dh0_len: usize,
+    dc0: *mut f32,
+    dc0_len: usize,
+    dw_ih: *mut f32,
+    dw_ih_len: usize,
+    dw_hh: *mut f32,
+    dw_hh_len: usize,
+    db_ih: *mut f32,
+    db_ih_len: usize,
+    db_hh: *mut f32,
+    db_hh_len: usize,
+    accumulate: c_int,
+) -> c_int {
+    guard(|| {
+        // SAFETY: the contract above.
+        let l = unsafe { handle(layer)? };
+        let mut s = Vec::new();
+        let px = check_ptr("x", x, x_len, true, false, &mut s)?;
+        let pdy = check_ptr("dy", dy, dy_len, false, false, &mut s)?;
+        let pdhn = check_ptr("dh_n", dh_n, dh_n_len, false, false, &mut s)?;
+        let pdcn = check_ptr("dc_n", dc_n, dc_n_len, false, false, &mut s)?;
+        let pdx = check_ptr("dx", dx.cast_const(), dx_len, false, true, &mut s)?;
+        let pdh0 = check_ptr("dh0", dh0.cast_const(), dh0_len, false, true, &mut s)?;
+        let pdc0 = check_ptr("dc0", dc0.cast_const(), dc0_len, false, true, &mut s)?;
+        let grads_ptrs = [
+            ("dw_ih", dw_ih, dw_ih_len),
+            ("dw_hh", dw_hh, dw_hh_len),
+            ("db_ih", db_ih, db_ih_len),
+            ("db_hh", db_hh, db_hh_len),
+        ];
+        let mut present = [false; 4];
+        for (k, (what, p, n)) in grads_ptrs.iter().enumerate() {
+            present[k] = check_ptr(what, p.cast_const(), *n, false, true, &mut s)?;
+        }
+        check_overlap(&s)?;
+        // Weight-gradient buffers must match the layer exactly when given.
+        let own = &mut l.grads;
+        let own_bufs: [&mut Vec<f32>; 4] = [
+            &mut own.weight_ih,
+            &mut own.weight_hh,
+            &mut own.bias_ih,
+            &mut own.bias_hh,
+        ];
+        let what_len = [
+            "dw_ih [G*H, I]",
+            "dw_hh [G*H, H]",
+            "db_ih [G*H]",
+            "db_hh [G*H]",
+        ];
+        for k in 0..4 {
+            if present[k] && grads_ptrs[k].2 != own_bufs[k].len() {
+                return Err(Error::BufferLength {
+                    what: what_len[k],
+                    expected: own_bufs[k].len(),
+                    got: grads_ptrs[k].2,
+                }
+                .into());
+            }
+        }
+        let accumulate = accumulate != 0;
+        // With accumulation, start from the caller's gradients (exactly GradMode::Accumulate).
+        for (k, buf) in own_bufs.into_iter().enumerate() {
+            if accumulate && present[k] {
+                // SAFETY: checked non-NULL, aligned, non-overlapping, length equal to buf's.
+                let src = unsafe { std::slice::from_raw_parts(grads_ptrs[k].1, buf.len()) };
+                buf.copy_from_slice(src);
+            } else {
+                buf.fill(0.0);
+            }
+        }
+        // SAFETY: checked by check_ptr and check_overlap; lengths are the caller's contract.
+        let (x, dy, dh_n, dc_n, dx, dh0, dc0) = unsafe {
+            (
+                in_slice(px, x, x_len).unwrap_or_default(),
+                in_slice(pdy, dy, dy_len),
+                in_slice(pdhn, dh_n, dh_n_len),
+                in_slice(pdcn, dc_n, dc_n_len),
+                out_slice(pdx, dx, dx_len),
+                out_slice(pdh0, dh0, dh0_len),
+                out_slice(pdc0, dc0, dc0_len),
+            )
+        };
+        let ws = l.train_ws.as_mut().ok_or_else(|| {
+            err(
+                FRNN_ERR_STATE,
+                "invalid call order: backward needs a training forward (training = 1) first",
+            )
+        })?;
+        let mode = if accumulate {
+            GradMode::Accumulate
+        } else {
+            GradMode::Overwrite
+        };
+        l.layer.backward(
+            ws,
+            x,
+            Upstream { dy, dh_n, dc_n },
+            &mut l.grads,
+            InputGrads { dx, dh0, dc0 },
+            mode,
+        )?;
+        let own: [&Vec<f32>; 4] = [
+            &l.grads.weight_ih,
+            &l.grads.weight_hh,
+            &l.grads.bias_ih,
+            &l.grads.bias_hh,
+        ];
+        for (k, buf) in own.into_iter().enumerate() {
+            if present[k] {
+                // SAFETY: checked non-NULL, aligned, non-overlapping, length equal to buf's.
+                let dst = unsafe { std::slice::from_raw_parts_mut(grads_ptrs[k].1, buf.len()) };
+                dst.copy_from_slice(buf);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// One streaming step: `h` (and `c`) in, the next state out. See `fused_rnn.h`.
+///
+/// # Safety
+/// `layer` a live handle; each non-NULL buffer valid for its stated length.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn frnn_step(
+    layer: *mut FrnnLayer,
+    batch: usize,
+    x_t: *const f32,
+    x_len: usize,
+    h: *mut f32,
+    h_len: usize,
+    c: *mut f32,
+    c_len: usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: the contract above.
+        let l = unsafe { handle(layer)? };
+        let lstm = l.layer.cell().has_cell_state();
+        let mut s = Vec::new();
+        let px = check_ptr("x_t", x_t, x_len, true, false, &mut s)?;
+        check_ptr("h", h.cast_const(), h_len, true, true, &mut s)?;
+        let pc = check_ptr("c", c.cast_const(), c_len, lstm, true, &mut s)?;
+        if pc && !lstm {
+            return Err(Error::UnexpectedBuffer {
+                what: "c",
+                why: "only the LSTM has a cell state",
+            }
+            .into());
+        }
+        check_overlap(&s)?;
+        // SAFETY: checked by check_ptr and check_overlap; lengths are the caller's contract.
+        let (x_t, h, c) = unsafe {
+            (
+                in_slice(px, x_t, x_len).unwrap_or_default(),
+                out_slice(true, h, h_len).unwrap_or_default(),
+                out_slice(pc, c, c_len),
+            )
+        };
+        let ws = workspace(&l.layer, &mut l.step_ws, 1, batch, Mode::Inference)?;
+        // The state is read from copies so that it can be written in place.
+        l.step_h.clear();
+        l.step_h.extend_from_slice(h);
+        let c_prev = match c.as_deref() {
+            Some(c) => {
+                l.step_c.clear();
+                l.step_c.extend_from_slice(c);
+                Some(&l.step_c[..])
+            }
+            None => None,
+        };
+        // y [1, B, H] is the new h.
+        l.layer.forward(
+            ws,
+            x_t,
+            InitialState {
+                h0: Some(&l.step_h),
+                c0: c_prev,
+            },
+            h,
+            FinalState { h_n: None, c_n: c },
+        )?;
+        Ok(())
+    })
+}

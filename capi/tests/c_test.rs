@@ -1,0 +1,320 @@
+//! Compiles `tests/test_capi.c` with the system C compiler against the static library cargo
+//! built for this crate, and runs it. The expected values (every output and gradient, bit for
+//! bit) come from the Rust API and reach the C program as a generated header, so the C side
+//! checks that the ABI computes exactly what `fused_rnn::Layer` computes.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use fused_rnn::interop::Direction;
+use fused_rnn::interop::pytorch;
+use fused_rnn::{
+    CellKind, FinalState, GradMode, GruVariant, InitialState, InputGrads, Layer, LayerGrads, Mode,
+    Upstream,
+};
+
+/// Deterministic U(-1, 1) values (a 64-bit LCG; no dependency needed).
+fn values(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+struct Arrays {
+    out: String,
+}
+
+impl Arrays {
+    fn f32s(&mut self, name: &str, v: &[f32]) {
+        let body: Vec<String> = v
+            .iter()
+            .map(|a| format!("0x{:08x}u", a.to_bits()))
+            .collect();
+        writeln!(
+            self.out,
+            "static const uint32_t {name}[{}] = {{{}}};",
+            v.len().max(1),
+            if body.is_empty() {
+                "0".to_string()
+            } else {
+                body.join(",")
+            }
+        )
+        .unwrap();
+    }
+    fn bytes(&mut self, name: &str, v: &[u8]) {
+        let body: Vec<String> = v.iter().map(|a| a.to_string()).collect();
+        writeln!(
+            self.out,
+            "static const uint8_t {name}[{}] = {{{}}};",
+            v.len(),
+            body.join(",")
+        )
+        .unwrap();
+    }
+}
+
+/// Training forward then backward with `mode` on `grads`; returns (y, h_n, c_n, dx, dh0, dc0).
+#[allow(clippy::type_complexity)]
+fn fwd_bwd(
+    layer: &Layer<f32>,
+    t: usize,
+    b: usize,
+    inp: &[Vec<f32>; 6],
+    grads: &mut LayerGrads<f32>,
+    mode: GradMode,
+) -> [Vec<f32>; 6] {
+    let [x, h0, c0, dy, dh_n, dc_n] = inp;
+    let lstm = layer.cell().has_cell_state();
+    let h = layer.hidden_size();
+    let mut ws = layer.workspace(t, b, Mode::Training).unwrap();
+    let mut y = vec![0.0; t * b * h];
+    let mut hn = vec![0.0; b * h];
+    let mut cn = vec![0.0; b * h];
+    layer
+        .forward(
+            &mut ws,
+            x,
+            InitialState {
+                h0: Some(h0),
+                c0: lstm.then_some(&c0[..]),
+            },
+            &mut y,
+            FinalState {
+                h_n: Some(&mut hn),
+                c_n: lstm.then_some(&mut cn[..]),
+            },
+        )
+        .unwrap();
+    let mut dx = vec![0.0; x.len()];
+    let mut dh0 = vec![0.0; b * h];
+    let mut dc0 = vec![0.0; b * h];
+    layer
+        .backward(
+            &mut ws,
+            x,
+            Upstream {
+                dy: Some(dy),
+                dh_n: Some(dh_n),
+                dc_n: lstm.then_some(&dc_n[..]),
+            },
+            grads,
+            InputGrads {
+                dx: Some(&mut dx),
+                dh0: Some(&mut dh0),
+                dc0: lstm.then_some(&mut dc0[..]),
+            },
+            mode,
+        )
+        .unwrap();
+    if !lstm {
+        cn.clear();
+        dc0.clear();
+    }
+    [y, hn, cn, dx, dh0, dc0]
+}
+
+/// Emits one case's inputs and expected outputs as C arrays plus a `case_data` initializer.
+fn emit_case(a: &mut Arrays, p: &str, cell: CellKind, cell_c: i32, seed: u64) -> String {
+    let (t, b, i, h) = (4usize, 3usize, 3usize, 5usize);
+    let layer = Layer::<f32>::with_seeded_init(cell, i, h, seed).unwrap();
+    let lstm = cell.has_cell_state();
+    let st = |v: Vec<f32>| if lstm { v } else { Vec::new() };
+    let inp = [
+        values(seed + 1, t * b * i),
+        values(seed + 2, b * h).iter().map(|v| v * 0.5).collect(),
+        st(values(seed + 3, b * h)),
+        values(seed + 4, t * b * h),
+        values(seed + 5, b * h),
+        st(values(seed + 6, b * h)),
+    ];
+    let mut g1 = layer.zero_grads();
+    let out = fwd_bwd(&layer, t, b, &inp, &mut g1, GradMode::Overwrite);
+    let mut g2 = g1.clone();
+    let _ = fwd_bwd(&layer, t, b, &inp, &mut g2, GradMode::Accumulate);
+
+    // Streaming: T single-step inference forwards from (h0, c0).
+    let mut hs = inp[1].clone();
+    let mut cs = inp[2].clone();
+    let mut ws = layer.workspace(1, b, Mode::Inference).unwrap();
+    for step in 0..t {
+        let mut hn = vec![0.0; b * h];
+        let mut cn = vec![0.0; b * h];
+        layer
+            .forward(
+                &mut ws,
+                &inp[0][step * b * i..(step + 1) * b * i],
+                InitialState {
+                    h0: Some(&hs),
+                    c0: lstm.then_some(&cs[..]),
+                },
+                &mut hn,
+                FinalState {
+                    h_n: None,
+                    c_n: lstm.then_some(&mut cn[..]),
+                },
+            )
+            .unwrap();
+        hs = hn;
+        if lstm {
+            cs = cn;
+        }
+    }
+
+    let w = layer.weights();
+    let named: Vec<(&str, Vec<f32>)> = vec![
+        ("w_ih", w.weight_ih.to_vec()),
+        ("w_hh", w.weight_hh.to_vec()),
+        ("b_ih", w.bias_ih.to_vec()),
+        ("b_hh", w.bias_hh.to_vec()),
+        ("x", inp[0].clone()),
+        ("h0", inp[1].clone()),
+        ("c0", inp[2].clone()),
+        ("dy", inp[3].clone()),
+        ("dh_n", inp[4].clone()),
+        ("dc_n", inp[5].clone()),
+        ("y", out[0].clone()),
+        ("h_n", out[1].clone()),
+        ("c_n", out[2].clone()),
+        ("dx", out[3].clone()),
+        ("dh0", out[4].clone()),
+        ("dc0", out[5].clone()),
+        ("dw_ih", g1.weight_ih.clone()),
+        ("dw_hh", g1.weight_hh.clone()),
+        ("db_ih", g1.bias_ih.clone()),
+        ("db_hh", g1.bias_hh.clone()),
+        ("acc_dw_ih", g2.weight_ih.clone()),
+        ("acc_dw_hh", g2.weight_hh.clone()),
+        ("acc_db_ih", g2.bias_ih.clone()),
+        ("acc_db_hh", g2.bias_hh.clone()),
+        ("step_h", hs),
+        ("step_c", st(cs)),
+    ];
+    let mut init = format!("{{ {cell_c}, {t}, {b}, {i}, {h},\n");
+    for (n, v) in &named {
+        a.f32s(&format!("{p}_{n}"), v);
+        writeln!(init, "  {{ {p}_{n}, {} }},", v.len()).unwrap();
+    }
+    let bytes = pytorch::save_layers(&[(0, Direction::Forward, &layer)]).unwrap();
+    a.bytes(&format!("{p}_st"), &bytes);
+    write!(init, "  {p}_st, {} }}", bytes.len()).unwrap();
+    init
+}
+
+fn generate_header(path: &Path) {
+    let mut a = Arrays { out: String::new() };
+    a.out.push_str(
+        "/* Generated by capi/tests/c_test.rs: inputs and the Rust API's outputs, as f32 bits. */\n\
+         #include <stddef.h>\n#include <stdint.h>\n\
+         typedef struct { const uint32_t *p; size_t n; } arr;\n\
+         typedef struct { int cell; size_t T, B, I, H;\n\
+           arr w_ih, w_hh, b_ih, b_hh, x, h0, c0, dy, dh_n, dc_n, y, h_n, c_n, dx, dh0, dc0,\n\
+               dw_ih, dw_hh, db_ih, db_hh, acc_dw_ih, acc_dw_hh, acc_db_ih, acc_db_hh,\n\
+               step_h, step_c;\n\
+           const uint8_t *st; size_t st_len; } case_data;\n",
+    );
+    let cases = [
+        emit_case(&mut a, "lstm", CellKind::Lstm, 2, 100),
+        emit_case(&mut a, "gru", CellKind::Gru(GruVariant::ResetAfter), 3, 200),
+        emit_case(
+            &mut a,
+            "grurb",
+            CellKind::Gru(GruVariant::ResetBefore),
+            4,
+            300,
+        ),
+        emit_case(
+            &mut a,
+            "rnn",
+            CellKind::Rnn(fused_rnn::RnnActivation::Tanh),
+            0,
+            400,
+        ),
+    ];
+    writeln!(
+        a.out,
+        "static const case_data CASES[] = {{\n{}\n}};\n#define N_CASES {}",
+        cases.join(",\n"),
+        cases.len()
+    )
+    .unwrap();
+    std::fs::write(path, a.out).unwrap();
+}
+
+/// The static library cargo built for this crate in the same rustc run as the rlib this test
+/// links (crate-type includes rlib for that reason), in the test binary's own `deps` folder.
+fn staticlib() -> PathBuf {
+    // Referencing the crate makes the dependency explicit.
+    assert_eq!(fused_rnn_capi::FRNN_OK, 0);
+    let exe = std::env::current_exe().unwrap();
+    let lib = exe.parent().unwrap().join("libfused_rnn_capi.a");
+    assert!(
+        lib.exists(),
+        "{} not found: cargo builds it with this crate's lib target",
+        lib.display()
+    );
+    lib
+}
+
+#[test]
+fn c_program_matches_the_rust_api() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("capi_c_test");
+    std::fs::create_dir_all(&dir).unwrap();
+    generate_header(&dir.join("case_data.h"));
+    let exe = dir.join("test_capi");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .args([
+            "-std=c11",
+            "-O1",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+        ])
+        .arg("-I")
+        .arg(manifest.join("include"))
+        .arg("-I")
+        .arg(&dir)
+        .arg(manifest.join("tests/test_capi.c"))
+        .arg(staticlib())
+        .arg("-o")
+        .arg(&exe)
+        // What a Rust staticlib needs on Linux (rustc --print native-static-libs).
+        .args([
+            "-lgcc_s",
+            "-lutil",
+            "-lrt",
+            "-lpthread",
+            "-lm",
+            "-ldl",
+            "-lc",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
+    assert!(
+        out.status.success(),
+        "C compilation failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = Command::new(&exe).output().unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    println!("{stdout}");
+    assert!(
+        run.status.success(),
+        "C test failed ({}):\n{stdout}\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("all C API checks passed"), "{stdout}");
+}

@@ -1,0 +1,135 @@
+//! Runs the conformance example's logic over every single-layer, fixed-length PyTorch fixture
+//! in `tests/fixtures/pytorch/` (copied from the shared fixture set: f64 and f32 for the RNN,
+//! LSTM and GRU; f64 for the reset-before GRU, whose reference is an independent f64
+//! implementation) and on every available instruction set; and checks that cases needing later
+//! features are reported as such, never compared.
+
+mod common;
+#[allow(dead_code)]
+#[path = "../examples/conformance.rs"]
+mod conformance;
+
+use std::path::{Path, PathBuf};
+
+use conformance::{CaseError, run_case, run_case_on};
+use fused_rnn::Isa;
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pytorch")
+}
+
+fn fixtures() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(fixture_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_single_layer_fixture_matches_pytorch() {
+    let cases = fixtures();
+    // 3 cells x 2 sizes x (f64, f32) + the reset-before GRU in f64: the test cannot pass by
+    // finding nothing.
+    assert_eq!(cases.len(), 13, "{cases:?}");
+    let mut failed = Vec::new();
+    for p in &cases {
+        let isas: Vec<Option<Isa>> = if p.to_string_lossy().ends_with("_f32.safetensors") {
+            Isa::available().into_iter().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        for isa in isas {
+            let r = run_case_on(p, isa).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            print!("{}", r.render());
+            assert!(r.tensors.len() >= 8, "{}: too few tensors", r.case);
+            if !r.passed() {
+                failed.push(format!("{} on {}", r.case, r.isa.name()));
+            }
+        }
+    }
+    assert!(failed.is_empty(), "outside tolerance: {failed:?}");
+}
+
+#[test]
+fn f32_tolerance_is_twice_the_shared_bound() {
+    for d in [
+        common::dims(5, 2, 3, 6),
+        common::dims(20, 3, 10, 17),
+        common::dims(1, 1, 1, 1),
+    ] {
+        assert_eq!(
+            conformance::f32_tolerance(&d),
+            2.0 * common::f32_tolerance(&d)
+        );
+    }
+}
+
+/// Copies fixture `case` into a fresh temporary directory with its sidecar edited by `edit`.
+fn edited_case(case: &str, tag: &str, edit: impl Fn(&mut serde_json::Value)) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("conformance_{tag}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = fixture_dir();
+    std::fs::copy(
+        src.join(format!("{case}.safetensors")),
+        dir.join(format!("{case}.safetensors")),
+    )
+    .unwrap();
+    let mut j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join(format!("{case}.json"))).unwrap())
+            .unwrap();
+    edit(&mut j);
+    std::fs::write(dir.join(format!("{case}.json")), j.to_string()).unwrap();
+    dir.join(format!("{case}.safetensors"))
+}
+
+#[test]
+fn cases_needing_later_features_are_not_compared() {
+    let case = "lstm_T5_B2_I3_H6";
+    for (tag, key, value, needle) in [
+        ("layers", "num_layers", serde_json::json!(2), "multi-layer"),
+        (
+            "bidir",
+            "bidirectional",
+            serde_json::json!(true),
+            "bidirectional",
+        ),
+        ("lengths", "lengths", serde_json::json!([5, 3]), "lengths"),
+    ] {
+        let p = edited_case(case, tag, |j| j[key] = value.clone());
+        match run_case(&p) {
+            Err(e @ CaseError::NeedsFeature(_)) => {
+                assert_eq!(e.exit_code(), 3);
+                assert!(e.to_string().contains(needle), "{e}");
+            }
+            other => panic!("{tag}: expected NeedsFeature, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn bad_cases_are_format_errors_and_a_wrong_answer_fails() {
+    // Unknown cell, missing sidecar, wrong cell for the tensors.
+    let p = edited_case("gru_T5_B2_I3_H6", "cell", |j| j["cell"] = "mgu".into());
+    let e = run_case(&p).unwrap_err();
+    assert!(
+        matches!(e, CaseError::Format(_)) && e.exit_code() == 2,
+        "{e}"
+    );
+    let e = run_case(Path::new("/nonexistent/case.safetensors")).unwrap_err();
+    assert!(matches!(e, CaseError::Io(_)) && e.exit_code() == 2, "{e}");
+    let p = edited_case("gru_T5_B2_I3_H6", "wrongcell", |j| {
+        j["cell"] = "lstm".into()
+    });
+    let e = run_case(&p).unwrap_err();
+    assert!(matches!(e, CaseError::Format(_)), "{e}");
+    // The reset-before GRU's file read as PyTorch's GRU computes a different function: the
+    // comparison must fail, not pass.
+    let p = edited_case("gru_reset_before_T5_B2_I3_H6", "variant", |j| {
+        j["cell"] = "gru".into()
+    });
+    let r = run_case(&p).unwrap();
+    assert!(!r.passed(), "{}", r.render());
+}
