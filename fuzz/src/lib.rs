@@ -142,7 +142,7 @@ impl Fill {
                 let every = 1 + u64::from(k % 8);
                 (0..n)
                     .map(|_| {
-                        let keep = rng.next_u64() % every == 0;
+                        let keep = rng.next_u64().is_multiple_of(every);
                         let v = rng.unit();
                         if keep { v } else { 0.0 }
                     })
