@@ -404,11 +404,9 @@ fn run<F: Float>(ops: Vec<Op>) {
                 if n > WS_LIMIT {
                     continue;
                 }
-                let ws = if from_layer && m.layer.is_some() {
-                    let (l, _) = m.layer.as_ref().unwrap();
-                    l.workspace(d.seq_len, d.batch, mode)
-                } else {
-                    Workspace::new(cell, d, mode)
+                let ws = match (&m.layer, from_layer) {
+                    (Some((l, _)), true) => l.workspace(d.seq_len, d.batch, mode),
+                    _ => Workspace::new(cell, d, mode),
                 }
                 .expect("workspace of valid small dims");
                 assert_eq!(ws.dims(), d);
