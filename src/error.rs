@@ -29,6 +29,14 @@ pub enum Error {
         /// Which buffer's length overflowed.
         what: &'static str,
     },
+    /// The allocator could not provide a buffer (the dimensions ask for more memory than the
+    /// machine has).
+    AllocationFailed {
+        /// Which buffer.
+        what: &'static str,
+        /// Its size in bytes.
+        bytes: usize,
+    },
     /// The workspace was made for another cell kind, other dimensions or another mode.
     WorkspaceMismatch {
         /// What the layer and call need, in words.
@@ -81,7 +89,10 @@ impl fmt::Display for Error {
                 got,
             } => write!(f, "buffer {what}: expected length {expected}, got {got}"),
             Error::ZeroDim { what } => write!(f, "dimension {what} must be at least 1, got 0"),
-            Error::SizeOverflow { what } => write!(f, "length of {what} overflows usize"),
+            Error::SizeOverflow { what } => write!(f, "size of {what} overflows the address space"),
+            Error::AllocationFailed { what, bytes } => {
+                write!(f, "could not allocate {bytes} bytes for {what}")
+            }
             Error::WorkspaceMismatch { expected, got } => {
                 write!(f, "workspace mismatch: expected {expected}, got {got}")
             }
@@ -133,4 +144,19 @@ pub(crate) fn check_opt_len<T>(
 /// `a * b`, or `SizeOverflow` naming `what`.
 pub(crate) fn mul_len(what: &'static str, a: usize, b: usize) -> Result<usize> {
     a.checked_mul(b).ok_or(Error::SizeOverflow { what })
+}
+
+/// A zero-filled `Vec` of `n` elements, or `Err` instead of the allocator's abort: the byte
+/// size must fit in `isize` ([`Error::SizeOverflow`]) and the allocation must succeed
+/// ([`Error::AllocationFailed`]).
+pub(crate) fn try_zeroed<T: Copy + Default>(what: &'static str, n: usize) -> Result<Vec<T>> {
+    let bytes = n
+        .checked_mul(core::mem::size_of::<T>())
+        .filter(|b| *b <= isize::MAX as usize);
+    let bytes = bytes.ok_or(Error::SizeOverflow { what })?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| Error::AllocationFailed { what, bytes })?;
+    v.resize(n, T::default());
+    Ok(v)
 }

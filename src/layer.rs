@@ -1,6 +1,6 @@
 //! One recurrent layer: PyTorch-layout parameters plus the fused forward and BPTT backward.
 
-use crate::error::{Error, Result, check_len, check_opt_len};
+use crate::error::{Error, Result, check_len, check_opt_len, try_zeroed};
 use crate::float::Float;
 use crate::gemm::{MatMut, MatRef, gemm};
 use crate::kernels::isa::{Isa, IsaToken};
@@ -132,15 +132,16 @@ impl<F: Float> Layer<F> {
         let gh = cell.gates() * hidden_size;
         let k = 1.0 / (hidden_size as f64).sqrt();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut draw = |n: usize| -> Vec<F> {
-            (0..n)
-                .map(|_| F::from_f64(rng.random_range(-k..k)))
-                .collect()
+        let mut draw = |n: usize| -> Result<Vec<F>> {
+            let mut v: Vec<F> = try_zeroed("weights", n)?;
+            v.iter_mut()
+                .for_each(|w| *w = F::from_f64(rng.random_range(-k..k)));
+            Ok(v)
         };
-        let weight_ih = draw(gh * input_size);
-        let weight_hh = draw(gh * hidden_size);
-        let bias_ih = draw(gh);
-        let bias_hh = draw(gh);
+        let weight_ih = draw(gh * input_size)?;
+        let weight_hh = draw(gh * hidden_size)?;
+        let bias_ih = draw(gh)?;
+        let bias_hh = draw(gh)?;
         Ok(Layer {
             cell,
             input_size,

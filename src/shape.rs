@@ -112,19 +112,24 @@ impl Dims {
         Ok(())
     }
 
-    /// `T * B * I`, the length of `x`.
+    /// `T * B * I`, the length of `x` (saturating: for dimensions that pass
+    /// [`Dims::validate`] this is exact).
     pub fn x_len(&self) -> usize {
-        self.seq_len * self.batch * self.input
+        self.seq_len
+            .saturating_mul(self.batch)
+            .saturating_mul(self.input)
     }
 
-    /// `T * B * H`, the length of `y`.
+    /// `T * B * H`, the length of `y` (saturating, as [`Dims::x_len`]).
     pub fn y_len(&self) -> usize {
-        self.seq_len * self.batch * self.hidden
+        self.seq_len
+            .saturating_mul(self.batch)
+            .saturating_mul(self.hidden)
     }
 
-    /// `B * H`, the length of one state.
+    /// `B * H`, the length of one state (saturating, as [`Dims::x_len`]).
     pub fn state_len(&self) -> usize {
-        self.batch * self.hidden
+        self.batch.saturating_mul(self.hidden)
     }
 }
 

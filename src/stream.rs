@@ -9,7 +9,7 @@
 //! tolerance, not bit for bit. [`StreamingLayer::run`] over a whole sequence uses the sequence
 //! forward itself and equals [`Layer::forward`] bit for bit.
 
-use crate::error::{Error, Result, check_len};
+use crate::error::{Error, Result, check_len, try_zeroed};
 use crate::float::Float;
 use crate::kernels::postgemm::StepShape;
 use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef};
@@ -55,12 +55,12 @@ impl<F: Float> StreamingLayer<F> {
         let bh = batch * h;
         let w = layer.weights();
         let ih_layout = forward_packing::<F>(cell, i, h);
-        let mut w_ih_t = vec![F::ZERO; ih_layout.len()];
+        let mut w_ih_t = try_zeroed("streaming state", ih_layout.len())?;
         pack_transposed(w.weight_ih, ih_layout, &mut w_ih_t);
         let hh_layout = forward_packing::<F>(cell, h, h);
-        let mut w_hh_t = vec![F::ZERO; hh_layout.len()];
+        let mut w_hh_t = try_zeroed("streaming state", hh_layout.len())?;
         pack_transposed(w.weight_hh, hh_layout, &mut w_hh_t);
-        let mut bias = vec![F::ZERO; gh];
+        let mut bias = try_zeroed("streaming state", gh)?;
         fused_bias(cell, w.bias_ih, w.bias_hh, &mut bias);
         let c_len = if cell.has_cell_state() { bh } else { 0 };
         let grid_len = if matches!(cell, CellKind::Gru(_)) {
@@ -75,13 +75,13 @@ impl<F: Float> StreamingLayer<F> {
             w_ih_t,
             w_hh_t,
             bias,
-            h: vec![F::ZERO; bh],
-            c: vec![F::ZERO; c_len],
-            h_next: vec![F::ZERO; bh],
-            c_next: vec![F::ZERO; c_len],
-            gates: vec![F::ZERO; batch * gh],
-            acc: vec![F::ZERO; batch * gh],
-            grid: vec![F::ZERO; grid_len],
+            h: try_zeroed("streaming state", bh)?,
+            c: try_zeroed("streaming state", c_len)?,
+            h_next: try_zeroed("streaming state", bh)?,
+            c_next: try_zeroed("streaming state", c_len)?,
+            gates: try_zeroed("streaming state", batch * gh)?,
+            acc: try_zeroed("streaming state", batch * gh)?,
+            grid: try_zeroed("streaming state", grid_len)?,
             seq_ws: None,
             layer,
         })

@@ -10,7 +10,7 @@
 
 use core::ops::Range;
 
-use crate::error::{Error, Result, mul_len};
+use crate::error::{Error, Result, mul_len, try_zeroed};
 use crate::float::Float;
 use crate::kernels::dispatch::StepKernels;
 use crate::shape::{CellKind, Dims, GruVariant, Mode};
@@ -151,9 +151,14 @@ pub struct Workspace<F> {
 }
 
 impl<F: Float> Workspace<F> {
-    /// Number of `F` elements a workspace for `cell`, `dims` and `mode` holds.
+    /// Number of `F` elements a workspace for `cell`, `dims` and `mode` holds; `Err` if its
+    /// size in bytes would not fit the address space.
     pub fn required_len(cell: CellKind, dims: Dims, mode: Mode) -> Result<usize> {
-        Ok(WsLayout::new(cell, &dims, mode, <F as StepKernels>::PANEL_WIDTH)?.total)
+        let total = WsLayout::new(cell, &dims, mode, <F as StepKernels>::PANEL_WIDTH)?.total;
+        match total.checked_mul(core::mem::size_of::<F>()) {
+            Some(bytes) if bytes <= isize::MAX as usize => Ok(total),
+            _ => Err(Error::SizeOverflow { what: "workspace" }),
+        }
     }
 
     /// Allocates a workspace (the only allocation a forward/backward pair needs).
@@ -164,7 +169,7 @@ impl<F: Float> Workspace<F> {
             dims,
             mode,
             status: Status::Fresh,
-            buf: vec![F::ZERO; layout.total],
+            buf: try_zeroed("workspace", layout.total)?,
             layout,
         })
     }

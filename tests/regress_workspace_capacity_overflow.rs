@@ -1,7 +1,7 @@
-//! REGRESSION (found while writing the api_misuse fuzz target; FAILS until fixed):
-//! `Workspace::new` panics with "capacity overflow" when the workspace's element count fits in
-//! `usize` but its size in bytes exceeds `isize::MAX`. `Dims::validate` and the layout check
-//! element counts only. The crate promises `Err` for unusable dims, never a panic.
+//! REGRESSION (found while writing the api_misuse fuzz target): `Workspace::new` panicked with
+//! "capacity overflow" when the workspace's element count fit in `usize` but its size in bytes
+//! exceeded `isize::MAX`. Fixed: sizes are checked in bytes and allocations use `try_reserve`,
+//! so unusable dims give `Err`, never a panic or an abort.
 
 use fused_rnn::{CellKind, Dims, Error, Mode, RnnActivation, Workspace};
 

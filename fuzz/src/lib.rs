@@ -411,3 +411,47 @@ pub fn run_reference<F: Float>(p: &Problem) -> Outputs {
     }
     out
 }
+
+/// For the ReLU RNN: the smallest `|a| / Σ|terms of a|` over every pre-activation `a` of the
+/// f64 oracle's forward (`y` its output). Where this is within a few f32 roundings of zero, the
+/// f32 paths may put `a` on different sides of ReLU's kink, and the gradient of that unit then
+/// legitimately differs by O(1): the f32 comparison is only meaningful away from the kink.
+/// Other cells return infinity (they are smooth).
+pub fn relu_kink_distance(p: &Problem, y: &[f64]) -> f64 {
+    if p.cell != CellKind::Rnn(fused_rnn::RnnActivation::Relu) {
+        return f64::INFINITY;
+    }
+    let d = p.dims;
+    let (b, i, h) = (d.batch, d.input, d.hidden);
+    let mut closest = f64::INFINITY;
+    for t in 0..d.seq_len {
+        for r in 0..b {
+            for u in 0..h {
+                let mut a = p.bias_ih[u] + p.bias_hh[u];
+                let mut scale = p.bias_ih[u].abs() + p.bias_hh[u].abs();
+                for k in 0..i {
+                    let term = p.weight_ih[u * i + k] * p.x[(t * b + r) * i + k];
+                    a += term;
+                    scale += term.abs();
+                }
+                for k in 0..h {
+                    let prev = if t == 0 {
+                        p.h0.as_ref().map_or(0.0, |h0| h0[r * h + k])
+                    } else {
+                        y[((t - 1) * b + r) * h + k]
+                    };
+                    let term = p.weight_hh[u * h + k] * prev;
+                    a += term;
+                    scale += term.abs();
+                }
+                if scale > 0.0 {
+                    closest = closest.min(a.abs() / scale);
+                } else {
+                    // a == 0 exactly with no terms: on the kink.
+                    closest = 0.0;
+                }
+            }
+        }
+    }
+    closest
+}
