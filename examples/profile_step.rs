@@ -1,5 +1,5 @@
 //! A fixed workload for profilers (perf, callgrind): LSTM/GRU forward+backward at B=32,
-//! I=H=512, T=32, repeated. `cargo run --release --example profile_step -- [lstm|gru] [reps]`.
+//! I=H=512, T=32, repeated. `cargo run --release --example profile_step -- [lstm|gru] [reps] [threads]`.
 
 use fused_rnn::{
     CellKind, FinalState, GradMode, GruVariant, InitialState, InputGrads, Layer, Mode, Upstream,
@@ -14,8 +14,13 @@ fn main() -> Result<(), fused_rnn::Error> {
         .nth(2)
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
+    let threads: usize = std::env::args()
+        .nth(3)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     let (t, b, i, h) = (32, 32, 512, 512);
-    let layer = Layer::<f32>::with_seeded_init(cell, i, h, 1)?;
+    let mut layer = Layer::<f32>::with_seeded_init(cell, i, h, 1)?;
+    layer.set_threads(threads)?;
     let mut ws = layer.workspace(t, b, Mode::Training)?;
     let x = vec![0.1f32; t * b * i];
     let dy = vec![0.01f32; t * b * h];

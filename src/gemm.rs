@@ -191,3 +191,50 @@ pub(crate) fn gemm<F: GemmScalar>(
         )
     }
 }
+
+/// [`gemm`] with C's rows split into up to `shards` blocks run in parallel on the current rayon
+/// pool. Each row of C is computed exactly as by [`gemm`] (the row split does not change any
+/// dot product's summation), so results are bit-identical for every shard count. C must be
+/// row-major (`cs == 1`).
+pub(crate) fn gemm_par<F: GemmScalar + Send + Sync>(
+    shards: usize,
+    alpha: F,
+    a: MatRef<'_, F>,
+    b: MatRef<'_, F>,
+    beta: F,
+    c: MatMut<'_, F>,
+) {
+    // Below this many rows a block is not worth a task.
+    const MIN_ROWS: usize = 64;
+    if shards <= 1 || c.rows < 2 * MIN_ROWS || c.cs != 1 {
+        gemm(alpha, a, b, beta, c);
+        return;
+    }
+    let half = shards / 2;
+    let r = c.rows * half / shards;
+    let (c_lo, c_hi) = c.data.split_at_mut((r * c.rs).min(c.data.len()));
+    let a_lo = MatRef { rows: r, ..a };
+    let a_hi = MatRef {
+        data: &a.data[(r * a.rs).min(a.data.len())..],
+        rows: a.rows - r,
+        ..a
+    };
+    let c_lo = MatMut {
+        data: c_lo,
+        rows: r,
+        cols: c.cols,
+        rs: c.rs,
+        cs: c.cs,
+    };
+    let c_hi = MatMut {
+        data: c_hi,
+        rows: c.rows - r,
+        cols: c.cols,
+        rs: c.rs,
+        cs: c.cs,
+    };
+    rayon::join(
+        || gemm_par(half, alpha, a_lo, b, beta, c_lo),
+        || gemm_par(shards - half, alpha, a_hi, b, beta, c_hi),
+    );
+}

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result, check_len, check_opt_len, try_zeroed};
 use crate::float::Float;
-use crate::gemm::{MatMut, MatRef, gemm};
+use crate::gemm::{MatMut, MatRef, gemm_par};
 use crate::kernels::isa::{Isa, IsaToken};
 use crate::kernels::postgemm::StepShape;
 use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef};
@@ -71,6 +71,8 @@ pub struct Layer<F> {
     bias_ih: Vec<F>,
     bias_hh: Vec<F>,
     isa: Isa,
+    /// The rayon pool a pass runs in, `None` for the calling thread only.
+    pool: Option<std::sync::Arc<rayon::ThreadPool>>,
 }
 
 /// Mutable view of a layer's parameters (for optimisers). Lengths are fixed.
@@ -110,6 +112,7 @@ impl<F: Float> Layer<F> {
             bias_ih: w.bias_ih.to_vec(),
             bias_hh: w.bias_hh.to_vec(),
             isa: Isa::detect(),
+            pool: None,
         })
     }
 
@@ -151,6 +154,7 @@ impl<F: Float> Layer<F> {
             bias_ih,
             bias_hh,
             isa: Isa::detect(),
+            pool: None,
         })
     }
 
@@ -193,6 +197,57 @@ impl<F: Float> Layer<F> {
         self.isa = isa.checked()?;
         Ok(())
     }
+    /// Number of threads a forward or backward pass uses (1 unless [`Layer::set_threads`]).
+    pub fn threads(&self) -> usize {
+        self.pool.as_ref().map_or(1, |p| p.current_num_threads())
+    }
+
+    /// Runs passes on `n` threads (a rayon pool owned by the layer; 1 = the calling thread
+    /// only, the default). Work is split by batch rows within each step and by rows in the
+    /// large GEMMs; every row is computed exactly as on one thread, so results are
+    /// bit-identical for every thread count. Steps too small to pay for a parallel region
+    /// (fewer than 8 batch rows, or under ~2^18 multiply-adds per step) run on one thread.
+    pub fn set_threads(&mut self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Err(Error::InvalidArgument {
+                what: "threads",
+                why: "must be at least 1".into(),
+            });
+        }
+        self.pool = if n == 1 {
+            None
+        } else {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .thread_name(|i| format!("fused-rnn-{i}"))
+                .build()
+                .map_err(|e| Error::InvalidArgument {
+                    what: "threads",
+                    why: format!("could not start a pool of {n} threads: {e}"),
+                })?;
+            Some(std::sync::Arc::new(pool))
+        };
+        Ok(())
+    }
+
+    /// Row blocks per step for `dims`: the thread count where a step has enough work.
+    fn shards(&self, d: &Dims) -> usize {
+        let per_step = d.batch * self.cell.gates() * d.hidden * d.hidden.max(d.input);
+        if d.batch >= 8 && per_step >= 1 << 18 {
+            self.threads()
+        } else {
+            1
+        }
+    }
+
+    /// Runs `f` inside the layer's pool (one region for the whole pass), or directly.
+    fn in_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
+    }
+
     /// The dimensions of a call over `seq_len` steps of `batch` sequences.
     pub fn dims(&self, seq_len: usize, batch: usize) -> Dims {
         Dims {
@@ -248,7 +303,8 @@ impl<F: Float> Layer<F> {
         ws.status = Status::Fresh;
         let training = ws.mode() == Mode::Training;
         let isa = self.isa.resolve();
-        forward_impl(self, isa, ws, training, x, init, y, fin);
+        let shards = self.shards(&ws.dims());
+        self.in_pool(|| forward_impl(self, isa, shards, ws, training, x, init, y, fin));
         ws.status = if training {
             Status::Forwarded
         } else {
@@ -308,7 +364,8 @@ impl<F: Float> Layer<F> {
         check_len("grads.bias_hh [G*H]", &grads.bias_hh, gh)?;
         ws.status = Status::Consumed;
         let isa = self.isa.resolve();
-        backward_impl(self, isa, ws, x, up, grads, inputs, mode);
+        let shards = self.shards(&ws.dims());
+        self.in_pool(|| backward_impl(self, isa, shards, ws, x, up, grads, inputs, mode));
         Ok(())
     }
 }
@@ -318,6 +375,7 @@ impl<F: Float> Layer<F> {
 fn forward_impl<F: Float>(
     layer: &Layer<F>,
     isa: IsaToken,
+    shards: usize,
     ws: &mut Workspace<F>,
     training: bool,
     x: &[F],
@@ -330,10 +388,6 @@ fn forward_impl<F: Float>(
     let cell = layer.cell;
     let gh = cell.gates() * h;
     let bh = b * h;
-    let sh = StepShape {
-        batch: b,
-        hidden: h,
-    };
     let p = ws.parts();
 
     fused_bias(cell, &layer.bias_ih, &layer.bias_hh, p.bias);
@@ -342,7 +396,8 @@ fn forward_impl<F: Float>(
     pack_transposed(&layer.weight_hh, fwd_layout, p.packed);
 
     // The input projection of every step at once: P[T*B, G*H] = X[T*B, I] · W_ihᵀ.
-    gemm(
+    gemm_par(
+        shards,
         F::ONE,
         MatRef::rows(x, t_len * b, i_sz, i_sz),
         MatRef::rows(&layer.weight_ih, gh, i_sz, i_sz).t(),
@@ -368,7 +423,7 @@ fn forward_impl<F: Float>(
     let prep = Prepared {
         cell,
         isa,
-        sh,
+        hidden: h,
         w_hh_t: w_t,
         bias: &*p.bias,
         b_hn: if matches!(cell, CellKind::Gru(_)) {
@@ -377,49 +432,103 @@ fn forward_impl<F: Float>(
             &[]
         },
     };
-    for t in 0..t_len {
-        let gates = &mut p.gates[t * b * gh..(t + 1) * b * gh];
-        // h_{t-1} and the slot for h_t: training keeps every state in the workspace;
-        // inference reads h_{t-1} from y (or the initial state) and writes h_t into y.
-        let (h_prev, h_out): (&[F], &mut [F]) = if training {
-            let (before, after) = p.h_all.split_at_mut((t + 1) * bh);
-            (&before[t * bh..], &mut after[..bh])
-        } else if t == 0 {
-            (&p.h_all[..bh], &mut y[..bh])
-        } else {
-            let (before, after) = y.split_at_mut(t * bh);
-            (&before[(t - 1) * bh..], &mut after[..bh])
-        };
-        let (c_prev, c_out): (&[F], &mut [F]) = if !cell.has_cell_state() {
-            (&[], &mut [])
-        } else if training {
-            let (before, after) = p.c_all.split_at_mut((t + 1) * bh);
-            (&before[t * bh..], &mut after[..bh])
-        } else {
-            let (s0, s1) = p.c_all.split_at_mut(bh);
-            if t % 2 == 0 { (&*s0, s1) } else { (&*s1, s0) }
-        };
-        let grid: &mut [F] = match (cell, training) {
-            (CellKind::Gru(_), true) => &mut p.grid[t * bh..(t + 1) * bh],
-            (CellKind::Gru(_), false) => &mut p.grid[..bh],
-            _ => &mut [],
-        };
-        forward_step(
-            &prep,
-            StepState {
-                gates,
-                acc: &mut *p.acc,
+    // The recurrence, split by batch rows into shards that each run the whole sequence: rows
+    // are independent, so there is no synchronisation per step and every row is computed
+    // exactly as on one thread. Each shard gets its rows of every step as a list of slices.
+    let ranges = row_ranges(b, shards);
+    let lstm = cell.has_cell_state();
+    let gru = matches!(cell, CellKind::Gru(_));
+    let gates = row_pieces(&mut *p.gates, t_len, gh, &ranges);
+    let acc = row_pieces(&mut *p.acc, 1, gh, &ranges);
+    let (h_all, h_len) = if training {
+        (&mut *p.h_all, t_len + 1)
+    } else {
+        (&mut p.h_all[..bh], 1)
+    };
+    let h_states = row_pieces(h_all, h_len, h, &ranges);
+    let y_rows = row_pieces(y, t_len, h, &ranges);
+    let c_len = match (lstm, training) {
+        (false, _) => 0,
+        (true, true) => t_len + 1,
+        (true, false) => 2,
+    };
+    let c_states = row_pieces(&mut p.c_all[..c_len * bh], c_len, h, &ranges);
+    let g_len = match (gru, training) {
+        (false, _) => 0,
+        (true, true) => t_len,
+        (true, false) => 1,
+    };
+    let grids = row_pieces(&mut p.grid[..g_len * bh], g_len, h, &ranges);
+    type Shard<'a, F> = (
+        Vec<&'a mut [F]>,
+        Vec<&'a mut [F]>,
+        Vec<&'a mut [F]>,
+        Vec<&'a mut [F]>,
+        Vec<&'a mut [F]>,
+        Vec<&'a mut [F]>,
+    );
+    let jobs: Vec<Shard<'_, F>> = gates
+        .into_iter()
+        .zip(acc)
+        .zip(h_states)
+        .zip(y_rows)
+        .zip(c_states)
+        .zip(grids)
+        .map(|(((((g, a), hs), ys), cs), gr)| (g, a, hs, ys, cs, gr))
+        .collect();
+    run_parallel(jobs, &|(
+        mut gates,
+        mut acc,
+        mut h_states,
+        mut y_rows,
+        mut c_states,
+        mut grids,
+    ): Shard<'_, F>| {
+        for t in 0..t_len {
+            // h_{t-1} and the slot for h_t: training keeps every state in the workspace;
+            // inference reads h_{t-1} from y (or the initial state) and writes h_t into y.
+            let (h_prev, h_out): (&[F], &mut [F]) = if training {
+                let (before, after) = h_states.split_at_mut(t + 1);
+                (&*before[t], &mut *after[0])
+            } else if t == 0 {
+                (&*h_states[0], &mut *y_rows[0])
+            } else {
+                let (before, after) = y_rows.split_at_mut(t);
+                (&*before[t - 1], &mut *after[0])
+            };
+            let (c_prev, c_out): (&[F], &mut [F]) = if !lstm {
+                (&[], &mut [])
+            } else if training {
+                let (before, after) = c_states.split_at_mut(t + 1);
+                (&*before[t], &mut *after[0])
+            } else {
+                let (s0, s1) = c_states.split_at_mut(1);
+                if t % 2 == 0 {
+                    (&*s0[0], &mut *s1[0])
+                } else {
+                    (&*s1[0], &mut *s0[0])
+                }
+            };
+            let grid: &mut [F] = match (gru, training) {
+                (true, true) => &mut *grids[t],
+                (true, false) => &mut *grids[0],
+                _ => &mut [],
+            };
+            let st = StepState {
+                gates: &mut *gates[t],
+                acc: &mut *acc[0],
                 h_prev,
                 h_out,
                 c_prev,
                 c_out,
                 grid,
-            },
-        );
-        if training {
-            y[t * bh..(t + 1) * bh].copy_from_slice(&p.h_all[(t + 1) * bh..(t + 2) * bh]);
+            };
+            forward_step(&prep, st);
+            if training {
+                y_rows[t].copy_from_slice(&*h_states[t + 1]);
+            }
         }
-    }
+    });
 
     if let Some(h_n) = fin.h_n {
         h_n.copy_from_slice(&y[(t_len - 1) * bh..]);
@@ -442,7 +551,8 @@ fn forward_impl<F: Float>(
 pub(crate) struct Prepared<'a, F> {
     pub cell: CellKind,
     pub isa: IsaToken,
-    pub sh: StepShape,
+    /// Hidden units `H` (the batch rows come from the step's slices).
+    pub hidden: usize,
     /// `W_hhᵀ` packed with [`forward_packing`].
     pub w_hh_t: PackedRef<'a, F>,
     /// `b_ih + b_hh`, except the reset-after GRU's candidate block: `b_in` alone.
@@ -468,8 +578,13 @@ pub(crate) struct StepState<'s, F> {
 /// One forward step: the recurrent GEMM for all gates (two for the reset-before GRU), then
 /// the fused post-GEMM kernel. Shared by [`Layer::forward`] and the streaming layer.
 pub(crate) fn forward_step<F: Float>(prep: &Prepared<'_, F>, st: StepState<'_, F>) {
-    let (isa, sh, w) = (prep.isa, prep.sh, prep.w_hh_t);
-    let (b, h) = (sh.batch, sh.hidden);
+    let (isa, w) = (prep.isa, prep.w_hh_t);
+    let h = prep.hidden;
+    let b = st.h_prev.len() / h;
+    let sh = StepShape {
+        batch: b,
+        hidden: h,
+    };
     let gh = prep.cell.gates() * h;
     let h_prev = Operand {
         data: st.h_prev,
@@ -531,6 +646,144 @@ pub(crate) fn forward_step<F: Float>(prep: &Prepared<'_, F>, st: StepState<'_, F
     }
 }
 
+/// What every backward step shares.
+pub(crate) struct BackwardPrep<'a, F> {
+    pub cell: CellKind,
+    pub isa: IsaToken,
+    pub hidden: usize,
+    /// `W_hh [G*H, H]` packed with [`backward_packing`].
+    pub w_hh: &'a [F],
+    pub layout: PackedLayout,
+}
+
+/// The buffers of one backward step (`[B, ·]` each; empty where the cell has no use for one).
+pub(crate) struct BackwardState<'s, F> {
+    /// In: activated gates; out: pre-activation gate gradients.
+    pub gates: &'s mut [F],
+    /// GRU: in `W_hn h + b_hn` or `r * h_{t-1}`; reset-after out: `dn * r`.
+    pub grid: &'s mut [F],
+    pub h_prev: &'s [F],
+    pub h: &'s [F],
+    pub c_prev: &'s [F],
+    pub c: &'s [F],
+    /// Upstream `dy_t`, if any.
+    pub dy: Option<&'s [F]>,
+    /// In: gradient reaching `h_t` from later steps (`dy_t` is added here).
+    pub dh: &'s mut [F],
+    /// Out: `dh_{t-1}`.
+    pub dh_prev: &'s mut [F],
+    /// LSTM: in `dc_t`, out `dc_{t-1}`.
+    pub dc: &'s mut [F],
+    /// Reset-before GRU scratch: `d(r * h_{t-1})`.
+    pub drh: &'s mut [F],
+}
+
+/// One backward step over the step's rows: add `dy_t`, the fused gate-gradient kernel, then
+/// `dh_{t-1} = dG · W_hh` (+ the direct paths through `z`).
+pub(crate) fn backward_step<F: Float>(prep: &BackwardPrep<'_, F>, st: BackwardState<'_, F>) {
+    let (isa, h) = (prep.isa, prep.hidden);
+    let b = st.dh.len() / h;
+    let gh = prep.cell.gates() * h;
+    let sh = StepShape {
+        batch: b,
+        hidden: h,
+    };
+    let w = |g: usize| PackedRef::rows_from(prep.w_hh, prep.layout, g * h);
+    if let Some(dy) = st.dy {
+        for (a, v) in st.dh.iter_mut().zip(dy) {
+            *a += *v;
+        }
+    }
+    let (gates, dh, dh_next) = (st.gates, &*st.dh, st.dh_prev);
+    match prep.cell {
+        CellKind::Rnn(act) => {
+            F::rnn_backward(isa, sh, act, st.h, dh, gates);
+            F::step_gemm(
+                isa,
+                b,
+                h,
+                Operand {
+                    data: &*gates,
+                    ld: h,
+                },
+                w(0),
+                dh_next,
+                h,
+                Accumulate::No,
+            );
+        }
+        CellKind::Lstm => {
+            F::lstm_backward(isa, sh, gates, st.c_prev, st.c, dh, st.dc);
+            F::step_gemm(
+                isa,
+                b,
+                gh,
+                Operand {
+                    data: &*gates,
+                    ld: gh,
+                },
+                w(0),
+                dh_next,
+                h,
+                Accumulate::No,
+            );
+        }
+        CellKind::Gru(GruVariant::ResetAfter) => {
+            F::gru_reset_after_backward(isa, sh, gates, st.grid, st.h_prev, dh, dh_next);
+            // dh_{t-1} += [dr, dz] · W_h{r,z} + (dn * r) · W_hn
+            F::step_gemm(
+                isa,
+                b,
+                2 * h,
+                Operand {
+                    data: &*gates,
+                    ld: gh,
+                },
+                w(0),
+                dh_next,
+                h,
+                Accumulate::Yes,
+            );
+            F::step_gemm(
+                isa,
+                b,
+                h,
+                Operand {
+                    data: &*st.grid,
+                    ld: h,
+                },
+                w(2),
+                dh_next,
+                h,
+                Accumulate::Yes,
+            );
+        }
+        CellKind::Gru(GruVariant::ResetBefore) => {
+            F::gru_reset_before_backward_candidate(isa, sh, gates, st.h_prev, dh, dh_next);
+            // d(r*h) = dn · W_hn, needed before the reset gradient.
+            let dn = Operand {
+                data: &gates[2 * h..],
+                ld: gh,
+            };
+            F::step_gemm(isa, b, h, dn, w(2), st.drh, h, Accumulate::No);
+            F::gru_reset_before_backward_reset(isa, sh, gates, st.h_prev, st.drh, dh_next);
+            F::step_gemm(
+                isa,
+                b,
+                2 * h,
+                Operand {
+                    data: &*gates,
+                    ld: gh,
+                },
+                w(0),
+                dh_next,
+                h,
+                Accumulate::Yes,
+            );
+        }
+    }
+}
+
 /// Layout of `W_hhᵀ [H, G*H]` (or `W_ihᵀ [I, G*H]` with `k = I`) packed for the forward step
 /// GEMM: one gate block per group.
 pub(crate) fn forward_packing<F: Float>(cell: CellKind, k: usize, hidden: usize) -> PackedLayout {
@@ -568,6 +821,91 @@ pub(crate) fn fused_bias<F: Float>(cell: CellKind, b_ih: &[F], b_hh: &[F], out: 
         let h = b_ih.len() / 3;
         out[2 * h..].copy_from_slice(&b_ih[2 * h..]);
     }
+}
+
+/// Row ranges `[start, end)` of `b` rows in up to `shards` blocks (multiples of four rows,
+/// the GEMM micro-tile, where possible).
+fn row_ranges(b: usize, shards: usize) -> Vec<(usize, usize)> {
+    let shards = shards.clamp(1, b.max(1));
+    let mut out = Vec::with_capacity(shards);
+    let mut start = 0;
+    for k in 0..shards {
+        let mut end = b * (k + 1) / shards;
+        if k + 1 < shards && end - start >= 4 {
+            end -= (end - start) % 4;
+        }
+        if end > start {
+            out.push((start, end));
+        }
+        start = end;
+    }
+    out
+}
+
+/// `buf` holds `steps` blocks of `B` rows of `row_len`; returns, per row range, that range's
+/// rows of every step as separate slices (`[shard][step]`). The slices are disjoint, so the
+/// shards can run on different threads.
+fn row_pieces<'a, F>(
+    buf: &'a mut [F],
+    steps: usize,
+    row_len: usize,
+    ranges: &[(usize, usize)],
+) -> Vec<Vec<&'a mut [F]>> {
+    let mut out: Vec<Vec<&'a mut [F]>> = ranges.iter().map(|_| Vec::with_capacity(steps)).collect();
+    if steps == 0 {
+        return out;
+    }
+    let b = ranges.last().map_or(0, |r| r.1);
+    for step in buf.chunks_exact_mut(b * row_len).take(steps) {
+        let mut rest = step;
+        for (k, &(s, e)) in ranges.iter().enumerate() {
+            let (piece, tail) = rest.split_at_mut((e - s) * row_len);
+            out[k].push(piece);
+            rest = tail;
+        }
+    }
+    out
+}
+
+/// Read-only [`row_pieces`].
+fn row_pieces_ref<'a, F>(
+    buf: &'a [F],
+    steps: usize,
+    row_len: usize,
+    ranges: &[(usize, usize)],
+) -> Vec<Vec<&'a [F]>> {
+    let mut out: Vec<Vec<&'a [F]>> = ranges.iter().map(|_| Vec::with_capacity(steps)).collect();
+    if steps == 0 {
+        return out;
+    }
+    let b = ranges.last().map_or(0, |r| r.1);
+    for step in buf.chunks_exact(b * row_len).take(steps) {
+        let mut rest = step;
+        for (k, &(s, e)) in ranges.iter().enumerate() {
+            let (piece, tail) = rest.split_at((e - s) * row_len);
+            out[k].push(piece);
+            rest = tail;
+        }
+    }
+    out
+}
+
+/// Runs `f` on every job, the first on the calling thread and the others as tasks of the
+/// current rayon pool (one parallel region per pass, no per-step synchronisation).
+fn run_parallel<J: Send>(mut jobs: Vec<J>, f: &(dyn Fn(J) + Sync)) {
+    let Some(first) = (!jobs.is_empty()).then(|| jobs.remove(0)) else {
+        return;
+    };
+    if jobs.is_empty() {
+        f(first);
+        return;
+    }
+    rayon::scope(|s| {
+        for job in jobs {
+            s.spawn(move |_| f(job));
+        }
+        f(first);
+    });
 }
 
 /// Column sums of a `[rows, cols]` row-major matrix into `out`, overwriting or adding.
@@ -608,6 +946,7 @@ fn column_sums<F: Float>(
 fn backward_impl<F: Float>(
     layer: &Layer<F>,
     isa: IsaToken,
+    shards: usize,
     ws: &mut Workspace<F>,
     x: &[F],
     up: Upstream<'_, F>,
@@ -621,10 +960,6 @@ fn backward_impl<F: Float>(
     let gh = cell.gates() * h;
     let bh = b * h;
     let tb = t_len * b;
-    let sh = StepShape {
-        batch: b,
-        hidden: h,
-    };
     let p = ws.parts();
     // W_hh [G*H, H] packed for dG · W_hh; `w(g)` is its rows from gate block `g` on.
     let bwd_layout = backward_packing::<F>(cell, h);
@@ -632,7 +967,6 @@ fn backward_impl<F: Float>(
         layer.weight_hh[r * h + c]
     });
     let packed = &*p.packed;
-    let w = |g: usize| PackedRef::rows_from(packed, bwd_layout, g * h);
     let beta = match mode {
         GradMode::Overwrite => F::ZERO,
         GradMode::Accumulate => F::ONE,
@@ -650,71 +984,87 @@ fn backward_impl<F: Float>(
         }
     }
 
-    for t in (0..t_len).rev() {
-        if let Some(dy) = up.dy {
-            for (a, v) in dh.iter_mut().zip(&dy[t * bh..(t + 1) * bh]) {
-                *a += *v;
-            }
+    let bprep = BackwardPrep {
+        cell,
+        isa,
+        hidden: h,
+        w_hh: packed,
+        layout: bwd_layout,
+    };
+    // The reverse recurrence, split by batch rows into shards that each run the whole
+    // sequence (rows are independent; see the forward).
+    let lstm = cell.has_cell_state();
+    let gru = matches!(cell, CellKind::Gru(_));
+    let ranges = row_ranges(b, shards);
+    let g_len = if gru { t_len } else { 0 };
+    let c_len = if lstm { t_len + 1 } else { 0 };
+    let drh_len = if p.drh.is_empty() { 0 } else { 1 };
+    type Shard<'a, F> = (
+        Vec<&'a mut [F]>,
+        Vec<&'a mut [F]>,
+        Vec<&'a [F]>,
+        Vec<&'a [F]>,
+        Vec<&'a [F]>,
+        Vec<&'a mut [F]>,
+        Vec<&'a mut [F]>,
+        Vec<&'a mut [F]>,
+        Vec<&'a mut [F]>,
+    );
+    let dy_len = if up.dy.is_some() { t_len } else { 0 };
+    let jobs: Vec<Shard<'_, F>> = row_pieces(&mut *p.gates, t_len, gh, &ranges)
+        .into_iter()
+        .zip(row_pieces(&mut p.grid[..g_len * bh], g_len, h, &ranges))
+        .zip(row_pieces_ref(&*p.h_all, t_len + 1, h, &ranges))
+        .zip(row_pieces_ref(&p.c_all[..c_len * bh], c_len, h, &ranges))
+        .zip(row_pieces_ref(up.dy.unwrap_or(&[]), dy_len, h, &ranges))
+        .zip(row_pieces(&mut *dh, 1, h, &ranges))
+        .zip(row_pieces(&mut *dh_next, 1, h, &ranges))
+        .zip(row_pieces(
+            &mut p.dc[..if lstm { bh } else { 0 }],
+            usize::from(lstm),
+            h,
+            &ranges,
+        ))
+        .zip(row_pieces(&mut *p.drh, drh_len, h, &ranges))
+        .map(|((((((((g, gr), hs), cs), dy), d0), d1), dc), drh)| {
+            (g, gr, hs, cs, dy, d0, d1, dc, drh)
+        })
+        .collect();
+    run_parallel(jobs, &|(
+        mut gates,
+        mut grids,
+        hs,
+        cs,
+        dys,
+        mut d0,
+        mut d1,
+        mut dc,
+        mut drh,
+    ): Shard<'_, F>| {
+        let (mut dh, mut dh_next) = (d0.pop().expect("one piece"), d1.pop().expect("one piece"));
+        let mut dc = dc.pop().unwrap_or(&mut []);
+        let mut drh = drh.pop().unwrap_or(&mut []);
+        for t in (0..t_len).rev() {
+            let st = BackwardState {
+                gates: &mut *gates[t],
+                grid: if gru { &mut *grids[t] } else { &mut [] },
+                h_prev: hs[t],
+                h: hs[t + 1],
+                c_prev: if lstm { cs[t] } else { &[] },
+                c: if lstm { cs[t + 1] } else { &[] },
+                dy: dys.get(t).copied(),
+                dh: &mut *dh,
+                dh_prev: &mut *dh_next,
+                dc: &mut *dc,
+                drh: &mut *drh,
+            };
+            backward_step(&bprep, st);
+            core::mem::swap(&mut dh, &mut dh_next);
         }
-        let gates = &mut p.gates[t * b * gh..(t + 1) * b * gh];
-        let h_prev = &p.h_all[t * bh..(t + 1) * bh];
-        match cell {
-            CellKind::Rnn(act) => {
-                F::rnn_backward(
-                    isa,
-                    sh,
-                    act,
-                    &p.h_all[(t + 1) * bh..(t + 2) * bh],
-                    dh,
-                    gates,
-                );
-                let a = Operand {
-                    data: &*gates,
-                    ld: h,
-                };
-                F::step_gemm(isa, b, h, a, w(0), dh_next, h, Accumulate::No);
-            }
-            CellKind::Lstm => {
-                let c_prev = &p.c_all[t * bh..(t + 1) * bh];
-                let c = &p.c_all[(t + 1) * bh..(t + 2) * bh];
-                F::lstm_backward(isa, sh, gates, c_prev, c, dh, p.dc);
-                let a = Operand {
-                    data: &*gates,
-                    ld: gh,
-                };
-                F::step_gemm(isa, b, gh, a, w(0), dh_next, h, Accumulate::No);
-            }
-            CellKind::Gru(GruVariant::ResetAfter) => {
-                let grid = &mut p.grid[t * bh..(t + 1) * bh];
-                F::gru_reset_after_backward(isa, sh, gates, grid, h_prev, dh, dh_next);
-                // dh_{t-1} += [dr, dz] · W_h{r,z} + (dn * r) · W_hn
-                let a = Operand {
-                    data: &*gates,
-                    ld: gh,
-                };
-                F::step_gemm(isa, b, 2 * h, a, w(0), dh_next, h, Accumulate::Yes);
-                let a = Operand {
-                    data: &*grid,
-                    ld: h,
-                };
-                F::step_gemm(isa, b, h, a, w(2), dh_next, h, Accumulate::Yes);
-            }
-            CellKind::Gru(GruVariant::ResetBefore) => {
-                F::gru_reset_before_backward_candidate(isa, sh, gates, h_prev, dh, dh_next);
-                // d(r*h) = dn · W_hn, needed before the reset gradient.
-                let a = Operand {
-                    data: &gates[2 * h..],
-                    ld: gh,
-                };
-                F::step_gemm(isa, b, h, a, w(2), p.drh, h, Accumulate::No);
-                F::gru_reset_before_backward_reset(isa, sh, gates, h_prev, p.drh, dh_next);
-                let a = Operand {
-                    data: &*gates,
-                    ld: gh,
-                };
-                F::step_gemm(isa, b, 2 * h, a, w(0), dh_next, h, Accumulate::Yes);
-            }
-        }
+        let _ = (&mut dc, &mut drh);
+    });
+    // Each step swaps the two dh buffers: after T steps dh_{0} is in `dh` for even T.
+    if t_len % 2 == 1 {
         core::mem::swap(&mut dh, &mut dh_next);
     }
 
@@ -728,7 +1078,8 @@ fn backward_impl<F: Float>(
     // After the loop, over all T*B rows at once. dG [T*B, G*H] now sits where the gates were.
     let dg = MatRef::rows(&*p.gates, tb, gh, gh);
     if let Some(dx) = inputs.dx {
-        gemm(
+        gemm_par(
+            shards,
             F::ONE,
             dg,
             MatRef::rows(&layer.weight_ih, gh, i_sz, i_sz),
@@ -736,7 +1087,8 @@ fn backward_impl<F: Float>(
             MatMut::rows(dx, tb, i_sz, i_sz),
         );
     }
-    gemm(
+    gemm_par(
+        shards,
         F::ONE,
         dg.t(),
         MatRef::rows(x, tb, i_sz, i_sz),
@@ -747,7 +1099,8 @@ fn backward_impl<F: Float>(
     column_sums(p.gates, tb, gh, gh, &mut grads.bias_ih, mode);
     match cell {
         CellKind::Rnn(_) | CellKind::Lstm => {
-            gemm(
+            gemm_par(
+                shards,
                 F::ONE,
                 dg.t(),
                 h_prev_all,
@@ -758,7 +1111,8 @@ fn backward_impl<F: Float>(
         }
         CellKind::Gru(variant) => {
             let (dw_rz, dw_n) = grads.weight_hh.split_at_mut(2 * h * h);
-            gemm(
+            gemm_par(
+                shards,
                 F::ONE,
                 MatRef::rows(&*p.gates, tb, 2 * h, gh).t(),
                 h_prev_all,
@@ -771,7 +1125,8 @@ fn backward_impl<F: Float>(
                 GruVariant::ResetAfter => {
                     // n block: dG_hh = dn * r (in grid), operand h_{t-1}.
                     let grid = MatRef::rows(&*p.grid, tb, h, h);
-                    gemm(
+                    gemm_par(
+                        shards,
                         F::ONE,
                         grid.t(),
                         h_prev_all,
@@ -782,7 +1137,8 @@ fn backward_impl<F: Float>(
                 }
                 GruVariant::ResetBefore => {
                     // n block: dG = dn, operand r * h_{t-1} (in grid).
-                    gemm(
+                    gemm_par(
+                        shards,
                         F::ONE,
                         MatRef::rows(&p.gates[2 * h..], tb, h, gh).t(),
                         MatRef::rows(&*p.grid, tb, h, h),

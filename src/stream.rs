@@ -11,7 +11,6 @@
 
 use crate::error::{Error, Result, check_len, try_zeroed};
 use crate::float::Float;
-use crate::kernels::postgemm::StepShape;
 use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef};
 use crate::layer::{
     FinalState, InitialState, Layer, Prepared, StepState, forward_packing, forward_step,
@@ -162,10 +161,7 @@ impl<F: Float> StreamingLayer<F> {
         let prep = Prepared {
             cell,
             isa,
-            sh: StepShape {
-                batch: self.batch,
-                hidden: h,
-            },
+            hidden: h,
             w_hh_t: PackedRef::all(&self.w_hh_t, self.hh_layout),
             bias: &self.bias,
             b_hn: if matches!(cell, CellKind::Gru(_)) {

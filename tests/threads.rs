@@ -1,0 +1,85 @@
+//! Results do not depend on the thread count: work is split by batch rows within a step and
+//! by rows in the large GEMMs, and every row is computed exactly as on one thread, so outputs
+//! and gradients are bit-identical for 1, 2 and 3 threads.
+
+mod common;
+
+use common::{RandomCase, dims};
+use fused_rnn::{
+    CellKind, FinalState, Float, GradMode, InitialState, InputGrads, Isa, Layer, Mode, Upstream,
+};
+
+fn run<F: Float>(c: &RandomCase<F>, isa: Isa, threads: usize) -> Vec<u64> {
+    let d = c.dims;
+    let mut layer = Layer::new(c.cell, d.input, d.hidden, c.weights()).unwrap();
+    layer.set_isa(isa).unwrap();
+    layer.set_threads(threads).unwrap();
+    assert_eq!(layer.threads(), threads);
+    let mut ws = layer.workspace(d.seq_len, d.batch, Mode::Training).unwrap();
+    let mut y = vec![F::ZERO; d.y_len()];
+    let init = InitialState {
+        h0: Some(&c.h0),
+        c0: c.c0(),
+    };
+    layer
+        .forward(&mut ws, &c.x, init, &mut y, FinalState::default())
+        .unwrap();
+    let mut g = layer.zero_grads();
+    let mut dx = vec![F::ZERO; d.x_len()];
+    let mut dh0 = vec![F::ZERO; d.state_len()];
+    let up = Upstream {
+        dy: Some(&c.dy),
+        dh_n: Some(&c.dh_n),
+        dc_n: c.dc_n(),
+    };
+    let inputs = InputGrads {
+        dx: Some(&mut dx),
+        dh0: Some(&mut dh0),
+        dc0: None,
+    };
+    layer
+        .backward(&mut ws, &c.x, up, &mut g, inputs, GradMode::Overwrite)
+        .unwrap();
+    [y, dx, dh0, g.weight_ih, g.weight_hh, g.bias_ih, g.bias_hh]
+        .iter()
+        .flatten()
+        .map(|v| v.to_f64().to_bits())
+        .collect()
+}
+
+#[test]
+fn thread_count_does_not_change_any_bit() {
+    // Enough rows and work per step that the layer really splits (B >= 8, >= 2^18 MACs),
+    // with a row count that does not divide evenly; and a batch of 128 * T rows so the big
+    // GEMMs split too.
+    for &(t, b, i, h) in &[(4, 27, 50, 120), (6, 24, 33, 129)] {
+        for (ci, &cell) in CellKind::ALL.iter().enumerate() {
+            let d = dims(t, b, i, h);
+            let c32 = RandomCase::<f32>::new(cell, d, 40 + ci as u64);
+            let c64: RandomCase<f64> = c32.cast();
+            for isa in Isa::available() {
+                let one = run(&c32, isa, 1);
+                for n in [2, 3] {
+                    assert!(
+                        one == run(&c32, isa, n),
+                        "{} f32 {isa:?}: {n} threads differ",
+                        cell.name()
+                    );
+                }
+            }
+            let one = run(&c64, Isa::Portable, 1);
+            assert!(
+                one == run(&c64, Isa::Portable, 2),
+                "{} f64: 2 threads differ",
+                cell.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn zero_threads_is_an_error() {
+    let mut l = Layer::<f32>::with_seeded_init(CellKind::Lstm, 3, 4, 1).unwrap();
+    assert!(l.set_threads(0).is_err());
+    assert_eq!(l.threads(), 1);
+}
