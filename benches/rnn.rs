@@ -6,6 +6,9 @@
 //! standard count: forward `2·T·B·G·H·(I+H)`, backward twice that (so forward+backward is
 //! three times the forward count). `Gelem/s` in criterion's output therefore reads GFLOP/s.
 //!
+//! Threads: `FUSED_RNN_BENCH_THREADS` (default: all available cores) for the layer benches and
+//! the 2-thread GEMM ceiling; ids carry the count (`_th2`).
+//!
 //! Run: `cargo bench --bench rnn` (all), `cargo bench --bench rnn -- seq_len/lstm` (a filter),
 //! `cargo bench --bench rnn -- --quick --noplot` (fast), `cargo bench -- --test` (once each).
 
@@ -60,9 +63,18 @@ struct Bench {
     grads: fused_rnn::LayerGrads<f32>,
 }
 
+/// Threads for the layer benches.
+fn bench_threads() -> usize {
+    std::env::var("FUSED_RNN_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 impl Bench {
     fn new(s: Shape) -> Bench {
-        let layer = Layer::<f32>::with_seeded_init(s.cell, s.i, s.h, 1).unwrap();
+        let mut layer = Layer::<f32>::with_seeded_init(s.cell, s.i, s.h, 1).unwrap();
+        layer.set_threads(bench_threads()).unwrap();
         let mut k = 0u32;
         let mut next = || {
             // A cheap deterministic sequence in [-1, 1).
@@ -273,6 +285,26 @@ fn ceiling(c: &mut Criterion) {
         g.bench_function(format!("{name}/matrixmultiply_sgemm"), |b| {
             b.iter(|| sgemm_nt(m, k, n, black_box(&a), &w, &mut out))
         });
+        if m >= 8 {
+            // Two threads: rows split in halves, each half one sgemm (matrixmultiply's own
+            // threading is off in this crate).
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap();
+            let r = m / 2;
+            g.bench_function(format!("{name}/matrixmultiply_sgemm_th2"), |b| {
+                b.iter(|| {
+                    pool.install(|| {
+                        let (lo, hi) = out.split_at_mut(r * n);
+                        rayon::join(
+                            || sgemm_nt(r, k, n, black_box(&a[..r * k]), &w, lo),
+                            || sgemm_nt(m - r, k, n, black_box(&a[r * k..]), &w, hi),
+                        );
+                    })
+                })
+            });
+        }
         if m <= 64 {
             let packed = PackedStepGemm::new(&vec![0.25f32; k * n], k, n).unwrap();
             for isa in Isa::available() {

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Times PyTorch (CPU; its LSTM runs oneDNN) and ONNX Runtime on the shapes of benches/rnn.rs,
+# with the same thread count, and writes peers.md beside this script. Not part of CI.
+# Installs both into a virtual environment of its own, from the Python registry.
+#   bash benches/peers/run.sh [threads]
+set -euo pipefail
+cd "$(dirname "$0")"
+threads="${1:-2}"
+venv=".venv"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --upgrade pip
+  "$venv/bin/pip" install --quiet onnxruntime onnx numpy
+  # PyTorch's PyPI wheel is the CUDA build (GBs of dependencies); without it only ORT runs.
+  "$venv/bin/pip" install --quiet torch || echo "torch could not be installed: PyTorch columns stay empty"
+fi
+"$venv/bin/python" peers.py --threads "$threads" | tee peers.md
