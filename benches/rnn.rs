@@ -334,5 +334,77 @@ fn ceiling(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ceiling, streaming, deepbench, seq_len);
+/// Denormal cliff check: the same LSTM forward+backward on inputs whose states decay into the
+/// subnormal range (x = 0, biases 0, W_hh scaled so h shrinks ~100x per step, so after ~20 of
+/// the 64 steps every state and gradient is subnormal or zero) against random inputs. The target
+/// is a time ratio within 1.2.
+fn denormal(c: &mut Criterion) {
+    let (t, b, i, h) = (64, 16, 256, 256);
+    let cell = CellKind::Lstm;
+    let normal = Layer::<f32>::with_seeded_init(cell, i, h, 1).unwrap();
+    let w = normal.weights();
+    let tiny_hh: Vec<f32> = w.weight_hh.iter().map(|v| v * 0.01).collect();
+    let zeros = vec![0.0f32; w.bias_ih.len()];
+    let decaying = Layer::new(
+        cell,
+        i,
+        h,
+        fused_rnn::LayerWeights {
+            weight_ih: w.weight_ih,
+            weight_hh: &tiny_hh,
+            bias_ih: &zeros,
+            bias_hh: &zeros,
+        },
+    )
+    .unwrap();
+    let h0 = vec![1.0f32; b * h];
+    let c0 = vec![1.0f32; b * h];
+    let mut g = c.benchmark_group("denormal");
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(2));
+    g.throughput(Throughput::Elements(
+        3 * 2 * (t * b * 4 * h * (i + h)) as u64,
+    ));
+    for (name, layer, x) in [
+        ("random_states", &normal, vec![0.5f32; t * b * i]),
+        ("decaying_to_subnormal", &decaying, vec![0.0f32; t * b * i]),
+    ] {
+        let mut ws = layer.workspace(t, b, Mode::Training).unwrap();
+        let mut y = vec![0.0f32; t * b * h];
+        let dy = vec![1e-3f32; t * b * h];
+        let mut grads = layer.zero_grads();
+        g.bench_function(
+            format!("lstm_t{t}_b{b}_i{i}_h{h}/{name}/forward_backward"),
+            |bch| {
+                bch.iter(|| {
+                    let init = InitialState {
+                        h0: Some(&h0),
+                        c0: Some(&c0),
+                    };
+                    layer
+                        .forward(&mut ws, &x, init, &mut y, FinalState::default())
+                        .unwrap();
+                    let up = Upstream {
+                        dy: Some(&dy),
+                        ..Default::default()
+                    };
+                    layer
+                        .backward(
+                            &mut ws,
+                            &x,
+                            up,
+                            &mut grads,
+                            InputGrads::default(),
+                            GradMode::Overwrite,
+                        )
+                        .unwrap();
+                    black_box(&grads);
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, ceiling, streaming, deepbench, seq_len, denormal);
 criterion_main!(benches);
