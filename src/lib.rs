@@ -87,6 +87,7 @@ pub mod interop;
 mod kernels;
 pub mod layer;
 pub mod output;
+pub mod policy;
 pub mod reference;
 pub mod shape;
 pub mod stream;
@@ -103,6 +104,20 @@ pub use shape::{CellKind, Dims, GradMode, GruVariant, Mode, RnnActivation};
 pub use stream::StreamingLayer;
 pub use weights::{LayerGrads, LayerWeights};
 pub use workspace::Workspace;
+
+/// Whether every element of `v` is finite (no NaN, no ±inf); `true` for an empty slice.
+///
+/// The layers propagate NaN and infinity instead of rejecting them (see [`policy`]); this is
+/// the check to run on outputs or gradients where non-finite values must not go on.
+///
+/// ```
+/// assert!(fused_rnn::all_finite(&[0.0f32, -1.5, 3e38]));
+/// assert!(!fused_rnn::all_finite(&[0.0f64, f64::NAN]));
+/// assert!(!fused_rnn::all_finite(&[f32::INFINITY]));
+/// ```
+pub fn all_finite<F: Float>(v: &[F]) -> bool {
+    v.iter().all(|a| a.is_finite())
+}
 
 /// The README's code blocks, compiled and run as doctests.
 #[cfg(doctest)]
@@ -162,6 +177,35 @@ pub mod bench_support {
                 Accumulate::No,
             );
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::all_finite;
+
+    #[test]
+    fn all_finite_flags_every_non_finite_value() {
+        assert!(all_finite::<f32>(&[]));
+        assert!(all_finite(&[
+            0.0f32,
+            -0.0,
+            f32::MAX,
+            f32::MIN,
+            f32::from_bits(1)
+        ]));
+        assert!(all_finite(&[f64::MAX, f64::MIN_POSITIVE]));
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut v = vec![1.0f32; 9];
+            v[8] = bad;
+            assert!(!all_finite(&v), "{bad}");
+            v[8] = 1.0;
+            v[0] = bad;
+            assert!(!all_finite(&v), "{bad}");
+        }
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert!(!all_finite(&[0.5, bad, 0.5]), "{bad}");
         }
     }
 }

@@ -1,0 +1,169 @@
+//! Run-to-run determinism: the same inputs give the same bits, for every cell kind, f32 and
+//! f64, on every ISA path: forward + backward with fresh workspaces and with one reused
+//! workspace (and reused, dirty gradient buffers under `GradMode::Overwrite`), and the
+//! streaming layer stepped twice from `reset`.
+
+mod common;
+
+use common::{RandomCase, dims};
+use fused_rnn::{
+    CellKind, Dims, FinalState, Float, GradMode, InitialState, InputGrads, Isa, Layer, LayerGrads,
+    Mode, StreamingLayer, Upstream, Workspace,
+};
+
+/// Every output and gradient of one forward + backward, as bit patterns.
+fn forward_backward<F: Float>(
+    layer: &Layer<F>,
+    c: &RandomCase<F>,
+    ws: &mut Workspace<F>,
+    grads: &mut LayerGrads<F>,
+) -> Vec<(&'static str, Vec<u64>)> {
+    let d = c.dims;
+    let lstm = c.cell.has_cell_state();
+    let s = d.state_len();
+    let nan = F::from_f64(f64::NAN);
+    let (mut y, mut h_n, mut c_n) = (vec![nan; d.y_len()], vec![nan; s], vec![nan; s]);
+    layer
+        .forward(
+            ws,
+            &c.x,
+            InitialState {
+                h0: Some(&c.h0),
+                c0: c.c0(),
+            },
+            &mut y,
+            FinalState {
+                h_n: Some(&mut h_n),
+                c_n: if lstm { Some(&mut c_n) } else { None },
+            },
+        )
+        .unwrap();
+    let (mut dx, mut dh0, mut dc0) = (vec![nan; d.x_len()], vec![nan; s], vec![nan; s]);
+    layer
+        .backward(
+            ws,
+            &c.x,
+            Upstream {
+                dy: Some(&c.dy),
+                dh_n: Some(&c.dh_n),
+                dc_n: c.dc_n(),
+            },
+            grads,
+            InputGrads {
+                dx: Some(&mut dx),
+                dh0: Some(&mut dh0),
+                dc0: if lstm { Some(&mut dc0) } else { None },
+            },
+            GradMode::Overwrite,
+        )
+        .unwrap();
+    let b = |v: &[F]| v.iter().map(|a| a.to_f64().to_bits()).collect::<Vec<_>>();
+    let mut out = vec![
+        ("y", b(&y)),
+        ("h_n", b(&h_n)),
+        ("dx", b(&dx)),
+        ("dh0", b(&dh0)),
+        ("dW_ih", b(&grads.weight_ih)),
+        ("dW_hh", b(&grads.weight_hh)),
+        ("db_ih", b(&grads.bias_ih)),
+        ("db_hh", b(&grads.bias_hh)),
+    ];
+    if lstm {
+        out.push(("c_n", b(&c_n)));
+        out.push(("dc0", b(&dc0)));
+    }
+    out
+}
+
+fn assert_same(ctx: &str, a: &[(&str, Vec<u64>)], b: &[(&str, Vec<u64>)]) {
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (_, y)) in a.iter().zip(b) {
+        if let Some(i) = x.iter().zip(y).position(|(p, q)| p != q) {
+            panic!(
+                "{ctx} {name}: element {i} differs between runs: {:#x} vs {:#x}",
+                x[i], y[i]
+            );
+        }
+        assert_eq!(x.len(), y.len(), "{ctx} {name}: length");
+    }
+}
+
+const SHAPES: [(usize, usize, usize, usize); 2] = [(6, 3, 5, 9), (3, 2, 17, 16)];
+
+fn layer_twice<F: Float>(cell: CellKind, isa: Isa) {
+    for (n, &(t, b, i, h)) in SHAPES.iter().enumerate() {
+        let d: Dims = dims(t, b, i, h);
+        let c = RandomCase::<F>::new(cell, d, 500 + n as u64);
+        let mut layer = Layer::new(cell, i, h, c.weights()).unwrap();
+        layer.set_isa(isa).unwrap();
+        let ctx = format!("{} {} T={t} B={b} I={i} H={h}", cell.name(), isa.name());
+        let fresh = |layer: &Layer<F>| {
+            let mut ws = layer.workspace(t, b, Mode::Training).unwrap();
+            let mut grads = layer.zero_grads();
+            forward_backward(layer, &c, &mut ws, &mut grads)
+        };
+        let first = fresh(&layer);
+        assert_same(&format!("{ctx} fresh"), &first, &fresh(&layer));
+        // One workspace and one gradient buffer reused; Overwrite must not see old contents.
+        let mut ws = layer.workspace(t, b, Mode::Training).unwrap();
+        let mut grads = layer.zero_grads();
+        for k in 0..3 {
+            let again = forward_backward(&layer, &c, &mut ws, &mut grads);
+            assert_same(&format!("{ctx} reused workspace, run {k}"), &first, &again);
+        }
+        // A clone of the layer is the same layer.
+        assert_same(
+            &format!("{ctx} cloned layer"),
+            &first,
+            &fresh(&layer.clone()),
+        );
+    }
+}
+
+fn stream_twice<F: Float>(cell: CellKind, isa: Isa) {
+    for (n, &(t, b, i, h)) in SHAPES.iter().enumerate() {
+        let c = RandomCase::<F>::new(cell, dims(t, b, i, h), 700 + n as u64);
+        let mut layer = Layer::new(cell, i, h, c.weights()).unwrap();
+        layer.set_isa(isa).unwrap();
+        let ctx = format!("{} {} T={t} B={b} I={i} H={h}", cell.name(), isa.name());
+        let mut s = StreamingLayer::new(layer.clone(), b).unwrap();
+        let steps = |s: &mut StreamingLayer<F>| {
+            let mut out = Vec::new();
+            for x_t in c.x.chunks_exact(b * i) {
+                out.extend(s.step(x_t).unwrap().iter().map(|a| a.to_f64().to_bits()));
+            }
+            out.extend(
+                s.cell_state()
+                    .unwrap_or(&[])
+                    .iter()
+                    .map(|a| a.to_f64().to_bits()),
+            );
+            out
+        };
+        let first = steps(&mut s);
+        s.reset();
+        assert_eq!(first, steps(&mut s), "{ctx}: second pass after reset");
+        let mut other = StreamingLayer::new(layer, b).unwrap();
+        assert_eq!(first, steps(&mut other), "{ctx}: a second stream");
+    }
+}
+
+#[test]
+fn layer_forward_backward_is_deterministic() {
+    for isa in Isa::available() {
+        for cell in CellKind::ALL {
+            layer_twice::<f32>(cell, isa);
+            layer_twice::<f64>(cell, isa);
+        }
+    }
+}
+
+#[test]
+fn streaming_is_deterministic() {
+    for isa in Isa::available() {
+        for cell in CellKind::ALL {
+            stream_twice::<f32>(cell, isa);
+            stream_twice::<f64>(cell, isa);
+        }
+    }
+}
