@@ -240,11 +240,12 @@ impl<F: Float> Layer<F> {
         }
     }
 
-    /// Runs `f` inside the layer's pool (one region for the whole pass), or directly.
-    fn in_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+    /// Runs `f` inside the layer's pool (one region for the whole pass), or directly when the
+    /// pass will not split (entering a pool costs tens of microseconds when its threads sleep).
+    fn in_pool<R: Send>(&self, shards: usize, f: impl FnOnce() -> R + Send) -> R {
         match &self.pool {
-            Some(pool) => pool.install(f),
-            None => f(),
+            Some(pool) if shards > 1 => pool.install(f),
+            _ => f(),
         }
     }
 
@@ -304,7 +305,9 @@ impl<F: Float> Layer<F> {
         let training = ws.mode() == Mode::Training;
         let isa = self.isa.resolve();
         let shards = self.shards(&ws.dims());
-        self.in_pool(|| forward_impl(self, isa, shards, ws, training, x, init, y, fin));
+        self.in_pool(shards, || {
+            forward_impl(self, isa, shards, ws, training, x, init, y, fin)
+        });
         ws.status = if training {
             Status::Forwarded
         } else {
@@ -365,7 +368,9 @@ impl<F: Float> Layer<F> {
         ws.status = Status::Consumed;
         let isa = self.isa.resolve();
         let shards = self.shards(&ws.dims());
-        self.in_pool(|| backward_impl(self, isa, shards, ws, x, up, grads, inputs, mode));
+        self.in_pool(shards, || {
+            backward_impl(self, isa, shards, ws, x, up, grads, inputs, mode)
+        });
         Ok(())
     }
 }
