@@ -18,7 +18,8 @@ use crate::shape::{CellKind, Dims, GruVariant, Mode};
 /// Where a workspace is in its forward/backward cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Status {
-    /// Nothing computed yet (or the last forward failed validation).
+    /// Nothing computed yet, or the last forward was an inference one. (A call that fails
+    /// validation returns before touching the workspace.)
     Fresh,
     /// A training forward ran: backward may run once.
     Forwarded,

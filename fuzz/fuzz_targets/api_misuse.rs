@@ -18,7 +18,7 @@
 use arbitrary::{Arbitrary, Unstructured};
 use fused_rnn::{
     CellKind, Dims, Error, FinalState, Float, GradMode, InitialState, InputGrads, Isa, Layer,
-    LayerGrads, LayerWeights, Mode, Upstream, Workspace, reference,
+    LayerGrads, LayerWeights, Mode, RnnActivation, Upstream, Workspace, reference,
 };
 use fused_rnn_fuzz::{F64_REL, SplitMix, assert_close, f32_tolerance, rms, widen};
 use libfuzzer_sys::fuzz_target;
@@ -240,9 +240,14 @@ fn tol<F: Float>(d: &Dims) -> f64 {
 
 /// Whether a tensor's f32 values can be graded with the RMS floor: it is a statistic over the
 /// elements, and a tensor of fewer than 8 can cancel as a whole (its RMS then says nothing
-/// about the size of the terms its elements sum). f64 is always graded.
+/// about the size of the terms its elements sum), and values near or past f32's range cannot
+/// be compared with an f64 oracle. f64 is always graded.
 fn graded<F: Float>(want: &[f64]) -> bool {
-    F::NAME == "f64" || want.len() >= 8
+    // Beyond f32's range (an exploding ReLU RNN) f32 overflows where f64 does not.
+    let in_range = want
+        .iter()
+        .all(|v| !v.is_finite() || v.abs() <= f64::from(f32::MAX) / 16.0);
+    F::NAME == "f64" || (want.len() >= 8 && in_range)
 }
 
 fn close<F: Float>(what: &str, got: &[F], want: &[f64], d: &Dims) {
@@ -767,10 +772,14 @@ fn run<F: Float>(ops: Vec<Op>) {
                 } else {
                     let r = reference::forward(cell, d, &w, &b[4], None, None);
                     expect("reference::forward", &r, &viol);
+                    // Bounded activations keep finite inputs finite; the ReLU RNN is
+                    // unbounded and may legitimately overflow over many steps.
                     if let Ok(o) = r {
                         assert!(
-                            o.y.iter().all(|v| v.is_finite()),
-                            "finite in, non-finite out"
+                            cell == CellKind::Rnn(RnnActivation::Relu)
+                                || o.y.iter().all(|v| v.is_finite()),
+                            "{}: finite in, non-finite out",
+                            cell.name()
                         );
                     }
                 }
