@@ -10,6 +10,15 @@ fi
 cd fuzz
 targets=$(cargo fuzz list)
 cargo fuzz build -s none
+# Replay every input that once crashed a target (each must now run clean).
+for dir in regressions/*/; do
+    t=$(basename "$dir")
+    for f in "$dir"*; do
+        [ -f "$f" ] || continue
+        echo "fuzz: replay $f"
+        cargo fuzz run -s none "$t" "$f"
+    done
+done
 for t in $targets; do
     echo "fuzz: $t for ${secs}s"
     mkdir -p "corpus/$t"
