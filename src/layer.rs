@@ -73,6 +73,10 @@ pub struct Layer<F> {
     isa: Isa,
     /// The rayon pool a pass runs in, `None` for the calling thread only.
     pool: Option<std::sync::Arc<rayon::ThreadPool>>,
+    /// `W_hhᵀ` packed for the forward step GEMM, made on first use after a weight change.
+    packed_forward: std::sync::OnceLock<Vec<F>>,
+    /// `W_hh` packed for backward's `dG · W_hh`, made on first use after a weight change.
+    packed_backward: std::sync::OnceLock<Vec<F>>,
 }
 
 /// Mutable view of a layer's parameters (for optimisers). Lengths are fixed.
@@ -113,6 +117,8 @@ impl<F: Float> Layer<F> {
             bias_hh: w.bias_hh.to_vec(),
             isa: Isa::detect(),
             pool: None,
+            packed_forward: std::sync::OnceLock::new(),
+            packed_backward: std::sync::OnceLock::new(),
         })
     }
 
@@ -155,6 +161,8 @@ impl<F: Float> Layer<F> {
             bias_hh,
             isa: Isa::detect(),
             pool: None,
+            packed_forward: std::sync::OnceLock::new(),
+            packed_backward: std::sync::OnceLock::new(),
         })
     }
 
@@ -179,8 +187,11 @@ impl<F: Float> Layer<F> {
             bias_hh: &self.bias_hh,
         }
     }
-    /// The parameters, mutable (e.g. for an optimiser step).
+    /// The parameters, mutable (e.g. for an optimiser step). The packed copies the kernels use
+    /// are dropped and rebuilt on the next pass.
     pub fn weights_mut(&mut self) -> LayerWeightsMut<'_, F> {
+        self.packed_forward = std::sync::OnceLock::new();
+        self.packed_backward = std::sync::OnceLock::new();
         LayerWeightsMut {
             weight_ih: &mut self.weight_ih,
             weight_hh: &mut self.weight_hh,
@@ -197,6 +208,27 @@ impl<F: Float> Layer<F> {
         self.isa = isa.checked()?;
         Ok(())
     }
+    /// `W_hhᵀ` packed for the forward step GEMM (packed once per weight update).
+    fn packed_forward(&self) -> &[F] {
+        self.packed_forward.get_or_init(|| {
+            let layout = forward_packing::<F>(self.cell, self.hidden_size, self.hidden_size);
+            let mut v = vec![F::ZERO; layout.len()];
+            pack_transposed(&self.weight_hh, layout, &mut v);
+            v
+        })
+    }
+
+    /// `W_hh` packed for backward's `dh_{t-1} = dG · W_hh` (packed once per weight update).
+    fn packed_backward(&self) -> &[F] {
+        self.packed_backward.get_or_init(|| {
+            let h = self.hidden_size;
+            let layout = backward_packing::<F>(self.cell, h);
+            let mut v = vec![F::ZERO; layout.len()];
+            layout.pack(&mut v, |r, c| self.weight_hh[r * h + c]);
+            v
+        })
+    }
+
     /// Number of threads a forward or backward pass uses (1 unless [`Layer::set_threads`]).
     pub fn threads(&self) -> usize {
         self.pool.as_ref().map_or(1, |p| p.current_num_threads())
@@ -396,9 +428,9 @@ fn forward_impl<F: Float>(
     let p = ws.parts();
 
     fused_bias(cell, &layer.bias_ih, &layer.bias_hh, p.bias);
-    // W_hhᵀ [H, G*H], so the per-step GEMM streams contiguous rows of all gates.
+    // W_hhᵀ [H, G*H] in panels, so the per-step GEMM streams contiguous rows of all gates.
     let fwd_layout = forward_packing::<F>(cell, h, h);
-    pack_transposed(&layer.weight_hh, fwd_layout, p.packed);
+    let packed_forward = layer.packed_forward();
 
     // The input projection of every step at once: P[T*B, G*H] = X[T*B, I] · W_ihᵀ.
     gemm_par(
@@ -424,7 +456,7 @@ fn forward_impl<F: Float>(
         }
     }
 
-    let w_t = PackedRef::all(&*p.packed, fwd_layout);
+    let w_t = PackedRef::all(packed_forward, fwd_layout);
     let prep = Prepared {
         cell,
         isa,
@@ -968,10 +1000,7 @@ fn backward_impl<F: Float>(
     let p = ws.parts();
     // W_hh [G*H, H] packed for dG · W_hh; `w(g)` is its rows from gate block `g` on.
     let bwd_layout = backward_packing::<F>(cell, h);
-    bwd_layout.pack(&mut p.packed[..bwd_layout.len()], |r, c| {
-        layer.weight_hh[r * h + c]
-    });
-    let packed = &*p.packed;
+    let packed = layer.packed_backward();
     let beta = match mode {
         GradMode::Overwrite => F::ZERO,
         GradMode::Accumulate => F::ONE,

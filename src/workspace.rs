@@ -5,14 +5,14 @@
 //! gate gradients during backward), the hidden states `(T+1)·B·H`, for LSTM the cell states
 //! `(T+1)·B·H`, for GRU one more `T·B·H` (`W_hn h + b_hn` for reset-after, `r * h_{t-1}` for
 //! reset-before). Elements: LSTM `(4 + 1 + 1)·T·B·H`, GRU `(3 + 1 + 1)·T·B·H`, RNN
-//! `(1 + 1)·T·B·H`, plus `W_hhᵀ` (`G·H·H`) and `O(B·G·H)` per-step scratch. Inference keeps the input projection
+//! `(1 + 1)·T·B·H`, plus `O(B·G·H)` per-step scratch. (The packed recurrent weights live in
+//! the [`Layer`](crate::Layer), packed once per weight update.) Inference keeps the input projection
 //! `G·T·B·H` plus `O(B·G·H)`.
 
 use core::ops::Range;
 
 use crate::error::{Error, Result, mul_len, try_zeroed};
 use crate::float::Float;
-use crate::kernels::dispatch::StepKernels;
 use crate::shape::{CellKind, Dims, GruVariant, Mode};
 
 /// Where a workspace is in its forward/backward cycle.
@@ -31,7 +31,6 @@ pub(crate) enum Status {
 #[derive(Debug, Clone)]
 pub(crate) struct WsLayout {
     pub bias: Range<usize>,
-    pub packed: Range<usize>,
     pub gates: Range<usize>,
     pub h_all: Range<usize>,
     pub c_all: Range<usize>,
@@ -45,7 +44,7 @@ pub(crate) struct WsLayout {
 }
 
 impl WsLayout {
-    pub(crate) fn new(cell: CellKind, dims: &Dims, mode: Mode, panel: usize) -> Result<WsLayout> {
+    pub(crate) fn new(cell: CellKind, dims: &Dims, mode: Mode) -> Result<WsLayout> {
         dims.validate(cell)?;
         let g = cell.gates();
         let bh = mul_len("workspace", dims.batch, dims.hidden)?;
@@ -62,23 +61,7 @@ impl WsLayout {
                 .ok_or(Error::SizeOverflow { what: "workspace" })?;
             Ok(start..at)
         };
-        // Packed weights: K rows times the gate blocks padded to whole panels.
-        let padded = mul_len("workspace", g, dims.hidden.div_ceil(panel) * panel)?;
-        let fwd_packed = mul_len("workspace", dims.hidden, padded)?;
-        let bwd_packed = mul_len(
-            "workspace",
-            g * dims.hidden,
-            dims.hidden.div_ceil(panel) * panel,
-        )?;
-        let packed_len = if train {
-            fwd_packed.max(bwd_packed)
-        } else {
-            fwd_packed
-        };
         let bias = take(g * dims.hidden)?;
-        // W_hhᵀ packed once per forward call for the per-step GEMM; in training also W_hh
-        // packed for backward's dh GEMM (the two are never needed at once).
-        let packed = take(packed_len)?;
         let gates = take(mul_len("workspace", g, tbh)?)?;
         // Inference: h_all holds only the initial state (later states live in `y`); c_all
         // is a two-slot ring.
@@ -104,7 +87,6 @@ impl WsLayout {
         })?;
         Ok(WsLayout {
             bias,
-            packed,
             gates,
             h_all,
             c_all,
@@ -122,7 +104,6 @@ impl WsLayout {
 /// Mutable views of every region at once.
 pub(crate) struct WsParts<'a, F> {
     pub bias: &'a mut [F],
-    pub packed: &'a mut [F],
     pub gates: &'a mut [F],
     pub h_all: &'a mut [F],
     pub c_all: &'a mut [F],
@@ -155,7 +136,7 @@ impl<F: Float> Workspace<F> {
     /// Number of `F` elements a workspace for `cell`, `dims` and `mode` holds; `Err` if its
     /// size in bytes would not fit the address space.
     pub fn required_len(cell: CellKind, dims: Dims, mode: Mode) -> Result<usize> {
-        let total = WsLayout::new(cell, &dims, mode, <F as StepKernels>::PANEL_WIDTH)?.total;
+        let total = WsLayout::new(cell, &dims, mode)?.total;
         match total.checked_mul(core::mem::size_of::<F>()) {
             Some(bytes) if bytes <= isize::MAX as usize => Ok(total),
             _ => Err(Error::SizeOverflow { what: "workspace" }),
@@ -164,7 +145,7 @@ impl<F: Float> Workspace<F> {
 
     /// Allocates a workspace (the only allocation a forward/backward pair needs).
     pub fn new(cell: CellKind, dims: Dims, mode: Mode) -> Result<Self> {
-        let layout = WsLayout::new(cell, &dims, mode, <F as StepKernels>::PANEL_WIDTH)?;
+        let layout = WsLayout::new(cell, &dims, mode)?;
         Ok(Workspace {
             cell,
             dims,
@@ -232,7 +213,6 @@ impl<F: Float> Workspace<F> {
     pub(crate) fn parts(&mut self) -> WsParts<'_, F> {
         let l = &self.layout;
         let (bias, rest) = self.buf.split_at_mut(l.bias.end);
-        let (packed, rest) = rest.split_at_mut(l.packed.len());
         let (gates, rest) = rest.split_at_mut(l.gates.len());
         let (h_all, rest) = rest.split_at_mut(l.h_all.len());
         let (c_all, rest) = rest.split_at_mut(l.c_all.len());
@@ -244,7 +224,6 @@ impl<F: Float> Workspace<F> {
         let (drh, _) = rest.split_at_mut(l.drh.len());
         WsParts {
             bias,
-            packed,
             gates,
             h_all,
             c_all,

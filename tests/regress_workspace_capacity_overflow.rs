@@ -8,10 +8,12 @@ use fused_rnn::{CellKind, Dims, Error, Mode, RnnActivation, Workspace};
 #[test]
 fn workspace_whose_bytes_overflow_is_an_error_not_a_panic() {
     let cell = CellKind::Rnn(RnnActivation::Tanh);
-    // W_hhᵀ alone is H² = 2^62 elements: fits usize, but 2^64 bytes of f32 do not fit isize.
+    // The gates alone are T·B·H = 2^62 elements: that fits usize, but 2^64 bytes of f32 do not
+    // fit isize. (The original input had H = 2^31 and B = 1, when the workspace also held the
+    // packed H² weights; those now live in the layer.)
     let d = Dims {
         seq_len: 1,
-        batch: 1,
+        batch: 1 << 31,
         input: 1,
         hidden: 1 << 31,
     };
