@@ -209,7 +209,7 @@ impl<F: Float> Layer<F> {
         Ok(())
     }
     /// `W_hhᵀ` packed for the forward step GEMM (packed once per weight update).
-    fn packed_forward(&self) -> &[F] {
+    pub(crate) fn packed_forward(&self) -> &[F] {
         self.packed_forward.get_or_init(|| {
             let layout = forward_packing::<F>(self.cell, self.hidden_size, self.hidden_size);
             let mut v = vec![F::ZERO; layout.len()];

@@ -27,8 +27,7 @@ pub struct StreamingLayer<F> {
     /// `W_ihᵀ [I, G*H]`, packed.
     w_ih_t: Vec<F>,
     ih_layout: PackedLayout,
-    /// `W_hhᵀ [H, G*H]`, packed.
-    w_hh_t: Vec<F>,
+    /// Layout of the layer's packed `W_hhᵀ` (the layer owns the packed copy).
     hh_layout: PackedLayout,
     /// Fused biases `[G*H]`.
     bias: Vec<F>,
@@ -56,9 +55,9 @@ impl<F: Float> StreamingLayer<F> {
         let ih_layout = forward_packing::<F>(cell, i, h);
         let mut w_ih_t = try_zeroed("streaming state", ih_layout.len())?;
         pack_transposed(w.weight_ih, ih_layout, &mut w_ih_t);
+        // The layer packs W_hhᵀ once per weight update; do it now, not in the first step.
         let hh_layout = forward_packing::<F>(cell, h, h);
-        let mut w_hh_t = try_zeroed("streaming state", hh_layout.len())?;
-        pack_transposed(w.weight_hh, hh_layout, &mut w_hh_t);
+        layer.packed_forward();
         let mut bias = try_zeroed("streaming state", gh)?;
         fused_bias(cell, w.bias_ih, w.bias_hh, &mut bias);
         let c_len = if cell.has_cell_state() { bh } else { 0 };
@@ -72,7 +71,6 @@ impl<F: Float> StreamingLayer<F> {
             ih_layout,
             hh_layout,
             w_ih_t,
-            w_hh_t,
             bias,
             h: try_zeroed("streaming state", bh)?,
             c: try_zeroed("streaming state", c_len)?,
@@ -162,7 +160,7 @@ impl<F: Float> StreamingLayer<F> {
             cell,
             isa,
             hidden: h,
-            w_hh_t: PackedRef::all(&self.w_hh_t, self.hh_layout),
+            w_hh_t: PackedRef::all(self.layer.packed_forward(), self.hh_layout),
             bias: &self.bias,
             b_hn: if matches!(cell, CellKind::Gru(_)) {
                 &w.bias_hh[2 * h..]

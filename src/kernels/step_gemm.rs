@@ -3,7 +3,7 @@
 //!
 //! Inside the time loop M (the batch) is small and the same weights are used every step;
 //! matrixmultiply would re-pack W and allocate a packing buffer on every call. Here W is packed
-//! once per call (or once per [`StreamingLayer`](crate::StreamingLayer)) into panels of `NR =
+//! once per weight update (the [`Layer`](crate::Layer) keeps the packed copy) into panels of `NR =
 //! 2·LANES` columns, each panel `K × NR` contiguous, and each gate block padded to whole
 //! panels, so that any gate range is a panel range. The kernel walks panels outermost: one
 //! panel (32 KiB at K = 512) stays in L1 while every row block of A passes over it. The
