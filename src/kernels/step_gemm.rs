@@ -7,8 +7,9 @@
 //! 2·LANES` columns, each panel `K × NR` contiguous, and each gate block padded to whole
 //! panels, so that any gate range is a panel range. The kernel walks panels outermost: one
 //! panel (32 KiB at K = 512) stays in L1 while every row block of A passes over it. The
-//! micro-kernel is `MR = 4` rows × 2 vectors: per `k`, two panel loads and four broadcasts
-//! feed eight multiply-adds into eight independent accumulators.
+//! micro-kernel is `MR` rows × `NP` panels (2 vectors each): `4 × 1` for full row blocks, and
+//! for the 1-3 leftover rows (all of them at batch 1) two or four panels at once, so that there
+//! are always at least six independent multiply-add chains to hide the FMA latency.
 
 use super::simd::{MAX_LANES, SimdOps};
 
@@ -75,8 +76,9 @@ impl PackedLayout {
     }
 }
 
-/// A view of a packed matrix restricted to gate blocks `g0..g0 + groups` and rows
-/// `k0..k0 + k`; C's column `j` is column `g0 * group_width + j` of the full matrix.
+/// A view of a packed matrix restricted to gate blocks `g0..g0 + groups`, rows `k0..k0 + k`
+/// and, within every gate block, columns (hidden units) `u0..u1`: C then has
+/// `groups · (u1 - u0)` columns, gate block by gate block.
 #[derive(Debug, Clone, Copy)]
 pub struct PackedRef<'a, E> {
     /// The whole packed buffer.
@@ -89,6 +91,10 @@ pub struct PackedRef<'a, E> {
     pub groups: usize,
     /// First row used.
     pub k0: usize,
+    /// First column used within each gate block (a multiple of the panel width).
+    pub u0: usize,
+    /// One past the last column used within each gate block.
+    pub u1: usize,
 }
 
 impl<'a, E> PackedRef<'a, E> {
@@ -100,6 +106,16 @@ impl<'a, E> PackedRef<'a, E> {
             g0: 0,
             groups: layout.groups,
             k0: 0,
+            u0: 0,
+            u1: layout.group_width,
+        }
+    }
+    /// Columns `u0..u1` of every gate block (`u0` a multiple of the panel width), all rows.
+    pub fn columns(data: &'a [E], layout: PackedLayout, u0: usize, u1: usize) -> Self {
+        PackedRef {
+            u0,
+            u1,
+            ..Self::all(data, layout)
         }
     }
     /// Gate blocks `g0..g0 + groups`, all rows.
@@ -109,7 +125,7 @@ impl<'a, E> PackedRef<'a, E> {
             layout,
             g0,
             groups,
-            k0: 0,
+            ..Self::all(data, layout)
         }
     }
     /// Rows `k0..`, all columns.
@@ -117,9 +133,8 @@ impl<'a, E> PackedRef<'a, E> {
         PackedRef {
             data,
             layout,
-            g0: 0,
-            groups: layout.groups,
             k0,
+            ..Self::all(data, layout)
         }
     }
 }
@@ -149,7 +164,13 @@ pub(crate) fn step_gemm<S: SimdOps>(
         "step_gemm: W range"
     );
     assert!(w.data.len() >= lay.len(), "step_gemm: W too short");
-    let gw = lay.group_width;
+    assert!(
+        w.u0 % lay.nr == 0 && w.u0 <= w.u1 && w.u1 <= lay.group_width,
+        "step_gemm: column range"
+    );
+    // Columns per gate block in C, and the panels (of each block) they come from.
+    let gw = w.u1 - w.u0;
+    let (q0, qn) = (w.u0 / lay.nr, gw.div_ceil(lay.nr));
     let n = w.groups * gw;
     if m == 0 || n == 0 {
         return;
@@ -158,83 +179,139 @@ pub(crate) fn step_gemm<S: SimdOps>(
     assert!(c.len() >= (m - 1) * ldc + n, "step_gemm: C too short");
     let ppg = lay.panels_per_group();
     let panel_len = lay.k * lay.nr;
-    for gi in 0..w.groups {
-        for q in 0..ppg {
-            let panel_index = (w.g0 + gi) * ppg + q;
-            let start = panel_index * panel_len + w.k0 * lay.nr;
-            let panel = &w.data[start..start + k * lay.nr];
-            let col0 = gi * gw + q * lay.nr;
-            let width = (gw - q * lay.nr).min(lay.nr);
-            let mut i0 = 0;
-            while i0 < m {
-                let mr = (m - i0).min(4);
-                let tile = Tile { i0, col0, width, k };
-                match mr {
-                    4 => micro::<S, 4>(s, tile, a, panel, c, ldc, acc),
-                    3 => micro::<S, 3>(s, tile, a, panel, c, ldc, acc),
-                    2 => micro::<S, 2>(s, tile, a, panel, c, ldc, acc),
-                    _ => micro::<S, 1>(s, tile, a, panel, c, ldc, acc),
-                }
-                i0 += mr;
+    // Panel `j` of the selected ones: its packed rows `k0..k0 + k`, and where its columns go
+    // in C.
+    let panel_at = |j: usize| -> PanelRef<'_, S::Elem> {
+        let (gi, q) = (j / qn, j % qn);
+        let start = ((w.g0 + gi) * ppg + q0 + q) * panel_len + w.k0 * lay.nr;
+        PanelRef {
+            data: &w.data[start..start + k * lay.nr],
+            col0: gi * gw + q * lay.nr,
+            width: (gw - q * lay.nr).min(lay.nr),
+        }
+    };
+    let panels = w.groups * qn;
+    // Up to four panels at a time (one 4-row tile over a panel is 8 accumulators; fewer rows
+    // take more panels so that there are still 6-8 independent multiply-add chains: with one
+    // row and one panel the loop would wait on the FMA latency, 4 cycles per k). Every C
+    // element is still the sum over k in order, whatever the tile shape: results do not
+    // depend on how the rows are tiled or split across threads.
+    let mut j0 = 0;
+    while j0 < panels {
+        let np = (panels - j0).min(4);
+        let ps: [PanelRef<'_, S::Elem>; 4] = core::array::from_fn(
+            #[inline(always)]
+            |i| panel_at(j0 + i.min(np - 1)),
+        );
+        // Full 4-row blocks, panel by panel: the panel stays in L1 while the rows pass.
+        let full = m - m % 4;
+        for p in &ps[..np] {
+            for i0 in (0..full).step_by(4) {
+                micro::<S, 4, 1>(s, i0, k, a, core::slice::from_ref(p), c, ldc, acc);
             }
         }
+        // The 1-3 leftover rows, over several panels at once.
+        let (i0, mr) = (full, m - full);
+        match (mr, np) {
+            (0, _) => {}
+            (1, 4) => micro::<S, 1, 4>(s, i0, k, a, &ps, c, ldc, acc),
+            (_, 1) => match mr {
+                3 => micro::<S, 3, 1>(s, i0, k, a, &ps[..1], c, ldc, acc),
+                2 => micro::<S, 2, 1>(s, i0, k, a, &ps[..1], c, ldc, acc),
+                _ => micro::<S, 1, 1>(s, i0, k, a, &ps[..1], c, ldc, acc),
+            },
+            _ => {
+                for pair in [&ps[..2], &ps[2..np]] {
+                    match (mr, pair.len()) {
+                        (_, 0) => {}
+                        (3, 2) => micro::<S, 3, 2>(s, i0, k, a, pair, c, ldc, acc),
+                        (2, 2) => micro::<S, 2, 2>(s, i0, k, a, pair, c, ldc, acc),
+                        (1, 2) => micro::<S, 1, 2>(s, i0, k, a, pair, c, ldc, acc),
+                        (3, _) => micro::<S, 3, 1>(s, i0, k, a, pair, c, ldc, acc),
+                        (2, _) => micro::<S, 2, 1>(s, i0, k, a, pair, c, ldc, acc),
+                        _ => micro::<S, 1, 1>(s, i0, k, a, pair, c, ldc, acc),
+                    }
+                }
+            }
+        }
+        j0 += np;
     }
 }
 
-/// Where one micro-tile sits: rows `i0..i0+MR`, C columns `col0..col0+width` (`width ≤ NR`).
+/// One packed panel (`k × NR`, row-major) and where its columns go in C: columns
+/// `col0..col0 + width` (`width ≤ NR`; the rest of the panel is zero padding).
 #[derive(Clone, Copy)]
-struct Tile {
-    i0: usize,
+struct PanelRef<'a, E> {
+    data: &'a [E],
     col0: usize,
     width: usize,
-    k: usize,
 }
 
+/// Rows `i0..i0 + MR` of C over the first `NP` panels of `panels`: per `k`, `2·NP` panel
+/// loads and `MR` broadcasts feed `2·MR·NP` independent multiply-add chains.
 #[inline(always)]
-fn micro<S: SimdOps, const MR: usize>(
+#[allow(clippy::too_many_arguments)]
+fn micro<S: SimdOps, const MR: usize, const NP: usize>(
     s: S,
-    t: Tile,
+    i0: usize,
+    k: usize,
     a: Operand<'_, S::Elem>,
-    panel: &[S::Elem],
+    panels: &[PanelRef<'_, S::Elem>],
     c: &mut [S::Elem],
     ldc: usize,
     acc: Accumulate,
 ) {
     let l = S::LANES;
     let nr = 2 * l;
+    let panels: &[PanelRef<'_, S::Elem>; NP] = panels[..NP].try_into().expect("NP panels");
     let a_rows: [&[S::Elem]; MR] = core::array::from_fn(
         #[inline(always)]
-        |r| &a.data[(t.i0 + r) * a.ld..][..t.k],
+        |r| &a.data[(i0 + r) * a.ld..][..k],
+    );
+    let wps: [&[S::Elem]; NP] = core::array::from_fn(
+        #[inline(always)]
+        |j| &panels[j].data[..k * nr],
     );
     let zero = s.splat(S::Elem::default());
-    let mut v: [[S::V; 2]; MR] = [[zero; 2]; MR];
+    let mut v: [[[S::V; 2]; NP]; MR] = [[[zero; 2]; NP]; MR];
     if acc == Accumulate::Yes {
         for (r, vr) in v.iter_mut().enumerate() {
-            let mut buf = [S::Elem::default(); 2 * MAX_LANES];
-            let row = &c[(t.i0 + r) * ldc + t.col0..][..t.width];
-            buf[..t.width].copy_from_slice(row);
-            *vr = [s.load(&buf[..l]), s.load(&buf[l..nr])];
+            for (vj, pj) in vr.iter_mut().zip(panels) {
+                let mut buf = [S::Elem::default(); 2 * MAX_LANES];
+                let row = &c[(i0 + r) * ldc + pj.col0..][..pj.width];
+                buf[..pj.width].copy_from_slice(row);
+                *vj = [s.load(&buf[..l]), s.load(&buf[l..nr])];
+            }
         }
     }
-    for (p, wp) in panel.chunks_exact(nr).take(t.k).enumerate() {
-        let w0 = s.load(&wp[..l]);
-        let w1 = s.load(&wp[l..]);
+    for p in 0..k {
+        let w: [[S::V; 2]; NP] = core::array::from_fn(
+            #[inline(always)]
+            |j| {
+                let wp = &wps[j][p * nr..][..nr];
+                [s.load(&wp[..l]), s.load(&wp[l..])]
+            },
+        );
         for (vr, ar) in v.iter_mut().zip(&a_rows) {
             let x = s.splat(ar[p]);
-            vr[0] = s.mul_add(x, w0, vr[0]);
-            vr[1] = s.mul_add(x, w1, vr[1]);
+            for (vj, wj) in vr.iter_mut().zip(&w) {
+                vj[0] = s.mul_add(x, wj[0], vj[0]);
+                vj[1] = s.mul_add(x, wj[1], vj[1]);
+            }
         }
     }
     for (r, vr) in v.iter().enumerate() {
-        let row = &mut c[(t.i0 + r) * ldc + t.col0..][..t.width];
-        if t.width == nr {
-            s.store(&mut row[..l], vr[0]);
-            s.store(&mut row[l..], vr[1]);
-        } else {
-            let mut buf = [S::Elem::default(); 2 * MAX_LANES];
-            s.store(&mut buf[..l], vr[0]);
-            s.store(&mut buf[l..nr], vr[1]);
-            row.copy_from_slice(&buf[..t.width]);
+        for (vj, pj) in vr.iter().zip(panels) {
+            let row = &mut c[(i0 + r) * ldc + pj.col0..][..pj.width];
+            if pj.width == nr {
+                s.store(&mut row[..l], vj[0]);
+                s.store(&mut row[l..], vj[1]);
+            } else {
+                let mut buf = [S::Elem::default(); 2 * MAX_LANES];
+                s.store(&mut buf[..l], vj[0]);
+                s.store(&mut buf[l..nr], vj[1]);
+                row.copy_from_slice(&buf[..pj.width]);
+            }
         }
     }
 }
