@@ -1,5 +1,8 @@
 //! One recurrent layer: PyTorch-layout parameters plus the fused forward and BPTT backward.
 
+use crate::column_split::{
+    ColumnPass, SliceState, cell_splits_by_units, column_slices, forward_columns,
+};
 use crate::error::{Error, Result, check_len, check_opt_len, try_zeroed};
 use crate::float::Float;
 use crate::gemm::{MatMut, MatRef, gemm_par};
@@ -9,6 +12,10 @@ use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef};
 use crate::shape::{CellKind, Dims, GradMode, GruVariant, Mode};
 use crate::weights::{LayerGrads, LayerWeights};
 use crate::workspace::{Status, Workspace};
+
+/// Least multiply-adds per step (`B·G·H·H`) for an inference pass to split by hidden units:
+/// below it one synchronisation per step costs more than the second core gains.
+const UNIT_SPLIT_MIN_WORK: usize = 1 << 16;
 
 /// Initial state of a forward pass. `None` means zeros.
 #[derive(Debug, Clone, Copy, Default)]
@@ -235,10 +242,15 @@ impl<F: Float> Layer<F> {
     }
 
     /// Runs passes on `n` threads (a rayon pool owned by the layer; 1 = the calling thread
-    /// only, the default). Work is split by batch rows within each step and by rows in the
-    /// large GEMMs; every row is computed exactly as on one thread, so results are
-    /// bit-identical for every thread count. Steps too small to pay for a parallel region
-    /// (fewer than 8 batch rows, or under ~2^18 multiply-adds per step) run on one thread.
+    /// only, the default). Work is split by batch rows (each thread runs its rows through the
+    /// whole sequence, no synchronisation per step) and by rows in the large GEMMs. Inference
+    /// with fewer than 8 batch rows is split by hidden units instead, one slice of `W_hh` per
+    /// thread and one synchronisation per step (all cells but the reset-before GRU, once a
+    /// step has at least 2^16 multiply-adds); the threads spin at that synchronisation, so
+    /// this pays only where the pool's threads have cores of their own. Every element is
+    /// computed exactly as on one thread, so results are bit-identical for every thread
+    /// count. Steps too small to pay for a parallel region (under ~2^18 multiply-adds per
+    /// step with 8 or more rows, training with fewer than 8 rows) run on one thread.
     pub fn set_threads(&mut self, n: usize) -> Result<()> {
         if n == 0 {
             return Err(Error::InvalidArgument {
@@ -266,6 +278,22 @@ impl<F: Float> Layer<F> {
     fn shards(&self, d: &Dims) -> usize {
         let per_step = d.batch * self.cell.gates() * d.hidden * d.hidden.max(d.input);
         if d.batch >= 8 && per_step >= 1 << 18 {
+            self.threads()
+        } else {
+            1
+        }
+    }
+
+    /// Hidden-unit slices per step of an inference pass over `dims` (see
+    /// [`column_split`](crate::column_split)): the thread count where the batch is too small
+    /// to split by rows but a step has enough work to pay for one synchronisation; else 1.
+    fn unit_slices(&self, d: &Dims, training: bool) -> usize {
+        let per_step = d.batch * self.cell.gates() * d.hidden * d.hidden;
+        if !training
+            && self.shards(d) == 1
+            && cell_splits_by_units(self.cell)
+            && per_step >= UNIT_SPLIT_MIN_WORK
+        {
             self.threads()
         } else {
             1
@@ -336,10 +364,11 @@ impl<F: Float> Layer<F> {
         ws.status = Status::Fresh;
         let training = ws.mode() == Mode::Training;
         let isa = self.isa.resolve();
-        let shards = self.shards(&ws.dims());
-        self.in_pool(shards, || {
-            forward_impl(self, isa, shards, ws, training, x, init, y, fin)
-        });
+        let shards = self.shards(&d);
+        let units = self.unit_slices(&d, training);
+        self.in_pool(shards.max(units), || {
+            forward_impl(self, isa, shards, units, ws, training, x, init, y, fin)
+        })?;
         ws.status = if training {
             Status::Forwarded
         } else {
@@ -407,19 +436,22 @@ impl<F: Float> Layer<F> {
     }
 }
 
-/// The forward pass proper; every buffer was validated by [`Layer::forward`].
+/// The forward pass proper; every buffer was validated by [`Layer::forward`]. The recurrence
+/// runs split by batch rows into `shards`, or (inference only) by hidden units into `units`
+/// slices; the only error is a failed allocation of the slices' buffers.
 #[allow(clippy::too_many_arguments)]
 fn forward_impl<F: Float>(
     layer: &Layer<F>,
     isa: IsaToken,
     shards: usize,
+    units: usize,
     ws: &mut Workspace<F>,
     training: bool,
     x: &[F],
     init: InitialState<'_, F>,
     y: &mut [F],
     fin: FinalState<'_, F>,
-) {
+) -> Result<()> {
     let d = ws.dims();
     let (t_len, b, i_sz, h) = (d.seq_len, d.batch, d.input, d.hidden);
     let cell = layer.cell;
@@ -434,7 +466,7 @@ fn forward_impl<F: Float>(
 
     // The input projection of every step at once: P[T*B, G*H] = X[T*B, I] · W_ihᵀ.
     gemm_par(
-        shards,
+        shards.max(units),
         F::ONE,
         MatRef::rows(x, t_len * b, i_sz, i_sz),
         MatRef::rows(&layer.weight_ih, gh, i_sz, i_sz).t(),
@@ -454,6 +486,34 @@ fn forward_impl<F: Float>(
             Some(c0) => c_init.copy_from_slice(c0),
             None => c_init.fill(F::ZERO),
         }
+    }
+
+    if units > 1 {
+        let pass = ColumnPass {
+            cell,
+            isa,
+            batch: b,
+            hidden: h,
+            w_hh_t: packed_forward,
+            layout: fwd_layout,
+            bias: &*p.bias,
+            b_hn: if matches!(cell, CellKind::Gru(_)) {
+                &layer.bias_hh[2 * h..]
+            } else {
+                &[]
+            },
+            proj: &*p.gates,
+            h0: &p.h_all[..bh],
+        };
+        let slices = column_slices(h, fwd_layout.nr, units)
+            .into_iter()
+            .map(|range| SliceState::new(&pass, range, init.c0))
+            .collect::<Result<Vec<_>>>()?;
+        forward_columns(&pass, slices, units, y, fin.c_n);
+        if let Some(h_n) = fin.h_n {
+            h_n.copy_from_slice(&y[(t_len - 1) * bh..]);
+        }
+        return Ok(());
     }
 
     let w_t = PackedRef::all(packed_forward, fwd_layout);
@@ -581,6 +641,7 @@ fn forward_impl<F: Float>(
         };
         c_n.copy_from_slice(&last[..bh]);
     }
+    Ok(())
 }
 
 /// What every forward step of one call shares: the cell, the kernels' ISA, the shapes, the

@@ -80,6 +80,7 @@
 
 pub mod activation;
 pub mod clip;
+mod column_split;
 pub mod error;
 mod float;
 mod gemm;

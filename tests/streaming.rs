@@ -4,34 +4,8 @@
 
 mod common;
 
-use common::{RandomCase, assert_close, dims, f32_tolerance, rms};
-use fused_rnn::{
-    CellKind, Error, FinalState, Float, InitialState, Isa, Layer, Mode, StreamingLayer,
-};
-
-fn sequence_forward<F: Float>(
-    layer: &Layer<F>,
-    c: &RandomCase<F>,
-) -> (Vec<F>, Vec<F>, Option<Vec<F>>) {
-    let d = c.dims;
-    let mut ws = layer
-        .workspace(d.seq_len, d.batch, Mode::Inference)
-        .unwrap();
-    let mut y = vec![F::ZERO; d.y_len()];
-    let mut h_n = vec![F::ZERO; d.state_len()];
-    let mut c_n = vec![F::ZERO; d.state_len()];
-    let lstm = c.cell.has_cell_state();
-    let init = InitialState {
-        h0: Some(&c.h0),
-        c0: c.c0(),
-    };
-    let fin = FinalState {
-        h_n: Some(&mut h_n),
-        c_n: if lstm { Some(&mut c_n) } else { None },
-    };
-    layer.forward(&mut ws, &c.x, init, &mut y, fin).unwrap();
-    (y, h_n, lstm.then_some(c_n))
-}
+use common::{RandomCase, assert_close, dims, f32_tolerance, inference_forward, rms};
+use fused_rnn::{CellKind, Error, Float, Isa, Layer, StreamingLayer};
 
 fn check<F: Float>(cell: CellKind, isa: Isa, seed: u64, rel: impl Fn(&fused_rnn::Dims) -> f64) {
     for &(t, b, i, h) in &[(1, 1, 3, 5), (12, 3, 7, 9), (40, 2, 16, 33)] {
@@ -39,7 +13,7 @@ fn check<F: Float>(cell: CellKind, isa: Isa, seed: u64, rel: impl Fn(&fused_rnn:
         let c = RandomCase::<F>::new(cell, d, seed + (t * 100 + h) as u64);
         let mut layer = Layer::new(cell, i, h, c.weights()).unwrap();
         layer.set_isa(isa).unwrap();
-        let (y, h_n, c_n) = sequence_forward(&layer, &c);
+        let (y, h_n, c_n) = inference_forward(&layer, &c);
         let ctx = format!("{} {} T={t} B={b} I={i} H={h}", isa.name(), cell.name());
 
         let mut s = StreamingLayer::new(layer.clone(), b).unwrap();

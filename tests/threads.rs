@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{RandomCase, dims};
+use common::{RandomCase, dims, inference_forward};
 use fused_rnn::{
     CellKind, FinalState, Float, GradMode, InitialState, InputGrads, Isa, Layer, Mode, Upstream,
 };
@@ -71,6 +71,51 @@ fn thread_count_does_not_change_any_bit() {
             assert!(
                 one == run(&c64, Isa::Portable, 2),
                 "{} f64: 2 threads differ",
+                cell.name()
+            );
+        }
+    }
+}
+
+/// Inference output `y`, `h_n` and `c_n` as bits.
+fn infer<F: Float>(c: &RandomCase<F>, isa: Isa, threads: usize) -> Vec<u64> {
+    let d = c.dims;
+    let mut layer = Layer::new(c.cell, d.input, d.hidden, c.weights()).unwrap();
+    layer.set_isa(isa).unwrap();
+    layer.set_threads(threads).unwrap();
+    let (y, h_n, c_n) = inference_forward(&layer, c);
+    [y, h_n, c_n.unwrap_or_default()]
+        .iter()
+        .flatten()
+        .map(|v| v.to_f64().to_bits())
+        .collect()
+}
+
+#[test]
+fn small_batch_inference_split_by_hidden_units_does_not_change_any_bit() {
+    // Batches below 8 run split by hidden units (one synchronisation per step) once a step has
+    // >= 2^16 multiply-adds: H = 260 (not a whole number of panels, so the last slice is
+    // ragged) for every cell; B = 3 checks the rows within a slice. The reference (1 thread)
+    // is also checked against the fused kernels' own sequential path by the other tests.
+    for &(t, b, i, h) in &[(9, 1, 37, 260), (5, 3, 20, 150)] {
+        for (ci, &cell) in CellKind::ALL.iter().enumerate() {
+            let d = dims(t, b, i, h);
+            let c32 = RandomCase::<f32>::new(cell, d, 70 + ci as u64);
+            let c64: RandomCase<f64> = c32.cast();
+            for isa in Isa::available() {
+                let one = infer(&c32, isa, 1);
+                for n in [2, 3] {
+                    assert!(
+                        one == infer(&c32, isa, n),
+                        "{} f32 {isa:?} B={b}: {n} threads differ",
+                        cell.name()
+                    );
+                }
+            }
+            let one = infer(&c64, Isa::Portable, 1);
+            assert!(
+                one == infer(&c64, Isa::Portable, 2),
+                "{} f64 B={b}: 2 threads differ",
                 cell.name()
             );
         }

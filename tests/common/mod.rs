@@ -2,7 +2,7 @@
 //! relative-error comparison that reports where and by how much it failed.
 #![allow(dead_code)]
 
-use fused_rnn::{CellKind, Dims, Float, LayerWeights};
+use fused_rnn::{CellKind, Dims, FinalState, Float, InitialState, Layer, LayerWeights, Mode};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -220,4 +220,30 @@ pub fn f32_tolerance(d: &Dims) -> f64 {
 
 pub fn rms(v: &[f64]) -> f64 {
     (v.iter().map(|a| a * a).sum::<f64>() / v.len() as f64).sqrt()
+}
+
+/// An inference forward of `layer` over case `c` (its `h0`/`c0`): `y`, `h_n` and, for the
+/// LSTM, `c_n`.
+pub fn inference_forward<F: Float>(
+    layer: &Layer<F>,
+    c: &RandomCase<F>,
+) -> (Vec<F>, Vec<F>, Option<Vec<F>>) {
+    let d = c.dims;
+    let mut ws = layer
+        .workspace(d.seq_len, d.batch, Mode::Inference)
+        .unwrap();
+    let mut y = vec![F::ZERO; d.y_len()];
+    let mut h_n = vec![F::ZERO; d.state_len()];
+    let mut c_n = vec![F::ZERO; d.state_len()];
+    let lstm = c.cell.has_cell_state();
+    let init = InitialState {
+        h0: Some(&c.h0),
+        c0: c.c0(),
+    };
+    let fin = FinalState {
+        h_n: Some(&mut h_n),
+        c_n: if lstm { Some(&mut c_n) } else { None },
+    };
+    layer.forward(&mut ws, &c.x, init, &mut y, fin).unwrap();
+    (y, h_n, lstm.then_some(c_n))
 }

@@ -1,0 +1,445 @@
+//! Inference at small batch across threads by hidden-unit slices ("column split").
+//!
+//! At batch 1 a step is a matrix-vector product over all of `W_hh` (1 MiB for an LSTM at
+//! H = 256), too little work to split by batch rows and too much to leave on one core. Here the
+//! hidden units are cut into one slice per thread (whole packed panels), and each slice owns
+//! the gate columns of its units in every gate, so the recurrent GEMM *and* the fused
+//! post-GEMM update of a slice need nothing from the other slices: the only exchange is `h_t`,
+//! which every slice reads whole at step `t + 1`. That is one synchronisation per step, and
+//! each thread streams only its part of `W_hh` (which then fits in its core's L2).
+//!
+//! The synchronisation is [`StepClaims`]: each `(slice, step)` pair is claimed by exactly one
+//! thread (its own thread first; another thread takes it over only if it is still unclaimed
+//! after [`PATIENCE`], so a descheduled or never-started worker cannot stall the pass, and a
+//! pass whose workers never start at all completes on the calling thread). Whoever computes a
+//! slice runs the same kernels on the same data, so results are bit-identical to the
+//! single-threaded pass (each GEMM element is the sum over `k` in order whatever the tiling;
+//! each post-GEMM element depends only on its own inputs).
+
+use core::cell::UnsafeCell;
+use core::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Result, try_zeroed};
+use crate::float::Float;
+use crate::kernels::isa::IsaToken;
+use crate::kernels::postgemm::StepShape;
+use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef};
+use crate::shape::{CellKind, GruVariant};
+
+/// How long a thread waits for a slice's own thread to claim it before computing it itself.
+/// A slice normally takes a few microseconds; this is long enough that slices stay with their
+/// thread (and their weights in that core's cache) and short enough that a preempted thread
+/// costs little.
+pub(crate) const PATIENCE: Duration = Duration::from_micros(30);
+
+/// Hidden-unit ranges `[u0, u1)`, one per slice: `n` slices (fewer if `h` has fewer panels)
+/// of whole panels of `nr` units, as equal as panels allow.
+pub(crate) fn column_slices(h: usize, nr: usize, n: usize) -> Vec<(usize, usize)> {
+    let panels = h.div_ceil(nr.max(1));
+    let n = n.clamp(1, panels.max(1));
+    (0..n)
+        .map(|k| {
+            let u0 = (panels * k / n * nr).min(h);
+            let u1 = (panels * (k + 1) / n * nr).min(h);
+            (u0, u1)
+        })
+        .filter(|(u0, u1)| u1 > u0)
+        .collect()
+}
+
+/// Per-slice state handed out exclusively by [`StepClaims::work`].
+pub(crate) struct Slots<T>(Vec<UnsafeCell<T>>);
+
+// SAFETY: a slot is only reached through `StepClaims::work`, which gives `&mut` access to slot
+// `c` only to the single thread that claimed `(c, t)`, after every earlier holder of the slot
+// has finished (see `work`); `T: Send` because the slot moves between threads that way.
+unsafe impl<T: Send> Sync for Slots<T> {}
+
+impl<T> Slots<T> {
+    /// One slot per slice.
+    pub(crate) fn new(slots: Vec<T>) -> Self {
+        Slots(slots.into_iter().map(UnsafeCell::new).collect())
+    }
+    /// The slots back, after the pass.
+    pub(crate) fn into_inner(self) -> Vec<T> {
+        self.0.into_iter().map(UnsafeCell::into_inner).collect()
+    }
+}
+
+/// Who computes which `(slice, step)`, and when a step is complete.
+pub(crate) struct StepClaims {
+    /// Per slice: the next step to be claimed.
+    next: Vec<AtomicUsize>,
+    /// `(slice, step)` pairs finished so far.
+    done: AtomicUsize,
+    steps: usize,
+}
+
+impl StepClaims {
+    /// `slices × steps` pairs, none claimed.
+    pub(crate) fn new(slices: usize, steps: usize) -> Self {
+        StepClaims {
+            next: (0..slices).map(|_| AtomicUsize::new(0)).collect(),
+            done: AtomicUsize::new(0),
+            steps,
+        }
+    }
+
+    fn slices(&self) -> usize {
+        self.next.len()
+    }
+
+    /// Tries to claim `(c, t)`; on success runs `f` on slot `c` and counts it done.
+    fn try_run<T>(&self, slots: &Slots<T>, c: usize, t: usize, f: &impl Fn(&mut T, usize, usize)) {
+        if self.next[c]
+            .compare_exchange(t, t + 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            // SAFETY: the exchange above succeeds for exactly one thread per `(c, t)`, so this
+            // thread is the only one with access to slot `c` until it counts `(c, t)` done.
+            // The previous holder of the slot, `(c, t - 1)`, finished and released its writes
+            // (the `Release` below) before `done` reached `t · slices`, which every caller of
+            // `try_run` for step `t` has observed with `Acquire` (see `wait_for_step`).
+            let slot = unsafe { &mut *slots.0[c].get() };
+            f(slot, c, t);
+            self.done.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Waits until every slice of steps `< t` is done, computing unclaimed slices of step
+    /// `t - 1` itself once they have waited [`PATIENCE`] for their own thread.
+    fn wait_for_step<T>(&self, slots: &Slots<T>, t: usize, f: &impl Fn(&mut T, usize, usize)) {
+        let need = t * self.slices();
+        let mut since: Option<Instant> = None;
+        let mut spins = 0u32;
+        // A pair of step `t` (or later) can only be claimed once `done >= t · slices`, so
+        // `done` reaching `need` means exactly that every pair of the earlier steps finished.
+        while self.done.load(Ordering::Acquire) < need {
+            core::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            if !spins.is_multiple_of(64) {
+                continue;
+            }
+            let start = *since.get_or_insert_with(Instant::now);
+            if start.elapsed() >= PATIENCE {
+                for c in 0..self.slices() {
+                    self.try_run(slots, c, t - 1, f);
+                }
+            }
+        }
+    }
+
+    /// Runs as worker `me`: for each step, waits for the previous one, then claims its own
+    /// slice (`me % slices`). `f(slot, slice, step)` runs exactly once per pair over all
+    /// workers, and for a given step only after every slice of the earlier steps finished
+    /// (their writes visible). Returns when every pair is done, so a single worker completes
+    /// the pass alone if no other ever starts.
+    pub(crate) fn work<T>(&self, me: usize, slots: &Slots<T>, f: &impl Fn(&mut T, usize, usize)) {
+        let own = me % self.slices();
+        for t in 0..self.steps {
+            if t > 0 {
+                self.wait_for_step(slots, t, f);
+            }
+            self.try_run(slots, own, t, f);
+        }
+        self.wait_for_step(slots, self.steps, f);
+    }
+}
+
+/// A buffer that slices write in disjoint parts and read whole once a step is complete.
+pub(crate) struct SharedBuf<'a, F> {
+    ptr: *mut F,
+    len: usize,
+    _borrow: PhantomData<&'a mut [F]>,
+}
+
+// SAFETY: `SharedBuf` is a `&mut [F]` split between threads; its unsafe accessors put the
+// absence of conflicting accesses on their callers.
+unsafe impl<F: Send + Sync> Sync for SharedBuf<'_, F> {}
+
+impl<'a, F> SharedBuf<'a, F> {
+    /// Shares `buf` for the duration of its borrow.
+    pub(crate) fn new(buf: &'a mut [F]) -> Self {
+        SharedBuf {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+            _borrow: PhantomData,
+        }
+    }
+
+    /// Elements `at..at + n` to read.
+    ///
+    /// # Safety
+    /// No thread may write these elements while the returned slice lives.
+    pub(crate) unsafe fn get(&self, at: usize, n: usize) -> &[F] {
+        assert!(
+            at <= self.len && n <= self.len - at,
+            "SharedBuf::get out of bounds"
+        );
+        // SAFETY: in bounds (checked above) of the borrowed buffer; no concurrent writer (the
+        // caller's promise).
+        unsafe { core::slice::from_raw_parts(self.ptr.add(at), n) }
+    }
+
+    /// Elements `at..at + n` to write.
+    ///
+    /// # Safety
+    /// No other thread may read or write these elements while the returned slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn get_mut(&self, at: usize, n: usize) -> &mut [F] {
+        assert!(
+            at <= self.len && n <= self.len - at,
+            "SharedBuf::get_mut out of bounds"
+        );
+        // SAFETY: in bounds (checked above); exclusive (the caller's promise).
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.add(at), n) }
+    }
+}
+
+/// Whether a cell can run split by hidden units: all but the reset-before GRU, whose
+/// candidate GEMM reads `r * h_{t-1}` of every unit (a second exchange per step).
+pub(crate) fn cell_splits_by_units(cell: CellKind) -> bool {
+    cell != CellKind::Gru(GruVariant::ResetBefore)
+}
+
+/// What every slice of an inference pass reads.
+pub(crate) struct ColumnPass<'a, F> {
+    pub cell: CellKind,
+    pub isa: IsaToken,
+    pub batch: usize,
+    pub hidden: usize,
+    /// `W_hhᵀ` packed with `forward_packing`, and its layout.
+    pub w_hh_t: &'a [F],
+    pub layout: PackedLayout,
+    /// `[G*H]`, as the post-GEMM kernels take it (see `fused_bias`).
+    pub bias: &'a [F],
+    /// The reset-after GRU's `b_hn [H]` (empty otherwise).
+    pub b_hn: &'a [F],
+    /// The input projection of every step, `[T, B, G*H]`.
+    pub proj: &'a [F],
+    /// `h_0 [B, H]`.
+    pub h0: &'a [F],
+}
+
+/// One slice's units `u0..u1` and its buffers (`hc = u1 - u0` units, `B` rows).
+pub(crate) struct SliceState<F> {
+    u0: usize,
+    u1: usize,
+    /// `[G*hc]` and `[hc]`: the slice's biases.
+    bias: Vec<F>,
+    b_hn: Vec<F>,
+    /// `[B, G*hc]`: the step's input projection in, activated gates out; the GEMM result.
+    gates: Vec<F>,
+    acc: Vec<F>,
+    /// LSTM: `c` of the slice, `[B, hc]`, double-buffered by step parity.
+    c: [Vec<F>; 2],
+    /// GRU: the slice's `h_{t-1}` and `W_hn h + b_hn`, `[B, hc]`.
+    h_prev: Vec<F>,
+    grid: Vec<F>,
+    /// `h_t` of the slice, `[B, hc]`.
+    h: Vec<F>,
+}
+
+impl<F: Float> SliceState<F> {
+    /// Buffers for units `u0..u1` of `pass`, with the slice's biases and `c_0` (zeros if
+    /// `None`) in place. Allocates (once per pass, never per step).
+    pub(crate) fn new(
+        pass: &ColumnPass<'_, F>,
+        (u0, u1): (usize, usize),
+        c0: Option<&[F]>,
+    ) -> Result<Self> {
+        let (b, h, g) = (pass.batch, pass.hidden, pass.cell.gates());
+        let hc = u1 - u0;
+        let state = |what| try_zeroed::<F>(what, b * hc);
+        let mut bias = try_zeroed("slice bias", g * hc)?;
+        for (gi, dst) in bias.chunks_exact_mut(hc).enumerate() {
+            dst.copy_from_slice(&pass.bias[gi * h + u0..gi * h + u1]);
+        }
+        let b_hn = if pass.b_hn.is_empty() {
+            Vec::new()
+        } else {
+            pass.b_hn[u0..u1].to_vec()
+        };
+        let mut c = [state("slice c")?, state("slice c")?];
+        if let Some(c0) = c0 {
+            for (bi, dst) in c[0].chunks_exact_mut(hc).enumerate() {
+                dst.copy_from_slice(&c0[bi * h + u0..bi * h + u1]);
+            }
+        }
+        Ok(SliceState {
+            u0,
+            u1,
+            bias,
+            b_hn,
+            gates: try_zeroed("slice gates", b * g * hc)?,
+            acc: try_zeroed("slice gates", b * g * hc)?,
+            c,
+            h_prev: state("slice h")?,
+            grid: state("slice grid")?,
+            h: state("slice h")?,
+        })
+    }
+}
+
+/// Runs the recurrence of an inference pass over `slices` (one per thread of the current
+/// rayon pool, `threads` of them), writing `h_t` into `y [T, B, H]` and, for the LSTM, `c_T`
+/// into `c_n`. Must be called inside the pool (one parallel region for the whole pass).
+pub(crate) fn forward_columns<F: Float>(
+    pass: &ColumnPass<'_, F>,
+    slices: Vec<SliceState<F>>,
+    threads: usize,
+    y: &mut [F],
+    c_n: Option<&mut [F]>,
+) {
+    let (b, h, g) = (pass.batch, pass.hidden, pass.cell.gates());
+    let gh = g * h;
+    let steps = y.len() / (b * h).max(1);
+    let y = SharedBuf::new(y);
+    let step = |sl: &mut SliceState<F>, _slice: usize, t: usize| {
+        let (u0, u1) = (sl.u0, sl.u1);
+        let hc = u1 - u0;
+        let sh = StepShape {
+            batch: b,
+            hidden: hc,
+        };
+        // The slice's columns of this step's input projection, gate block by gate block.
+        for (bi, row) in sl.gates.chunks_exact_mut(g * hc).enumerate() {
+            let src = &pass.proj[(t * b + bi) * gh..][..gh];
+            for (gi, dst) in row.chunks_exact_mut(hc).enumerate() {
+                dst.copy_from_slice(&src[gi * h + u0..gi * h + u1]);
+            }
+        }
+        let h_prev = if t == 0 {
+            pass.h0
+        } else {
+            // SAFETY: step t - 1 is complete (`StepClaims::work` runs (slice, t) only after
+            // every slice of the earlier steps finished), and no slice writes row t - 1 again.
+            unsafe { y.get((t - 1) * b * h, b * h) }
+        };
+        let w = PackedRef::columns(pass.w_hh_t, pass.layout, u0, u1);
+        let a = Operand {
+            data: h_prev,
+            ld: h,
+        };
+        F::step_gemm(pass.isa, b, h, a, w, &mut sl.acc, g * hc, Accumulate::No);
+        match pass.cell {
+            CellKind::Rnn(act) => {
+                F::rnn_forward(pass.isa, sh, act, &sl.gates, &sl.acc, &sl.bias, &mut sl.h)
+            }
+            CellKind::Lstm => {
+                let [c0, c1] = &mut sl.c;
+                let (c_prev, c_out) = if t.is_multiple_of(2) {
+                    (c0, c1)
+                } else {
+                    (c1, c0)
+                };
+                F::lstm_forward(
+                    pass.isa,
+                    sh,
+                    &mut sl.gates,
+                    &sl.acc,
+                    &sl.bias,
+                    c_prev,
+                    c_out,
+                    &mut sl.h,
+                );
+            }
+            CellKind::Gru(_) => {
+                for (bi, dst) in sl.h_prev.chunks_exact_mut(hc).enumerate() {
+                    dst.copy_from_slice(&h_prev[bi * h + u0..bi * h + u1]);
+                }
+                F::gru_reset_after_forward(
+                    pass.isa,
+                    sh,
+                    &mut sl.gates,
+                    &sl.acc,
+                    &sl.bias,
+                    &sl.b_hn,
+                    &sl.h_prev,
+                    &mut sl.h,
+                    &mut sl.grid,
+                );
+            }
+        }
+        for (bi, src) in sl.h.chunks_exact(hc).enumerate() {
+            // SAFETY: only the holder of (this slice, t) writes these units of row t, and no
+            // slice reads row t before step t is complete.
+            let dst = unsafe { y.get_mut((t * b + bi) * h + u0, hc) };
+            dst.copy_from_slice(src);
+        }
+    };
+    let claims = StepClaims::new(slices.len(), steps);
+    let slots = Slots::new(slices);
+    rayon::scope(|s| {
+        for me in 1..threads {
+            let (claims, slots, step) = (&claims, &slots, &step);
+            s.spawn(move |_| claims.work(me, slots, step));
+        }
+        claims.work(0, &slots, &step);
+    });
+    if let Some(c_n) = c_n {
+        for sl in slots.into_inner() {
+            let hc = sl.u1 - sl.u0;
+            for (bi, src) in sl.c[steps % 2].chunks_exact(hc).enumerate() {
+                c_n[bi * h + sl.u0..bi * h + sl.u1].copy_from_slice(src);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_cover_h_in_whole_panels() {
+        assert_eq!(column_slices(256, 16, 2), vec![(0, 128), (128, 256)]);
+        assert_eq!(
+            column_slices(128, 16, 3),
+            vec![(0, 32), (32, 80), (80, 128)]
+        );
+        assert_eq!(column_slices(20, 16, 2), vec![(0, 16), (16, 20)]);
+        assert_eq!(column_slices(10, 16, 4), vec![(0, 10)]);
+        for h in 1..200 {
+            for n in 1..5 {
+                let s = column_slices(h, 16, n);
+                assert_eq!(s[0].0, 0);
+                assert_eq!(s.last().unwrap().1, h);
+                for w in s.windows(2) {
+                    assert_eq!(w[0].1, w[1].0);
+                    assert_eq!(w[0].0 % 16, 0);
+                }
+            }
+        }
+    }
+
+    /// Every pair runs once, in step order per slice, after all of the previous step; with
+    /// one worker only, or several.
+    #[test]
+    fn claims_run_every_pair_once_in_order() {
+        for workers in [1, 2, 3] {
+            let (slices, steps) = (3, 50);
+            let claims = StepClaims::new(slices, steps);
+            let finished = AtomicUsize::new(0);
+            let slots = Slots::new(vec![Vec::<usize>::new(); slices]);
+            let f = |log: &mut Vec<usize>, _c: usize, t: usize| {
+                // Every slice of the steps before t is finished.
+                assert!(finished.load(Ordering::SeqCst) >= t * slices);
+                log.push(t);
+                finished.fetch_add(1, Ordering::SeqCst);
+            };
+            std::thread::scope(|s| {
+                for me in 1..workers {
+                    let (claims, slots, f) = (&claims, &slots, &f);
+                    s.spawn(move || claims.work(me, slots, f));
+                }
+                claims.work(0, &slots, &f);
+            });
+            for log in slots.into_inner() {
+                assert_eq!(log, (0..steps).collect::<Vec<_>>());
+            }
+        }
+    }
+}
