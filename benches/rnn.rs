@@ -227,17 +227,22 @@ fn streaming(c: &mut Criterion) {
     let mut g = c.benchmark_group("streaming");
     for cell in [CellKind::Lstm, CellKind::Gru(GruVariant::ResetAfter)] {
         let (b, i, h) = (1, 256, 256);
-        let layer = Layer::<f32>::with_seeded_init(cell, i, h, 1).unwrap();
+        let mut layer = Layer::<f32>::with_seeded_init(cell, i, h, 1).unwrap();
+        let th = bench_threads();
+        layer.set_threads(th).unwrap();
         let mut s = StreamingLayer::new(layer, b).unwrap();
         let x = vec![0.1f32; b * i];
         g.throughput(Throughput::Elements(
             2 * (b * cell.gates() * h * (i + h)) as u64,
         ));
-        g.bench_function(format!("{}_b{b}_i{i}_h{h}/step", cell.name()), |bch| {
-            bch.iter(|| {
-                black_box(s.step(black_box(&x)).unwrap());
-            })
-        });
+        g.bench_function(
+            format!("{}_b{b}_i{i}_h{h}/step_th{th}", cell.name()),
+            |bch| {
+                bch.iter(|| {
+                    black_box(s.step(black_box(&x)).unwrap());
+                })
+            },
+        );
     }
     g.finish();
 }

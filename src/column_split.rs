@@ -224,6 +224,7 @@ pub(crate) struct ColumnPass<'a, F> {
 }
 
 /// One slice's units `u0..u1` and its buffers (`hc = u1 - u0` units, `B` rows).
+#[derive(Debug, Clone)]
 pub(crate) struct SliceState<F> {
     u0: usize,
     u1: usize,
@@ -243,8 +244,9 @@ pub(crate) struct SliceState<F> {
 }
 
 impl<F: Float> SliceState<F> {
-    /// Buffers for units `u0..u1` of `pass`, with the slice's biases and `c_0` (zeros if
-    /// `None`) in place. Allocates (once per pass, never per step).
+    /// Buffers for units `u0..u1` of `B = batch` rows of a `cell` with `hidden` units, with the
+    /// slice's biases (from the fused `bias [G*H]` and `b_hn [H]`, empty if unused) and `c_0`
+    /// (zeros if `None`) in place. Allocates (once per pass or stream, never per step).
     pub(crate) fn new(
         pass: &ColumnPass<'_, F>,
         (u0, u1): (usize, usize),
@@ -264,9 +266,7 @@ impl<F: Float> SliceState<F> {
         };
         let mut c = [state("slice c")?, state("slice c")?];
         if let Some(c0) = c0 {
-            for (bi, dst) in c[0].chunks_exact_mut(hc).enumerate() {
-                dst.copy_from_slice(&c0[bi * h + u0..bi * h + u1]);
-            }
+            gather_columns(&mut c[0], c0, h, u0, u1);
         }
         Ok(SliceState {
             u0,
@@ -281,6 +281,139 @@ impl<F: Float> SliceState<F> {
             h: state("slice h")?,
         })
     }
+
+    /// The fused post-GEMM update of the slice: `gates` (input projection) and `acc`
+    /// (`h_{t-1} · W_hhᵀ`) in, `h` out; the LSTM reads `c[parity]` and writes the other.
+    fn update(&mut self, pass: &ColumnPass<'_, F>, h_prev: &[F], parity: usize) {
+        let (u0, u1) = (self.u0, self.u1);
+        let sh = StepShape {
+            batch: pass.batch,
+            hidden: u1 - u0,
+        };
+        match pass.cell {
+            CellKind::Rnn(act) => F::rnn_forward(
+                pass.isa,
+                sh,
+                act,
+                &self.gates,
+                &self.acc,
+                &self.bias,
+                &mut self.h,
+            ),
+            CellKind::Lstm => {
+                let [c0, c1] = &mut self.c;
+                let (c_prev, c_out) = if parity == 0 { (c0, c1) } else { (c1, c0) };
+                F::lstm_forward(
+                    pass.isa,
+                    sh,
+                    &mut self.gates,
+                    &self.acc,
+                    &self.bias,
+                    c_prev,
+                    c_out,
+                    &mut self.h,
+                );
+            }
+            CellKind::Gru(_) => {
+                gather_columns(&mut self.h_prev, h_prev, pass.hidden, u0, u1);
+                F::gru_reset_after_forward(
+                    pass.isa,
+                    sh,
+                    &mut self.gates,
+                    &self.acc,
+                    &self.bias,
+                    &self.b_hn,
+                    &self.h_prev,
+                    &mut self.h,
+                    &mut self.grid,
+                );
+            }
+        }
+    }
+}
+
+/// `dst [B, u1 - u0]` = columns `u0..u1` of `src [B, h]`.
+fn gather_columns<F: Copy>(dst: &mut [F], src: &[F], h: usize, u0: usize, u1: usize) {
+    for (bi, d) in dst.chunks_exact_mut(u1 - u0).enumerate() {
+        d.copy_from_slice(&src[bi * h + u0..bi * h + u1]);
+    }
+}
+
+/// Columns `u0..u1` of rows `row0..row0 + B` of the shared `[rows, h]` buffer `dst` = `src
+/// [B, u1 - u0]`.
+///
+/// # Safety
+/// No other thread may access these elements meanwhile.
+unsafe fn scatter_columns<F: Copy>(
+    dst: &SharedBuf<'_, F>,
+    row0: usize,
+    src: &[F],
+    h: usize,
+    u0: usize,
+    u1: usize,
+) {
+    for (bi, s) in src.chunks_exact(u1 - u0).enumerate() {
+        // SAFETY: exclusive (the caller's promise).
+        unsafe { dst.get_mut((row0 + bi) * h + u0, u1 - u0) }.copy_from_slice(s);
+    }
+}
+
+/// One streaming step split by hidden units: every slice computes its columns of
+/// `x_t · W_ihᵀ` (`w_ih_t` packed by `ih_layout`) and `h_prev · W_hhᵀ` and its part of the
+/// update, writing `h_out` and (LSTM) `c_out`. `pass.proj` and `pass.h0` are not used. The
+/// slices need nothing from each other within a step, so this is one fork-join of the current
+/// rayon pool per step.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn step_columns<F: Float>(
+    pass: &ColumnPass<'_, F>,
+    w_ih_t: &[F],
+    ih_layout: PackedLayout,
+    x_t: &[F],
+    h_prev: &[F],
+    c_prev: &[F],
+    slices: &mut [SliceState<F>],
+    h_out: &mut [F],
+    c_out: &mut [F],
+) {
+    let (b, h, g) = (pass.batch, pass.hidden, pass.cell.gates());
+    let lstm = pass.cell.has_cell_state();
+    let (h_out, c_out) = (SharedBuf::new(h_out), SharedBuf::new(c_out));
+    let run = |sl: &mut SliceState<F>| {
+        let (u0, u1) = (sl.u0, sl.u1);
+        let ldc = g * (u1 - u0);
+        let i = ih_layout.k;
+        let w_ih = PackedRef::columns(w_ih_t, ih_layout, u0, u1);
+        let x = Operand { data: x_t, ld: i };
+        F::step_gemm(pass.isa, b, i, x, w_ih, &mut sl.gates, ldc, Accumulate::No);
+        let w_hh = PackedRef::columns(pass.w_hh_t, pass.layout, u0, u1);
+        let hp = Operand {
+            data: h_prev,
+            ld: h,
+        };
+        F::step_gemm(pass.isa, b, h, hp, w_hh, &mut sl.acc, ldc, Accumulate::No);
+        if lstm {
+            gather_columns(&mut sl.c[0], c_prev, h, u0, u1);
+        }
+        sl.update(pass, h_prev, 0);
+        // SAFETY: each slice writes only its own units `u0..u1` (slices are disjoint), and
+        // nothing reads `h_out`/`c_out` until every slice has finished (the scope below).
+        unsafe {
+            scatter_columns(&h_out, 0, &sl.h, h, u0, u1);
+            if lstm {
+                scatter_columns(&c_out, 0, &sl.c[1], h, u0, u1);
+            }
+        }
+    };
+    let Some((first, rest)) = slices.split_first_mut() else {
+        return;
+    };
+    rayon::scope(|s| {
+        for sl in rest {
+            let run = &run;
+            s.spawn(move |_| run(sl));
+        }
+        run(first);
+    });
 }
 
 /// Runs the recurrence of an inference pass over `slices` (one per thread of the current
@@ -300,10 +433,6 @@ pub(crate) fn forward_columns<F: Float>(
     let step = |sl: &mut SliceState<F>, _slice: usize, t: usize| {
         let (u0, u1) = (sl.u0, sl.u1);
         let hc = u1 - u0;
-        let sh = StepShape {
-            batch: b,
-            hidden: hc,
-        };
         // The slice's columns of this step's input projection, gate block by gate block.
         for (bi, row) in sl.gates.chunks_exact_mut(g * hc).enumerate() {
             let src = &pass.proj[(t * b + bi) * gh..][..gh];
@@ -324,51 +453,10 @@ pub(crate) fn forward_columns<F: Float>(
             ld: h,
         };
         F::step_gemm(pass.isa, b, h, a, w, &mut sl.acc, g * hc, Accumulate::No);
-        match pass.cell {
-            CellKind::Rnn(act) => {
-                F::rnn_forward(pass.isa, sh, act, &sl.gates, &sl.acc, &sl.bias, &mut sl.h)
-            }
-            CellKind::Lstm => {
-                let [c0, c1] = &mut sl.c;
-                let (c_prev, c_out) = if t.is_multiple_of(2) {
-                    (c0, c1)
-                } else {
-                    (c1, c0)
-                };
-                F::lstm_forward(
-                    pass.isa,
-                    sh,
-                    &mut sl.gates,
-                    &sl.acc,
-                    &sl.bias,
-                    c_prev,
-                    c_out,
-                    &mut sl.h,
-                );
-            }
-            CellKind::Gru(_) => {
-                for (bi, dst) in sl.h_prev.chunks_exact_mut(hc).enumerate() {
-                    dst.copy_from_slice(&h_prev[bi * h + u0..bi * h + u1]);
-                }
-                F::gru_reset_after_forward(
-                    pass.isa,
-                    sh,
-                    &mut sl.gates,
-                    &sl.acc,
-                    &sl.bias,
-                    &sl.b_hn,
-                    &sl.h_prev,
-                    &mut sl.h,
-                    &mut sl.grid,
-                );
-            }
-        }
-        for (bi, src) in sl.h.chunks_exact(hc).enumerate() {
-            // SAFETY: only the holder of (this slice, t) writes these units of row t, and no
-            // slice reads row t before step t is complete.
-            let dst = unsafe { y.get_mut((t * b + bi) * h + u0, hc) };
-            dst.copy_from_slice(src);
-        }
+        sl.update(pass, h_prev, t % 2);
+        // SAFETY: only the holder of (this slice, t) writes these units of row t, and no
+        // slice reads row t before step t is complete.
+        unsafe { scatter_columns(&y, t * b, &sl.h, h, u0, u1) };
     };
     let claims = StepClaims::new(slices.len(), steps);
     let slots = Slots::new(slices);

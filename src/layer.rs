@@ -300,9 +300,22 @@ impl<F: Float> Layer<F> {
         }
     }
 
+    /// Hidden-unit slices of one streaming step of `batch` rows (see
+    /// [`StreamingLayer`](crate::StreamingLayer)): as [`Layer::unit_slices`] for the step's two
+    /// GEMMs (`x_t · W_ihᵀ` and `h · W_hhᵀ`).
+    pub(crate) fn stream_slices(&self, batch: usize) -> usize {
+        let (i, h) = (self.input_size, self.hidden_size);
+        let per_step = batch * self.cell.gates() * h * (i + h);
+        if batch < 8 && cell_splits_by_units(self.cell) && per_step >= 2 * UNIT_SPLIT_MIN_WORK {
+            self.threads()
+        } else {
+            1
+        }
+    }
+
     /// Runs `f` inside the layer's pool (one region for the whole pass), or directly when the
     /// pass will not split (entering a pool costs tens of microseconds when its threads sleep).
-    fn in_pool<R: Send>(&self, shards: usize, f: impl FnOnce() -> R + Send) -> R {
+    pub(crate) fn in_pool<R: Send>(&self, shards: usize, f: impl FnOnce() -> R + Send) -> R {
         match &self.pool {
             Some(pool) if shards > 1 => pool.install(f),
             _ => f(),

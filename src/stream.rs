@@ -8,7 +8,15 @@
 //! stream per step with the register-blocked step GEMM, so the two agree within the f32
 //! tolerance, not bit for bit. [`StreamingLayer::run`] over a whole sequence uses the sequence
 //! forward itself and equals [`Layer::forward`] bit for bit.
+//!
+//! On a layer with several threads ([`Layer::set_threads`]), a step of fewer than 8 rows with
+//! at least 2^17 multiply-adds is split by hidden units: each thread computes its units'
+//! columns of both GEMMs and their update (nothing is exchanged within a step), one fork-join
+//! of the layer's pool per step, bit-identical to one thread. That pays when steps come back
+//! to back; a pool whose threads went to sleep between steps takes tens of microseconds to
+//! wake, so for sparse steps keep the layer at one thread.
 
+use crate::column_split::{ColumnPass, SliceState, column_slices, step_columns};
 use crate::error::{Error, Result, check_len, try_zeroed};
 use crate::float::Float;
 use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef};
@@ -40,6 +48,8 @@ pub struct StreamingLayer<F> {
     grid: Vec<F>,
     /// Workspace for [`StreamingLayer::run`], made on first use for a given `T`.
     seq_ws: Option<Workspace<F>>,
+    /// Hidden-unit slices of a step when it runs on the layer's threads (empty otherwise).
+    slices: Vec<SliceState<F>>,
 }
 
 impl<F: Float> StreamingLayer<F> {
@@ -66,7 +76,18 @@ impl<F: Float> StreamingLayer<F> {
         } else {
             0
         };
+        let slices = match layer.stream_slices(batch) {
+            1 => Vec::new(),
+            n => {
+                let pass = column_pass(&layer, batch, &bias);
+                column_slices(h, hh_layout.nr, n)
+                    .into_iter()
+                    .map(|range| SliceState::new(&pass, range, None))
+                    .collect::<Result<Vec<_>>>()?
+            }
+        };
         Ok(StreamingLayer {
+            slices,
             batch,
             ih_layout,
             hh_layout,
@@ -144,6 +165,20 @@ impl<F: Float> StreamingLayer<F> {
         let cell = self.layer.cell();
         let gh = cell.gates() * h;
         let isa = self.layer.isa().resolve();
+        if !self.slices.is_empty() {
+            let pass = column_pass(&self.layer, self.batch, &self.bias);
+            let (w_ih_t, ih_layout) = (&self.w_ih_t[..], self.ih_layout);
+            let (h_prev, c_prev) = (&self.h[..], &self.c[..]);
+            let (slices, h_out, c_out) = (&mut self.slices, &mut self.h_next, &mut self.c_next);
+            self.layer.in_pool(slices.len(), || {
+                step_columns(
+                    &pass, w_ih_t, ih_layout, x_t, h_prev, c_prev, slices, h_out, c_out,
+                )
+            });
+            core::mem::swap(&mut self.h, &mut self.h_next);
+            core::mem::swap(&mut self.c, &mut self.c_next);
+            return Ok(&self.h);
+        }
         // The step's input projection, then the shared recurrent step.
         F::step_gemm(
             isa,
@@ -217,5 +252,31 @@ impl<F: Float> StreamingLayer<F> {
         core::mem::swap(&mut self.h, &mut self.h_next);
         core::mem::swap(&mut self.c, &mut self.c_next);
         Ok(())
+    }
+}
+
+/// What every hidden-unit slice of a step reads (the sequence-only fields empty).
+fn column_pass<'a, F: Float>(
+    layer: &'a Layer<F>,
+    batch: usize,
+    bias: &'a [F],
+) -> ColumnPass<'a, F> {
+    let cell = layer.cell();
+    let h = layer.hidden_size();
+    ColumnPass {
+        cell,
+        isa: layer.isa().resolve(),
+        batch,
+        hidden: h,
+        w_hh_t: layer.packed_forward(),
+        layout: forward_packing::<F>(cell, h, h),
+        bias,
+        b_hn: if matches!(cell, CellKind::Gru(_)) {
+            &layer.weights().bias_hh[2 * h..]
+        } else {
+            &[]
+        },
+        proj: &[],
+        h0: &[],
     }
 }

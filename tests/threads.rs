@@ -6,7 +6,8 @@ mod common;
 
 use common::{RandomCase, dims, inference_forward};
 use fused_rnn::{
-    CellKind, FinalState, Float, GradMode, InitialState, InputGrads, Isa, Layer, Mode, Upstream,
+    CellKind, FinalState, Float, GradMode, InitialState, InputGrads, Isa, Layer, Mode,
+    StreamingLayer, Upstream,
 };
 
 fn run<F: Float>(c: &RandomCase<F>, isa: Isa, threads: usize) -> Vec<u64> {
@@ -115,6 +116,55 @@ fn small_batch_inference_split_by_hidden_units_does_not_change_any_bit() {
             let one = infer(&c64, Isa::Portable, 1);
             assert!(
                 one == infer(&c64, Isa::Portable, 2),
+                "{} f64 B={b}: 2 threads differ",
+                cell.name()
+            );
+        }
+    }
+}
+
+/// `h_t` (and the final `c`) of `T` streaming steps, as bits.
+fn stream<F: Float>(c: &RandomCase<F>, isa: Isa, threads: usize) -> Vec<u64> {
+    let d = c.dims;
+    let mut layer = Layer::new(c.cell, d.input, d.hidden, c.weights()).unwrap();
+    layer.set_isa(isa).unwrap();
+    layer.set_threads(threads).unwrap();
+    let mut s = StreamingLayer::new(layer, d.batch).unwrap();
+    s.set_state(&c.h0, c.c0()).unwrap();
+    let mut out = Vec::new();
+    for x_t in c.x.chunks_exact(d.batch * d.input) {
+        out.extend(s.step(x_t).unwrap().iter().map(|v| v.to_f64().to_bits()));
+    }
+    out.extend(
+        s.cell_state()
+            .unwrap_or(&[])
+            .iter()
+            .map(|v| v.to_f64().to_bits()),
+    );
+    out
+}
+
+#[test]
+fn streaming_step_split_by_hidden_units_does_not_change_any_bit() {
+    // Steps with >= 2^17 multiply-adds (both GEMMs) and fewer than 8 rows run split by hidden
+    // units on the layer's threads.
+    for &(t, b, i, h) in &[(4, 1, 37, 400), (3, 3, 20, 150)] {
+        for (ci, &cell) in CellKind::ALL.iter().enumerate() {
+            let d = dims(t, b, i, h);
+            let c32 = RandomCase::<f32>::new(cell, d, 90 + ci as u64);
+            for isa in Isa::available() {
+                let one = stream(&c32, isa, 1);
+                for n in [2, 3] {
+                    assert!(
+                        one == stream(&c32, isa, n),
+                        "{} f32 {isa:?} B={b}: {n} threads differ",
+                        cell.name()
+                    );
+                }
+            }
+            let c64: RandomCase<f64> = c32.cast();
+            assert!(
+                stream(&c64, Isa::Portable, 1) == stream(&c64, Isa::Portable, 2),
                 "{} f64 B={b}: 2 threads differ",
                 cell.name()
             );
