@@ -48,7 +48,7 @@
 //!
 //! ## Correctness
 //!
-//! [`reference`] is a scalar implementation written straight from the equations; every fast
+//! [`reference`](mod@reference) is a scalar implementation written straight from the equations; every fast
 //! path is tested against it (f64 to 1e-12 relative, f32 within a tolerance derived from
 //! precision and length), and its gradients and the fused ones against central finite
 //! differences in f64.
