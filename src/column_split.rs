@@ -25,7 +25,7 @@ use crate::error::{Result, try_zeroed};
 use crate::float::Float;
 use crate::kernels::isa::IsaToken;
 use crate::kernels::postgemm::StepShape;
-use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef};
+use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef, PanelOrder};
 use crate::shape::{CellKind, GruVariant};
 
 /// How long a thread waits for a slice's own thread to claim it before computing it itself.
@@ -447,7 +447,10 @@ pub(crate) fn forward_columns<F: Float>(
             // every slice of the earlier steps finished), and no slice writes row t - 1 again.
             unsafe { y.get((t - 1) * b * h, b * h) }
         };
-        let w = PackedRef::columns(pass.w_hh_t, pass.layout, u0, u1);
+        let w = PackedRef {
+            order: PanelOrder::alternating(t),
+            ..PackedRef::columns(pass.w_hh_t, pass.layout, u0, u1)
+        };
         let a = Operand {
             data: h_prev,
             ld: h,

@@ -8,7 +8,7 @@ use crate::float::Float;
 use crate::gemm::{MatMut, MatRef, gemm_par};
 use crate::kernels::isa::{Isa, IsaToken};
 use crate::kernels::postgemm::StepShape;
-use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef};
+use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef, PanelOrder};
 use crate::shape::{CellKind, Dims, GradMode, GruVariant, Mode};
 use crate::weights::{LayerGrads, LayerWeights};
 use crate::workspace::{Status, Workspace};
@@ -632,6 +632,7 @@ fn forward_impl<F: Float>(
                 c_prev,
                 c_out,
                 grid,
+                order: PanelOrder::alternating(t),
             };
             forward_step(&prep, st);
             if training {
@@ -684,6 +685,8 @@ pub(crate) struct StepState<'s, F> {
     pub c_prev: &'s [F],
     pub c_out: &'s mut [F],
     pub grid: &'s mut [F],
+    /// The order the recurrent GEMM walks `W_hhᵀ` (alternated by step; see [`PanelOrder`]).
+    pub order: PanelOrder,
 }
 
 /// One forward step: the recurrent GEMM for all gates (two for the reset-before GRU), then
@@ -701,7 +704,10 @@ pub(crate) fn forward_step<F: Float>(prep: &Prepared<'_, F>, st: StepState<'_, F
         data: st.h_prev,
         ld: h,
     };
-    let all = PackedRef::all(w.data, w.layout);
+    let all = PackedRef {
+        order: st.order,
+        ..PackedRef::all(w.data, w.layout)
+    };
     match prep.cell {
         CellKind::Rnn(act) => {
             F::step_gemm(isa, b, h, h_prev, all, st.acc, gh, Accumulate::No);
@@ -721,7 +727,10 @@ pub(crate) fn forward_step<F: Float>(prep: &Prepared<'_, F>, st: StepState<'_, F
         }
         CellKind::Gru(GruVariant::ResetBefore) => {
             let (acc_rz, acc_n) = st.acc.split_at_mut(2 * b * h);
-            let rz = PackedRef::gates(w.data, w.layout, 0, 2);
+            let rz = PackedRef {
+                order: st.order,
+                ..PackedRef::gates(w.data, w.layout, 0, 2)
+            };
             F::step_gemm(isa, b, h, h_prev, rz, acc_rz, 2 * h, Accumulate::No);
             let rh = st.grid;
             F::gru_reset_before_forward_gates(
@@ -733,7 +742,10 @@ pub(crate) fn forward_step<F: Float>(prep: &Prepared<'_, F>, st: StepState<'_, F
                 st.h_prev,
                 rh,
             );
-            let n = PackedRef::gates(w.data, w.layout, 2, 1);
+            let n = PackedRef {
+                order: st.order,
+                ..PackedRef::gates(w.data, w.layout, 2, 1)
+            };
             F::step_gemm(
                 isa,
                 b,

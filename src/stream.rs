@@ -19,7 +19,7 @@
 use crate::column_split::{ColumnPass, SliceState, column_slices, step_columns};
 use crate::error::{Error, Result, check_len, try_zeroed};
 use crate::float::Float;
-use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef};
+use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef, PanelOrder};
 use crate::layer::{
     FinalState, InitialState, Layer, Prepared, StepState, forward_packing, forward_step,
     fused_bias, pack_transposed,
@@ -213,6 +213,7 @@ impl<F: Float> StreamingLayer<F> {
                 c_prev: &self.c,
                 c_out: &mut self.c_next,
                 grid: &mut self.grid,
+                order: PanelOrder::Forward,
             },
         );
         core::mem::swap(&mut self.h, &mut self.h_next);

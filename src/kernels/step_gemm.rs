@@ -95,6 +95,32 @@ pub struct PackedRef<'a, E> {
     pub u0: usize,
     /// One past the last column used within each gate block.
     pub u1: usize,
+    /// The order the panels are walked in.
+    pub order: PanelOrder,
+}
+
+/// The order [`step_gemm`] walks the panels in. It changes no result (every C element comes
+/// from one panel, summed over `k` in order), only which weights are read first: a
+/// recurrence whose weights barely overflow the cache alternates the order every step, so
+/// that each step starts on the panels the previous one read last, still cached (a cyclic
+/// walk over more than the cache would miss on every line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PanelOrder {
+    /// First panel first.
+    Forward,
+    /// Last panel first.
+    Backward,
+}
+
+impl PanelOrder {
+    /// `Forward` for even `t`, `Backward` for odd.
+    pub fn alternating(t: usize) -> Self {
+        if t.is_multiple_of(2) {
+            PanelOrder::Forward
+        } else {
+            PanelOrder::Backward
+        }
+    }
 }
 
 impl<'a, E> PackedRef<'a, E> {
@@ -108,6 +134,7 @@ impl<'a, E> PackedRef<'a, E> {
             k0: 0,
             u0: 0,
             u1: layout.group_width,
+            order: PanelOrder::Forward,
         }
     }
     /// Columns `u0..u1` of every gate block (`u0` a multiple of the panel width), all rows.
@@ -196,8 +223,13 @@ pub(crate) fn step_gemm<S: SimdOps>(
     // row and one panel the loop would wait on the FMA latency, 4 cycles per k). Every C
     // element is still the sum over k in order, whatever the tile shape: results do not
     // depend on how the rows are tiled or split across threads.
-    let mut j0 = 0;
-    while j0 < panels {
+    let chunks = panels.div_ceil(4);
+    for chunk in 0..chunks {
+        let chunk = match w.order {
+            PanelOrder::Forward => chunk,
+            PanelOrder::Backward => chunks - 1 - chunk,
+        };
+        let j0 = chunk * 4;
         let np = (panels - j0).min(4);
         let ps: [PanelRef<'_, S::Elem>; 4] = core::array::from_fn(
             #[inline(always)]
@@ -234,7 +266,6 @@ pub(crate) fn step_gemm<S: SimdOps>(
                 }
             }
         }
-        j0 += np;
     }
 }
 
