@@ -359,13 +359,15 @@ unsafe fn scatter_columns<F: Copy>(
 }
 
 /// One streaming step split by hidden units: every slice computes its columns of
-/// `x_t · W_ihᵀ` (`w_ih_t` packed by `ih_layout`) and `h_prev · W_hhᵀ` and its part of the
+/// `x_t · W_ihᵀ` (`w_ih_t` packed by `ih_layout`) and `h_prev · W_hhᵀ` (both walked in
+/// `order`) and its part of the
 /// update, writing `h_out` and (LSTM) `c_out`. `pass.proj` and `pass.h0` are not used. The
 /// slices need nothing from each other within a step, so this is one fork-join of the current
 /// rayon pool per step.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn step_columns<F: Float>(
     pass: &ColumnPass<'_, F>,
+    order: PanelOrder,
     w_ih_t: &[F],
     ih_layout: PackedLayout,
     x_t: &[F],
@@ -382,10 +384,16 @@ pub(crate) fn step_columns<F: Float>(
         let (u0, u1) = (sl.u0, sl.u1);
         let ldc = g * (u1 - u0);
         let i = ih_layout.k;
-        let w_ih = PackedRef::columns(w_ih_t, ih_layout, u0, u1);
+        let w_ih = PackedRef {
+            order,
+            ..PackedRef::columns(w_ih_t, ih_layout, u0, u1)
+        };
         let x = Operand { data: x_t, ld: i };
         F::step_gemm(pass.isa, b, i, x, w_ih, &mut sl.gates, ldc, Accumulate::No);
-        let w_hh = PackedRef::columns(pass.w_hh_t, pass.layout, u0, u1);
+        let w_hh = PackedRef {
+            order,
+            ..PackedRef::columns(pass.w_hh_t, pass.layout, u0, u1)
+        };
         let hp = Operand {
             data: h_prev,
             ld: h,

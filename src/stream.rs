@@ -50,6 +50,8 @@ pub struct StreamingLayer<F> {
     seq_ws: Option<Workspace<F>>,
     /// Hidden-unit slices of a step when it runs on the layer's threads (empty otherwise).
     slices: Vec<SliceState<F>>,
+    /// Steps taken (mod 2): the weights are walked in alternating order (see `PanelOrder`).
+    parity: usize,
 }
 
 impl<F: Float> StreamingLayer<F> {
@@ -88,6 +90,7 @@ impl<F: Float> StreamingLayer<F> {
         };
         Ok(StreamingLayer {
             slices,
+            parity: 0,
             batch,
             ih_layout,
             hh_layout,
@@ -165,6 +168,8 @@ impl<F: Float> StreamingLayer<F> {
         let cell = self.layer.cell();
         let gh = cell.gates() * h;
         let isa = self.layer.isa().resolve();
+        let order = PanelOrder::alternating(self.parity);
+        self.parity ^= 1;
         if !self.slices.is_empty() {
             let pass = column_pass(&self.layer, self.batch, &self.bias);
             let (w_ih_t, ih_layout) = (&self.w_ih_t[..], self.ih_layout);
@@ -172,7 +177,7 @@ impl<F: Float> StreamingLayer<F> {
             let (slices, h_out, c_out) = (&mut self.slices, &mut self.h_next, &mut self.c_next);
             self.layer.in_pool(slices.len(), || {
                 step_columns(
-                    &pass, w_ih_t, ih_layout, x_t, h_prev, c_prev, slices, h_out, c_out,
+                    &pass, order, w_ih_t, ih_layout, x_t, h_prev, c_prev, slices, h_out, c_out,
                 )
             });
             core::mem::swap(&mut self.h, &mut self.h_next);
@@ -185,7 +190,10 @@ impl<F: Float> StreamingLayer<F> {
             self.batch,
             i,
             Operand { data: x_t, ld: i },
-            PackedRef::all(&self.w_ih_t, self.ih_layout),
+            PackedRef {
+                order,
+                ..PackedRef::all(&self.w_ih_t, self.ih_layout)
+            },
             &mut self.gates,
             gh,
             Accumulate::No,
@@ -213,7 +221,7 @@ impl<F: Float> StreamingLayer<F> {
                 c_prev: &self.c,
                 c_out: &mut self.c_next,
                 grid: &mut self.grid,
-                order: PanelOrder::Forward,
+                order,
             },
         );
         core::mem::swap(&mut self.h, &mut self.h_next);
