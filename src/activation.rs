@@ -11,11 +11,16 @@
 //! # Algorithms
 //!
 //! - `sigmoid(x)`: `e = exp(-|x|)` (range reduction `n = round(z log2 e)`, two-constant
-//!   Cody–Waite `r = z - n ln 2`, a degree-6 polynomial for `e^r`, scaling by `2^n` through the
-//!   exponent bits), then one true division: `e / (1 + e)` for `x <= 0` and
-//!   `1 / (1 + e)` (that is `1 - e / (1 + e)`, with one rounding fewer) for `x > 0`.
-//! - `tanh(x)`: `x + x^3 P(x^2)` for `|x| < 0.625`, else `1 - 2/(e^(2|x|) + 1)` with the sign
-//!   restored; both are computed and blended by lane masks, without data-dependent branches.
+//!   Cody–Waite `r = z - n ln 2`, a degree-6 polynomial for `e^r - 1` evaluated by Estrin's
+//!   scheme, scaling by `2^n` through the exponent bits, fused into `e` and `1 + e` with one
+//!   rounding each), then one true division: `e / (1 + e)` for `x <= 0` and `1 / (1 + e)`
+//!   (that is `1 - e / (1 + e)`, with one rounding fewer) for `x > 0`.
+//! - `tanh(x)`: one formula for every `|x|`, with the sign restored at the end:
+//!   `tanh(a) = (1 - e^(-2a)) / (1 + e^(-2a))`, where numerator and denominator are built from
+//!   `2^n` and `e^(2h) - 1` (`n = round(-2a log2 e)`, `h = -a - n ln2/2`, a degree-6 polynomial
+//!   with relative accuracy near `h = 0`), so there is no cancellation for small `|x|` (this is
+//!   `-expm1(-2a) / (2 + expm1(-2a))`). `|x|` is clamped to `[2^-12, 9.010914]` first; below
+//!   `2^-12` the result is `x` itself. No data-dependent branches, one division.
 //!
 //! The coefficients come from `tools/fit_activations.py`.
 //!
