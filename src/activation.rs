@@ -10,11 +10,12 @@
 //!
 //! # Algorithms
 //!
-//! - `sigmoid(x)`: `e = exp(-|x|)` (range reduction `n = round(z log2 e)`, two-constant
-//!   Cody–Waite `r = z - n ln 2`, a degree-6 polynomial for `e^r - 1` evaluated by Estrin's
-//!   scheme, scaling by `2^n` through the exponent bits, fused into `e` and `1 + e` with one
-//!   rounding each), then one true division: `e / (1 + e)` for `x <= 0` and `1 / (1 + e)`
-//!   (that is `1 - e / (1 + e)`, with one rounding fewer) for `x > 0`.
+//! - `sigmoid(x)`: `e = exp(-|x|)` (range reduction `m = round(8 z log2 e)`, two-constant
+//!   Cody–Waite `r = z - m ln2/8`, a degree-3 polynomial for `e^r - 1` on `|r| <= ln2/16`,
+//!   and `2^(m/8)` built from the exponent bits and an 8-entry table of `2^(k/8)` rounded to
+//!   f32, fused into `e` and `1 + e` with one rounding each), then one true division:
+//!   `e / (1 + e)` for `x <= 0` and `1 / (1 + e)` (that is `1 - e / (1 + e)`, with one
+//!   rounding fewer) for `x > 0`.
 //! - `tanh(x)`: one formula for every `|x|`, with the sign restored at the end:
 //!   `tanh(a) = (1 - e^(-2a)) / (1 + e^(-2a))`, where numerator and denominator are built from
 //!   `2^n` and `e^(2h) - 1` (`n = round(-2a log2 e)`, `h = -a - n ln2/2`, a degree-6 polynomial

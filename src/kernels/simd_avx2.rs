@@ -99,24 +99,36 @@ impl SimdOps for Avx2F32 {
             // its second operand, z, when z is NaN).
             let z = _mm256_or_ps(x, _mm256_set1_ps(-0.0));
             let z = _mm256_max_ps(_mm256_set1_ps(EXP_Z_MIN), z);
-            // n = round(z log2 e), with n + 127 in the low mantissa bits of `biased`; 2^n is
-            // those bits shifted into the exponent (n + 127 is in 1..=127).
-            let bias = _mm256_set1_ps(EXP_MAGIC_BIAS);
-            let biased = _mm256_fmadd_ps(z, _mm256_set1_ps(LOG2E), bias);
-            let n = _mm256_sub_ps(biased, bias);
-            let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(biased)));
-            // r = z - n ln2 in two steps (Cody–Waite): n * LN2_HI is exact.
-            let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), z);
-            let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
-            // q = e^r - 1 = r + r^2 (C2 + C3 r + (C4 + C5 r) r^2 + C6 r^4), by Estrin's scheme
-            // (a shorter dependency chain than Horner's).
-            let r2 = _mm256_mul_ps(r, r);
-            let c23 = _mm256_fmadd_ps(_mm256_set1_ps(EXP_C3), r, _mm256_set1_ps(EXP_C2));
-            let c45 = _mm256_fmadd_ps(_mm256_set1_ps(EXP_C5), r, _mm256_set1_ps(EXP_C4));
-            let t = _mm256_fmadd_ps(_mm256_set1_ps(EXP_C6), r2, c45);
-            let t = _mm256_fmadd_ps(t, r2, c23);
-            let q = _mm256_fmadd_ps(t, r2, r);
-            // e = 2^n (1 + q) and 1 + e, each with one rounding.
+            // m = round(8 z log2 e), with m + 1016 in the low mantissa bits of `biased`.
+            let bias = _mm256_set1_ps(EXP8_MAGIC_BIAS);
+            let biased = _mm256_fmadd_ps(z, _mm256_set1_ps(8.0 * LOG2E), bias);
+            let m = _mm256_sub_ps(biased, bias);
+            // 2^(m/8) = 2^floor(m/8) * 2^(k/8), k = m mod 8: shifting the bits of `biased` left
+            // by 20 puts floor(m/8) + 127 (in 1..=127) in the exponent and k in mantissa bits
+            // 20..22; adding the table entry for k (the permute reads the low 3 bits of each
+            // lane, which are k) replaces those with the mantissa of f32(2^(k/8)).
+            let bits = _mm256_castps_si256(biased);
+            let adj = _mm256_permutevar8x32_epi32(
+                _mm256_setr_epi32(
+                    EXP2_K8_ADJ[0],
+                    EXP2_K8_ADJ[1],
+                    EXP2_K8_ADJ[2],
+                    EXP2_K8_ADJ[3],
+                    EXP2_K8_ADJ[4],
+                    EXP2_K8_ADJ[5],
+                    EXP2_K8_ADJ[6],
+                    EXP2_K8_ADJ[7],
+                ),
+                bits,
+            );
+            let scale = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_slli_epi32::<20>(bits), adj));
+            // r = z - m ln2/8 in two steps (Cody–Waite): m * LN2_8_HI is exact.
+            let r = _mm256_fnmadd_ps(m, _mm256_set1_ps(LN2_8_HI), z);
+            let r = _mm256_fnmadd_ps(m, _mm256_set1_ps(LN2_8_LO), r);
+            // q = e^r - 1 = r + r^2 (S2 + S3 r), |r| <= ln2/16.
+            let s23 = _mm256_fmadd_ps(_mm256_set1_ps(EXP8_S3), r, _mm256_set1_ps(EXP8_S2));
+            let q = _mm256_fmadd_ps(s23, _mm256_mul_ps(r, r), r);
+            // e = 2^(m/8) (1 + q) and 1 + e, each with one rounding.
             let e = _mm256_fmadd_ps(q, scale, scale);
             let den = _mm256_fmadd_ps(q, scale, _mm256_add_ps(scale, one));
             // sigmoid(x) = e / (1 + e) for x <= 0 and 1 - e / (1 + e) = 1 / (1 + e) for x > 0:

@@ -68,17 +68,16 @@ impl SimdOps for PortableF32 {
         let z_min = f32x8::splat(EXP_Z_MIN);
         // A select rather than `max` so that NaN stays NaN.
         let z = z.simd_lt(z_min).select(z_min, z);
-        let biased = z.mul_add(f32x8::splat(LOG2E), f32x8::splat(EXP_MAGIC_BIAS));
-        let n = biased - f32x8::splat(EXP_MAGIC_BIAS);
-        let scale: f32x8 = cast(cast::<f32x8, i32x8>(biased) << 23_u32);
-        let r = n.mul_add(f32x8::splat(-LN2_HI), z);
-        let r = n.mul_add(f32x8::splat(-LN2_LO), r);
-        let r2 = r * r;
-        let c23 = f32x8::splat(EXP_C3).mul_add(r, f32x8::splat(EXP_C2));
-        let c45 = f32x8::splat(EXP_C5).mul_add(r, f32x8::splat(EXP_C4));
-        let t = f32x8::splat(EXP_C6).mul_add(r2, c45);
-        let t = t.mul_add(r2, c23);
-        let q = t.mul_add(r2, r);
+        let biased = z.mul_add(f32x8::splat(8.0 * LOG2E), f32x8::splat(EXP8_MAGIC_BIAS));
+        let m = biased - f32x8::splat(EXP8_MAGIC_BIAS);
+        let bits = cast::<f32x8, i32x8>(biased);
+        // The table lookup, lane by lane (`wide` has no lane permute).
+        let adj = i32x8::from(bits.to_array().map(|b| EXP2_K8_ADJ[(b & 7) as usize]));
+        let scale: f32x8 = cast((bits << 20_u32) + adj);
+        let r = m.mul_add(f32x8::splat(-LN2_8_HI), z);
+        let r = m.mul_add(f32x8::splat(-LN2_8_LO), r);
+        let s23 = f32x8::splat(EXP8_S3).mul_add(r, f32x8::splat(EXP8_S2));
+        let q = s23.mul_add(r * r, r);
         let e = q.mul_add(scale, scale);
         let den = q.mul_add(scale, scale + one);
         let num = x.is_sign_negative().select(e, one);
