@@ -20,8 +20,9 @@
 //!   `tanh(a) = (1 - e^(-2a)) / (1 + e^(-2a))`, where numerator and denominator are built from
 //!   `2^n` and `e^(2h) - 1` (`n = round(-2a log2 e)`, `h = -a - n ln2/2`, a degree-6 polynomial
 //!   with relative accuracy near `h = 0`), so there is no cancellation for small `|x|` (this is
-//!   `-expm1(-2a) / (2 + expm1(-2a))`). `|x|` is clamped to `[2^-12, 9.010914]` first; below
-//!   `2^-12` the result is `x` itself. No data-dependent branches, one division.
+//!   `-expm1(-2a) / (2 + expm1(-2a))`). `|x|` is clamped to `[2^-12, 9.010914]` first, and the
+//!   result is `min(that, |x|)` (never less accurate, as `tanh(a) <= a`), which below `2^-12`
+//!   is `x` itself. No data-dependent branches, one division.
 //!
 //! The coefficients come from `tools/fit_activations.py`.
 //!

@@ -162,7 +162,7 @@ impl SimdOps for Avx2F32 {
             let biased = _mm256_fmadd_ps(ac, _mm256_set1_ps(-2.0 * LOG2E), bias);
             let n = _mm256_sub_ps(biased, bias);
             let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(biased)));
-            let h = _mm256_fnmadd_ps(n, _mm256_set1_ps(HALF_LN2), _mm256_or_ps(ac, sign_bit));
+            let h = _mm256_fnmsub_ps(n, _mm256_set1_ps(HALF_LN2), ac);
             // em1 = e^(2h) - 1 = 2h + h^2 (E2 + E3 h + (E4 + E5 h) h^2 + E6 h^4) (Estrin).
             let h2 = _mm256_mul_ps(h, h);
             let e23 = _mm256_fmadd_ps(_mm256_set1_ps(TANH_E3), h, _mm256_set1_ps(TANH_E2));
@@ -176,11 +176,10 @@ impl SimdOps for Avx2F32 {
             let num = _mm256_fnmadd_ps(scale, em1, _mm256_sub_ps(one, scale));
             let den = _mm256_fmadd_ps(scale, em1, _mm256_add_ps(one, scale));
             let r = _mm256_div_ps(num, den);
-            // Below TANH_TINY, a itself (exact for ±0 and subnormals; NaN fails the ordered
-            // compare and keeps r, which is NaN).
-            let is_tiny = _mm256_cmp_ps::<_CMP_LT_OQ>(a, tiny);
-            let r = _mm256_blendv_ps(r, a, is_tiny);
-            _mm256_or_ps(r, sign)
+            // min(r, a): tanh(a) <= a, so this never moves r away from tanh(a); below
+            // TANH_TINY it gives a itself, as r = tanh(TANH_TINY) (computed) is above every
+            // f32 below TANH_TINY. (min returns its second operand, a, when a is NaN.)
+            _mm256_or_ps(_mm256_min_ps(r, a), sign)
         }
     }
 }

@@ -95,13 +95,12 @@ impl SimdOps for PortableF32 {
         // Selects rather than `max`/`min` so that NaN stays NaN.
         let tiny = f32x8::splat(TANH_TINY);
         let one_from = f32x8::splat(TANH_ONE_FROM);
-        let a_is_tiny = a.simd_lt(tiny);
-        let ac = a_is_tiny.select(tiny, a);
+        let ac = a.simd_lt(tiny).select(tiny, a);
         let ac = ac.simd_gt(one_from).select(one_from, ac);
         let biased = ac.mul_add(f32x8::splat(-2.0 * LOG2E), f32x8::splat(EXP_MAGIC_BIAS));
         let n = biased - f32x8::splat(EXP_MAGIC_BIAS);
         let scale: f32x8 = cast(cast::<f32x8, i32x8>(biased) << 23_u32);
-        let h = n.mul_add(f32x8::splat(-HALF_LN2), ac | sign_bit);
+        let h = n.mul_add(f32x8::splat(-HALF_LN2), -ac);
         let h2 = h * h;
         let e23 = f32x8::splat(TANH_E3).mul_add(h, f32x8::splat(TANH_E2));
         let e45 = f32x8::splat(TANH_E5).mul_add(h, f32x8::splat(TANH_E4));
@@ -110,7 +109,8 @@ impl SimdOps for PortableF32 {
         let em1 = t.mul_add(h2, h + h);
         let num = (-scale).mul_add(em1, one - scale);
         let den = scale.mul_add(em1, one + scale);
-        let r = a_is_tiny.select(a, num / den);
-        r | sign
+        let r = num / den;
+        // min(r, a), with a (NaN or not) unless r < a.
+        r.simd_lt(a).select(r, a) | sign
     }
 }
