@@ -10,12 +10,19 @@
 //!
 //! # Algorithms
 //!
-//! - `sigmoid(x)`: `e = exp(-|x|)` (range reduction `n = round(z log2 e)`, two-constant
-//!   Cody–Waite `r = z - n ln 2`, a degree-6 polynomial for `e^r`, scaling by `2^n` through the
-//!   exponent bits), then one true division: `e / (1 + e)` for `x <= 0` and
-//!   `1 / (1 + e)` (that is `1 - e / (1 + e)`, with one rounding fewer) for `x > 0`.
-//! - `tanh(x)`: `x + x^3 P(x^2)` for `|x| < 0.625`, else `1 - 2/(e^(2|x|) + 1)` with the sign
-//!   restored; both are computed and blended by lane masks, without data-dependent branches.
+//! - `sigmoid(x)`: `e = exp(-|x|)` (range reduction `m = round(8 z log2 e)`, two-constant
+//!   Cody–Waite `r = z - m ln2/8`, a degree-3 polynomial for `e^r - 1` on `|r| <= ln2/16`,
+//!   and `2^(m/8)` built from the exponent bits and an 8-entry table of `2^(k/8)` rounded to
+//!   f32, fused into `e` and `1 + e` with one rounding each), then one true division:
+//!   `e / (1 + e)` for `x <= 0` and `1 / (1 + e)` (that is `1 - e / (1 + e)`, with one
+//!   rounding fewer) for `x > 0`.
+//! - `tanh(x)`: one formula for every `|x|`, with the sign restored at the end:
+//!   `tanh(a) = (1 - e^(-2a)) / (1 + e^(-2a))`, where numerator and denominator are built from
+//!   `2^n` and `e^(2h) - 1` (`n = round(-2a log2 e)`, `h = -a - n ln2/2`, a degree-6 polynomial
+//!   with relative accuracy near `h = 0`), so there is no cancellation for small `|x|` (this is
+//!   `-expm1(-2a) / (2 + expm1(-2a))`). `|x|` is clamped to `[2^-12, 9.010914]` first, and the
+//!   result is `min(that, |x|)` (never less accurate, as `tanh(a) <= a`), which below `2^-12`
+//!   is `x` itself. No data-dependent branches, one division.
 //!
 //! The coefficients come from `tools/fit_activations.py`.
 //!
@@ -205,13 +212,34 @@ impl Activation for Tanh {
     }
 }
 
-/// Applies `A` to full vectors of `input`, then to the tail through a zero-padded buffer run
-/// through the same vector code, so every element gets the same computation.
+/// Vectors per iteration of the main loops of [`map_slice`] and [`map_in_place`].
+const UNROLL: usize = 4;
+
+/// Applies `A` to full vectors of `input` (UNROLL per iteration, then one), then to the tail
+/// through a zero-padded buffer run through the same vector code, so every element gets the
+/// same computation.
 #[inline(always)]
 fn map_slice<S: SimdOps<Elem = f32>, A: Activation>(s: S, input: &[f32], output: &mut [f32]) {
     debug_assert_eq!(input.len(), output.len());
-    let mut ins = input.chunks_exact(S::LANES);
-    let mut outs = output.chunks_exact_mut(S::LANES);
+    // UNROLL vectors per iteration: their loads come before any of their stores, and the
+    // independent dependency chains give the out-of-order core more to overlap (measured:
+    // about 10% more throughput than one vector per iteration on Zen 4).
+    let mut ins_u = input.chunks_exact(UNROLL * S::LANES);
+    let mut outs_u = output.chunks_exact_mut(UNROLL * S::LANES);
+    for (i, o) in (&mut ins_u).zip(&mut outs_u) {
+        let mut v = [s.splat(0.0); UNROLL];
+        for (k, vk) in v.iter_mut().enumerate() {
+            *vk = s.load(&i[k * S::LANES..]);
+        }
+        for vk in &mut v {
+            *vk = A::apply(s, *vk);
+        }
+        for (k, vk) in v.iter().enumerate() {
+            s.store(&mut o[k * S::LANES..], *vk);
+        }
+    }
+    let mut ins = ins_u.remainder().chunks_exact(S::LANES);
+    let mut outs = outs_u.into_remainder().chunks_exact_mut(S::LANES);
     for (i, o) in (&mut ins).zip(&mut outs) {
         s.store(o, A::apply(s, s.load(i)));
     }
@@ -228,7 +256,20 @@ fn map_slice<S: SimdOps<Elem = f32>, A: Activation>(s: S, input: &[f32], output:
 /// [`map_slice`] over one buffer.
 #[inline(always)]
 fn map_in_place<S: SimdOps<Elem = f32>, A: Activation>(s: S, data: &mut [f32]) {
-    let mut chunks = data.chunks_exact_mut(S::LANES);
+    let mut chunks_u = data.chunks_exact_mut(UNROLL * S::LANES);
+    for c in &mut chunks_u {
+        let mut v = [s.splat(0.0); UNROLL];
+        for (k, vk) in v.iter_mut().enumerate() {
+            *vk = s.load(&c[k * S::LANES..]);
+        }
+        for vk in &mut v {
+            *vk = A::apply(s, *vk);
+        }
+        for (k, vk) in v.iter().enumerate() {
+            s.store(&mut c[k * S::LANES..], *vk);
+        }
+    }
+    let mut chunks = chunks_u.into_remainder().chunks_exact_mut(S::LANES);
     for c in &mut chunks {
         s.store(c, A::apply(s, s.load(c)));
     }

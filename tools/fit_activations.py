@@ -11,9 +11,15 @@ coefficients are then rounded to f32 and the relative error of the polynomial wi
 rounded coefficients (evaluated exactly, i.e. without f32 evaluation rounding) is reported.
 
 Forms:
-  exp:  e^r ~= 1 + r*Q(r),  Q of degree DEG_EXP-1, r in [-R, R], R slightly above ln2/2
-        (so an argument reduction whose n = round(z*log2e) is off by rounding is still covered).
-  tanh: tanh(x) ~= x + x^3*P(x^2),  P of degree DEG_TANH, 0 <= x <= TANH_SPLIT.
+  R is slightly above ln2/2, so that an argument reduction whose n = round(z*log2e) is off by
+  rounding is still covered.
+  sigmoid's exp: e^z = 2^(m/8) e^r with m = round(8 z log2 e), r = z - m ln2/8; 2^(m/8) is
+        2^floor(m/8) times a table entry 2^(k/8) (k = m mod 8, rounded to f32), and
+        e^r ~= 1 + r + r^2*(S2 + S3 r) (degree DEG_EXP8) on |r| <= R/8.
+  tanh: tanh(a) = -E/(2 + E) with E = e^(-2a) - 1 = 2^n (e^(2h) - 1) + (2^n - 1), where
+        n = round(-2a log2 e) and h = -a - n ln2/2; the fit is
+        e^(2h) - 1 ~= 2h + h^2*(E2 + E3 h + ...) (degree DEG_TANH_EM1, leading 2h exact) on
+        |h| <= R/2, with the relative error minimised (so E is accurate near a = 0 too).
 """
 import struct
 
@@ -21,10 +27,9 @@ import mpmath as mp
 
 mp.mp.dps = 40
 
-DEG_EXP = 6  # total degree of the e^r polynomial
 EXP_R = mp.mpf("0.3466")  # > ln2/2 = 0.34657359...
-TANH_SPLIT = 0.625  # the f32 literal used in the kernels
-DEG_TANH = 4  # degree of P in x^2 (tanh polynomial of degree 2*DEG_TANH + 3)
+DEG_EXP8 = 3  # total degree of sigmoid's e^r polynomial after the 8-entry table reduction
+DEG_TANH_EM1 = 6  # total degree of the e^(2h) - 1 polynomial
 NODES = 240
 LAWSON_ITERS = 40
 
@@ -87,39 +92,50 @@ def max_rel(f, g, xs):
     return max(abs(f(x) / g(x) - 1) for x in xs if g(x) != 0)
 
 
-def fit_exp():
-    xs = [x for x in cheb_nodes(-EXP_R, EXP_R, NODES) if x != 0]
-    basis = [(lambda k: (lambda r: r ** (k + 1)))(k) for k in range(DEG_EXP)]
-    coef = lawson(basis, lambda r: mp.exp(r) - 1, lambda r: 1 / mp.exp(r), xs)
+def fit_exp8():
+    rmax = EXP_R / 8
+    xs = [x for x in cheb_nodes(-rmax, rmax, NODES) if x != 0]
+    basis = [(lambda k: (lambda r: r ** (k + 2)))(k) for k in range(DEG_EXP8 - 1)]
+    coef = lawson(basis, lambda r: mp.exp(r) - 1 - r, lambda r: 1 / mp.exp(r), xs)
     c32 = [f32(c) for c in coef]
 
     def p(r):
-        return 1 + sum(mp.mpf(c32[k]) * r ** (k + 1) for k in range(DEG_EXP))
+        return 1 + r + sum(mp.mpf(c32[k]) * r ** (k + 2) for k in range(DEG_EXP8 - 1))
 
-    dense = [-EXP_R + 2 * EXP_R * i / 20000 for i in range(20001)]
+    dense = [-rmax + 2 * rmax * i / 20000 for i in range(20001)]
     return c32, max_rel(p, mp.exp, dense)
 
 
-def fit_tanh():
-    split = mp.mpf(TANH_SPLIT)
-    xs = cheb_nodes(mp.mpf(0), split, NODES)
-    basis = [(lambda k: (lambda x: x ** (2 * k + 3)))(k) for k in range(DEG_TANH + 1)]
-    coef = lawson(basis, lambda x: mp.tanh(x) - x, lambda x: 1 / mp.tanh(x), xs)
+def exp2_table():
+    """For k in 0..8: the bits of 2^(k/8) rounded to f32, minus 127 << 23 and k << 20, so that
+    adding the entry to (m + 1016) << 20 (k in bits 20..22, floor(m/8) + 127 above) gives the
+    bits of 2^floor(m/8) * f32(2^(k/8)). Also the largest relative rounding error."""
+    adj, err = [], 0
+    for k in range(8):
+        t = f32(mp.mpf(2) ** (mp.mpf(k) / 8))
+        adj.append(f32_bits(t) - (127 << 23) - (k << 20))
+        err = max(err, abs(mp.mpf(t) / mp.mpf(2) ** (mp.mpf(k) / 8) - 1))
+    return adj, err
+
+
+def fit_tanh_em1():
+    hmax = EXP_R / 2
+    xs = [x for x in cheb_nodes(-hmax, hmax, NODES) if x != 0]
+    basis = [(lambda k: (lambda h: h ** (k + 2)))(k) for k in range(DEG_TANH_EM1 - 1)]
+    coef = lawson(
+        basis, lambda h: mp.exp(2 * h) - 1 - 2 * h, lambda h: 1 / (mp.exp(2 * h) - 1), xs
+    )
     c32 = [f32(c) for c in coef]
 
-    def p(x):
-        return x + sum(mp.mpf(c32[k]) * x ** (2 * k + 3) for k in range(DEG_TANH + 1))
+    def p(h):
+        return 2 * h + sum(mp.mpf(c32[k]) * h ** (k + 2) for k in range(DEG_TANH_EM1 - 1))
 
-    dense = [split * i / 20000 for i in range(1, 20001)]
-    return c32, max_rel(p, mp.tanh, dense)
+    dense = [-hmax + 2 * hmax * i / 20000 for i in range(20001) if i != 10000]
+    return c32, max_rel(p, lambda h: mp.exp(2 * h) - 1, dense)
 
 
 def thresholds():
     ln2 = mp.log(2)
-    # ln2 split so that n * LN2_HI is exact for |n| < 2^8 (n is at most 127 in magnitude).
-    bits = f32_bits(ln2) & ~((1 << 8) - 1)
-    ln2_hi = f32_from_bits(bits)
-    ln2_lo = f32(ln2 - mp.mpf(ln2_hi))
     # Sigmoid: the smallest-magnitude-rounded f32 z with e^z >= 2^-126 (smallest normal).
     lnmin = mp.log(mp.mpf(2) ** -126)
     z = f32(lnmin)
@@ -132,27 +148,35 @@ def thresholds():
         x = f32_from_bits(f32_bits(x) - 1)
     while f32(mp.tanh(mp.mpf(x))) != 1.0:
         x = f32_from_bits(f32_bits(x) + 1)
-    return ln2_hi, ln2_lo, z, x
+    # ln2/8 split so that m * LN2_8_HI is exact for |m| < 2^10 (m is at most 1008).
+    ln2_8_hi = f32_from_bits(f32_bits(ln2 / 8) & ~((1 << 10) - 1))
+    ln2_8_lo = f32(ln2 / 8 - mp.mpf(ln2_8_hi))
+    return z, x, ln2_8_hi, ln2_8_lo
 
 
 def main():
-    ce, ee = fit_exp()
-    ct, et = fit_tanh()
-    ln2_hi, ln2_lo, zmin, tanh_one = thresholds()
+    ct, et = fit_tanh_em1()
+    zmin, tanh_one, ln2_8_hi, ln2_8_lo = thresholds()
+    c8, e8 = fit_exp8()
+    adj, terr = exp2_table()
     print("// Generated by tools/fit_activations.py; do not edit by hand.")
-    print(f"// e^r ~= 1 + r*(C1 + r*(C2 + ...)) on |r| <= {mp.nstr(EXP_R, 6)}: max relative error")
-    print(f"// {mp.nstr(ee, 3)} with the f32-rounded coefficients (2^{mp.nstr(mp.log(ee, 2), 3)}).")
-    for k, c in enumerate(ce):
-        print(f"pub(crate) const EXP_C{k + 1}: f32 = {rust_lit(c)};")
-    print(f"// tanh(x) ~= x + x^3*(T0 + x^2*(T1 + ...)) on |x| <= {TANH_SPLIT}: max relative error")
-    print(f"// {mp.nstr(et, 3)} with the f32-rounded coefficients (2^{mp.nstr(mp.log(et, 2), 3)}).")
+    print(f"// Sigmoid: e^r ~= 1 + r + r^2*(S2 + r*S3) on |r| <= {mp.nstr(EXP_R / 8, 6)}: max relative error")
+    print(f"// {mp.nstr(e8, 3)} with the f32-rounded coefficients (2^{mp.nstr(mp.log(e8, 2), 3)}).")
+    for k, c in enumerate(c8):
+        print(f"pub(crate) const EXP8_S{k + 2}: f32 = {rust_lit(c)};")
+    print("/// Bits of f32(2^(k/8)) - (127 << 23) - (k << 20), k = 0..8 (max relative rounding error")
+    print(f"/// of the entries {mp.nstr(terr, 3)}); see `sigmoid`.")
+    print("pub(crate) const EXP2_K8_ADJ: [i32; 8] = [" + ", ".join(str(a) for a in adj) + "];")
+    print("/// ln2/8 = LN2_8_HI + LN2_8_LO; LN2_8_HI has 14 significant bits, so m * LN2_8_HI is exact.")
+    print(f"pub(crate) const LN2_8_HI: f32 = {rust_lit(ln2_8_hi)}; // 0x{f32_bits(ln2_8_hi):08x}")
+    print(f"pub(crate) const LN2_8_LO: f32 = {rust_lit(ln2_8_lo)}; // 0x{f32_bits(ln2_8_lo):08x}")
+    print(f"// e^(2h) - 1 ~= 2h + h^2*(E2 + h*(E3 + ...)) on |h| <= {mp.nstr(EXP_R / 2, 6)}: max relative")
+    print(f"// error {mp.nstr(et, 3)} with the f32-rounded coefficients (2^{mp.nstr(mp.log(et, 2), 3)}).")
     for k, c in enumerate(ct):
-        print(f"pub(crate) const TANH_T{k}: f32 = {rust_lit(c)};")
-    print("/// tanh uses the polynomial for |x| < TANH_SPLIT, 1 - 2/(e^(2|x|) + 1) above.")
-    print(f"pub(crate) const TANH_SPLIT: f32 = {rust_lit(TANH_SPLIT)};")
-    print("/// ln 2 = LN2_HI + LN2_LO; LN2_HI has 16 significant bits, so n * LN2_HI is exact.")
-    print(f"pub(crate) const LN2_HI: f32 = {rust_lit(ln2_hi)}; // 0x{f32_bits(ln2_hi):08x}")
-    print(f"pub(crate) const LN2_LO: f32 = {rust_lit(ln2_lo)}; // 0x{f32_bits(ln2_lo):08x}")
+        print(f"pub(crate) const TANH_E{k + 2}: f32 = {rust_lit(c)};")
+    print("/// ln(2) / 2, rounded to f32 (tanh's reduction is one step: its n is at most 26 in")
+    print("/// magnitude and only the e^(2h) of small n needs full relative accuracy).")
+    print(f"pub(crate) const HALF_LN2: f32 = {rust_lit(mp.log(2) / 2)}; // 0x{f32_bits(mp.log(2) / 2):08x}")
     print("/// The f32 nearest ln(2^-126) toward zero: e^z is normal for z >= EXP_Z_MIN; below it")
     print("/// sigmoid returns exactly 0 (no subnormal outputs or intermediates).")
     print(f"pub(crate) const EXP_Z_MIN: f32 = {rust_lit(zmin)}; // 0x{f32_bits(zmin):08x}")

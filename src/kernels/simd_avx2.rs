@@ -25,35 +25,6 @@ impl Avx2F32 {
     pub(crate) fn new(token: Avx2FmaToken) -> Self {
         Avx2F32(token)
     }
-
-    /// `e^z` for `z <= 0` (or NaN), never subnormal: `z` is clamped to [`EXP_Z_MIN`] first, so
-    /// the result is at least `2^-126`; callers handle `z < EXP_Z_MIN` themselves.
-    #[inline(always)]
-    fn exp_nonpositive(self, z: __m256) -> __m256 {
-        // SAFETY: `self` holds an `Avx2FmaToken`, so the CPU supports AVX, AVX2 and FMA; these
-        // intrinsics only compute on registers.
-        unsafe {
-            // max(EXP_Z_MIN, z) returns its second operand, z, when z is NaN.
-            let z = _mm256_max_ps(_mm256_set1_ps(EXP_Z_MIN), z);
-            // n = round(z * log2 e), with n + 127 in the low mantissa bits of `biased`.
-            let bias = _mm256_set1_ps(EXP_MAGIC_BIAS);
-            let biased = _mm256_fmadd_ps(z, _mm256_set1_ps(LOG2E), bias);
-            let n = _mm256_sub_ps(biased, bias);
-            // 2^n: n + 127 is in 1..=127 because EXP_Z_MIN <= z <= 0.
-            let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(biased)));
-            // r = z - n ln2 in two steps (Cody–Waite): n * LN2_HI is exact.
-            let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), z);
-            let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
-            let mut p = _mm256_set1_ps(EXP_C6);
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C5));
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C4));
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C3));
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C2));
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C1));
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0));
-            _mm256_mul_ps(p, scale)
-        }
-    }
 }
 
 impl SimdOps for Avx2F32 {
@@ -120,13 +91,46 @@ impl SimdOps for Avx2F32 {
 
     #[inline(always)]
     fn sigmoid(self, x: __m256) -> __m256 {
-        // z = -|x|; e = e^z is in (0, 1], so e / (1 + e) keeps full relative accuracy.
-        // SAFETY: the token in `self` proves AVX is available.
-        let z = unsafe { _mm256_or_ps(x, _mm256_set1_ps(-0.0)) };
-        let e = self.exp_nonpositive(z);
-        // SAFETY: the token in `self` proves AVX is available.
+        // SAFETY: the token in `self` proves AVX, AVX2 and FMA are available; these intrinsics
+        // only compute on registers.
         unsafe {
             let one = _mm256_set1_ps(1.0);
+            // z = -|x|, clamped to EXP_Z_MIN so that e = e^z >= 2^-126 is normal (max returns
+            // its second operand, z, when z is NaN).
+            let z = _mm256_or_ps(x, _mm256_set1_ps(-0.0));
+            let z = _mm256_max_ps(_mm256_set1_ps(EXP_Z_MIN), z);
+            // m = round(8 z log2 e), with m + 1016 in the low mantissa bits of `biased`.
+            let bias = _mm256_set1_ps(EXP8_MAGIC_BIAS);
+            let biased = _mm256_fmadd_ps(z, _mm256_set1_ps(8.0 * LOG2E), bias);
+            let m = _mm256_sub_ps(biased, bias);
+            // 2^(m/8) = 2^floor(m/8) * 2^(k/8), k = m mod 8: shifting the bits of `biased` left
+            // by 20 puts floor(m/8) + 127 (in 1..=127) in the exponent and k in mantissa bits
+            // 20..22; adding the table entry for k (the permute reads the low 3 bits of each
+            // lane, which are k) replaces those with the mantissa of f32(2^(k/8)).
+            let bits = _mm256_castps_si256(biased);
+            let adj = _mm256_permutevar8x32_epi32(
+                _mm256_setr_epi32(
+                    EXP2_K8_ADJ[0],
+                    EXP2_K8_ADJ[1],
+                    EXP2_K8_ADJ[2],
+                    EXP2_K8_ADJ[3],
+                    EXP2_K8_ADJ[4],
+                    EXP2_K8_ADJ[5],
+                    EXP2_K8_ADJ[6],
+                    EXP2_K8_ADJ[7],
+                ),
+                bits,
+            );
+            let scale = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_slli_epi32::<20>(bits), adj));
+            // r = z - m ln2/8 in two steps (Cody–Waite): m * LN2_8_HI is exact.
+            let r = _mm256_fnmadd_ps(m, _mm256_set1_ps(LN2_8_HI), z);
+            let r = _mm256_fnmadd_ps(m, _mm256_set1_ps(LN2_8_LO), r);
+            // q = e^r - 1 = r + r^2 (S2 + S3 r), |r| <= ln2/16.
+            let s23 = _mm256_fmadd_ps(_mm256_set1_ps(EXP8_S3), r, _mm256_set1_ps(EXP8_S2));
+            let q = _mm256_fmadd_ps(s23, _mm256_mul_ps(r, r), r);
+            // e = 2^(m/8) (1 + q) and 1 + e, each with one rounding.
+            let e = _mm256_fmadd_ps(q, scale, scale);
+            let den = _mm256_fmadd_ps(q, scale, _mm256_add_ps(scale, one));
             // sigmoid(x) = e / (1 + e) for x <= 0 and 1 - e / (1 + e) = 1 / (1 + e) for x > 0:
             // one division, with the numerator chosen by the sign bit of x (`blendv` reads only
             // that bit: +0 gives 1/2, NaN gives NaN either way).
@@ -134,48 +138,48 @@ impl SimdOps for Avx2F32 {
             // Exactly 0 where x < EXP_Z_MIN, i.e. where e^x would be subnormal (and for -inf).
             let flush = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(EXP_Z_MIN));
             let num = _mm256_andnot_ps(flush, num);
-            _mm256_div_ps(num, _mm256_add_ps(one, e))
+            _mm256_div_ps(num, den)
         }
     }
 
     #[inline(always)]
     fn tanh(self, x: __m256) -> __m256 {
-        // SAFETY: the token in `self` proves AVX is available.
-        let (a, sign) = unsafe {
-            let sign_bit = _mm256_set1_ps(-0.0);
-            (_mm256_andnot_ps(sign_bit, x), _mm256_and_ps(sign_bit, x))
-        };
-        // Large branch: 1 - 2/(e^(2a) + 1), computed as 1 - 2 e/(1 + e) with e = e^(-2a) (the
-        // same value; this form needs no overflow clamp).
-        // SAFETY: the token in `self` proves AVX is available.
-        let e = self.exp_nonpositive(unsafe { _mm256_mul_ps(a, _mm256_set1_ps(-2.0)) });
-        // SAFETY: the token in `self` proves AVX and FMA are available.
+        // SAFETY: the token in `self` proves AVX, AVX2 and FMA are available; these intrinsics
+        // only compute on registers.
         unsafe {
+            let sign_bit = _mm256_set1_ps(-0.0);
             let one = _mm256_set1_ps(1.0);
-            let large = _mm256_fnmadd_ps(
-                _mm256_set1_ps(2.0),
-                _mm256_div_ps(e, _mm256_add_ps(one, e)),
-                one,
-            );
-            // Small branch: a + a^3 P(a^2). Below TANH_TINY the correction is zeroed (it would
-            // round away) and a^2 is taken of TANH_TINY, so no intermediate is subnormal.
+            let a = _mm256_andnot_ps(sign_bit, x);
+            let sign = _mm256_and_ps(sign_bit, x);
+            // a clamped to [TANH_TINY, TANH_ONE_FROM]: every intermediate stays normal, and
+            // from TANH_ONE_FROM on the result is tanh(TANH_ONE_FROM), which rounds to exactly
+            // 1. (max and min return their second operand, a, when a is NaN.)
             let tiny = _mm256_set1_ps(TANH_TINY);
-            let a_is_tiny = _mm256_cmp_ps::<_CMP_LT_OQ>(a, tiny);
-            let ap = _mm256_max_ps(a, tiny);
-            let t = _mm256_mul_ps(ap, ap);
-            let mut p = _mm256_set1_ps(TANH_T4);
-            p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(TANH_T3));
-            p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(TANH_T2));
-            p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(TANH_T1));
-            p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(TANH_T0));
-            let corr = _mm256_andnot_ps(a_is_tiny, _mm256_mul_ps(p, t));
-            let small = _mm256_fmadd_ps(a, corr, a);
-            // NaN fails both ordered compares and takes `large`, which is NaN.
-            let is_small = _mm256_cmp_ps::<_CMP_LT_OQ>(a, _mm256_set1_ps(TANH_SPLIT));
-            let r = _mm256_blendv_ps(large, small, is_small);
-            let is_one = _mm256_cmp_ps::<_CMP_GE_OQ>(a, _mm256_set1_ps(TANH_ONE_FROM));
-            let r = _mm256_blendv_ps(r, one, is_one);
-            _mm256_or_ps(r, sign)
+            let ac = _mm256_min_ps(_mm256_set1_ps(TANH_ONE_FROM), _mm256_max_ps(tiny, a));
+            // E = e^(-2a) - 1 = 2^n (e^(2h) - 1) + (2^n - 1) with n = round(-2a log2 e) in
+            // -26..=0 and h = -a - n ln2/2 (one step suffices: see HALF_LN2).
+            let bias = _mm256_set1_ps(EXP_MAGIC_BIAS);
+            let biased = _mm256_fmadd_ps(ac, _mm256_set1_ps(-2.0 * LOG2E), bias);
+            let n = _mm256_sub_ps(biased, bias);
+            let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(biased)));
+            let h = _mm256_fnmsub_ps(n, _mm256_set1_ps(HALF_LN2), ac);
+            // em1 = e^(2h) - 1 = 2h + h^2 (E2 + E3 h + (E4 + E5 h) h^2 + E6 h^4) (Estrin).
+            let h2 = _mm256_mul_ps(h, h);
+            let e23 = _mm256_fmadd_ps(_mm256_set1_ps(TANH_E3), h, _mm256_set1_ps(TANH_E2));
+            let e45 = _mm256_fmadd_ps(_mm256_set1_ps(TANH_E5), h, _mm256_set1_ps(TANH_E4));
+            let t = _mm256_fmadd_ps(_mm256_set1_ps(TANH_E6), h2, e45);
+            let t = _mm256_fmadd_ps(t, h2, e23);
+            let em1 = _mm256_fmadd_ps(t, h2, _mm256_add_ps(h, h));
+            // tanh(a) = -E / (2 + E) = (1 - e^(-2a)) / (1 + e^(-2a)); numerator and denominator
+            // each come from 2^n and em1 with one rounding (1 - 2^n and 1 + 2^n are exact for
+            // n >= -23; below, 2^n em1 is too small to matter).
+            let num = _mm256_fnmadd_ps(scale, em1, _mm256_sub_ps(one, scale));
+            let den = _mm256_fmadd_ps(scale, em1, _mm256_add_ps(one, scale));
+            let r = _mm256_div_ps(num, den);
+            // min(r, a): tanh(a) <= a, so this never moves r away from tanh(a); below
+            // TANH_TINY it gives a itself, as r = tanh(TANH_TINY) (computed) is above every
+            // f32 below TANH_TINY. (min returns its second operand, a, when a is NaN.)
+            _mm256_or_ps(_mm256_min_ps(r, a), sign)
         }
     }
 }

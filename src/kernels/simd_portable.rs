@@ -16,31 +16,6 @@ use super::simd::SimdOps;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PortableF32;
 
-/// `e^z` for `z <= 0` (or NaN), never subnormal: `z` is clamped to [`EXP_Z_MIN`] first, so
-/// the result is at least `2^-126`; callers handle `z < EXP_Z_MIN` themselves.
-#[inline(always)]
-fn exp_nonpositive(z: f32x8) -> f32x8 {
-    let z_min = f32x8::splat(EXP_Z_MIN);
-    // A select rather than `max` so that NaN stays NaN.
-    let z = z.simd_lt(z_min).select(z_min, z);
-    // n = round(z * log2 e), with n + 127 in the low mantissa bits of `biased`.
-    let biased = z.mul_add(f32x8::splat(LOG2E), f32x8::splat(EXP_MAGIC_BIAS));
-    let n = biased - f32x8::splat(EXP_MAGIC_BIAS);
-    // 2^n: n + 127 is in 1..=127 because EXP_Z_MIN <= z <= 0.
-    let scale: f32x8 = cast(cast::<f32x8, i32x8>(biased) << 23_u32);
-    // r = z - n ln2 in two steps (Cody–Waite): n * LN2_HI is exact.
-    let r = n.mul_add(f32x8::splat(-LN2_HI), z);
-    let r = n.mul_add(f32x8::splat(-LN2_LO), r);
-    let mut p = f32x8::splat(EXP_C6);
-    p = p.mul_add(r, f32x8::splat(EXP_C5));
-    p = p.mul_add(r, f32x8::splat(EXP_C4));
-    p = p.mul_add(r, f32x8::splat(EXP_C3));
-    p = p.mul_add(r, f32x8::splat(EXP_C2));
-    p = p.mul_add(r, f32x8::splat(EXP_C1));
-    p = p.mul_add(r, f32x8::ONE);
-    p * scale
-}
-
 impl SimdOps for PortableF32 {
     type Elem = f32;
     type V = f32x8;
@@ -87,43 +62,55 @@ impl SimdOps for PortableF32 {
 
     #[inline(always)]
     fn sigmoid(self, x: f32x8) -> f32x8 {
-        let sign_bit = f32x8::splat(-0.0);
-        // z = -|x|; e = e^z is in (0, 1], so e / (1 + e) keeps full relative accuracy.
-        let z = x | sign_bit;
-        let e = exp_nonpositive(z);
-        // sigmoid(x) = e / (1 + e) for x <= 0 and 1 - e / (1 + e) = 1 / (1 + e) for x > 0: one
-        // division, with the numerator chosen by the sign bit (+0 gives 1/2, NaN gives NaN).
-        let num = x.is_sign_negative().select(e, f32x8::ONE);
-        // Exactly 0 where x < EXP_Z_MIN, i.e. where e^x would be subnormal (and for -inf).
-        let num = x.simd_lt(f32x8::splat(EXP_Z_MIN)).select(f32x8::ZERO, num);
-        num / (f32x8::ONE + e)
+        // The algorithm of `Avx2F32::sigmoid`; see the comments there.
+        let one = f32x8::ONE;
+        let z = x | f32x8::splat(-0.0);
+        let z_min = f32x8::splat(EXP_Z_MIN);
+        // A select rather than `max` so that NaN stays NaN.
+        let z = z.simd_lt(z_min).select(z_min, z);
+        let biased = z.mul_add(f32x8::splat(8.0 * LOG2E), f32x8::splat(EXP8_MAGIC_BIAS));
+        let m = biased - f32x8::splat(EXP8_MAGIC_BIAS);
+        let bits = cast::<f32x8, i32x8>(biased);
+        // The table lookup, lane by lane (`wide` has no lane permute).
+        let adj = i32x8::from(bits.to_array().map(|b| EXP2_K8_ADJ[(b & 7) as usize]));
+        let scale: f32x8 = cast((bits << 20_u32) + adj);
+        let r = m.mul_add(f32x8::splat(-LN2_8_HI), z);
+        let r = m.mul_add(f32x8::splat(-LN2_8_LO), r);
+        let s23 = f32x8::splat(EXP8_S3).mul_add(r, f32x8::splat(EXP8_S2));
+        let q = s23.mul_add(r * r, r);
+        let e = q.mul_add(scale, scale);
+        let den = q.mul_add(scale, scale + one);
+        let num = x.is_sign_negative().select(e, one);
+        let num = x.simd_lt(z_min).select(f32x8::ZERO, num);
+        num / den
     }
 
     #[inline(always)]
     fn tanh(self, x: f32x8) -> f32x8 {
+        // The algorithm of `Avx2F32::tanh`; see the comments there.
+        let one = f32x8::ONE;
         let sign_bit = f32x8::splat(-0.0);
         let a = x.abs();
         let sign = x & sign_bit;
-        // Large branch: 1 - 2/(e^(2a) + 1), computed as 1 - 2 e/(1 + e) with e = e^(-2a) (the
-        // same value; this form needs no overflow clamp).
-        let e = exp_nonpositive(a * f32x8::splat(-2.0));
-        let large = (e / (f32x8::ONE + e)).mul_add(f32x8::splat(-2.0), f32x8::ONE);
-        // Small branch: a + a^3 P(a^2). Below TANH_TINY the correction is zeroed (it would round
-        // away) and a^2 is taken of TANH_TINY, so no intermediate is subnormal.
+        // Selects rather than `max`/`min` so that NaN stays NaN.
         let tiny = f32x8::splat(TANH_TINY);
-        let a_is_tiny = a.simd_lt(tiny);
-        let ap = a_is_tiny.select(tiny, a);
-        let t = ap * ap;
-        let mut p = f32x8::splat(TANH_T4);
-        p = p.mul_add(t, f32x8::splat(TANH_T3));
-        p = p.mul_add(t, f32x8::splat(TANH_T2));
-        p = p.mul_add(t, f32x8::splat(TANH_T1));
-        p = p.mul_add(t, f32x8::splat(TANH_T0));
-        let corr = a_is_tiny.select(f32x8::ZERO, p * t);
-        let small = a.mul_add(corr, a);
-        // NaN fails both compares and takes `large`, which is NaN.
-        let r = a.simd_lt(f32x8::splat(TANH_SPLIT)).select(small, large);
-        let r = a.simd_ge(f32x8::splat(TANH_ONE_FROM)).select(f32x8::ONE, r);
-        r | sign
+        let one_from = f32x8::splat(TANH_ONE_FROM);
+        let ac = a.simd_lt(tiny).select(tiny, a);
+        let ac = ac.simd_gt(one_from).select(one_from, ac);
+        let biased = ac.mul_add(f32x8::splat(-2.0 * LOG2E), f32x8::splat(EXP_MAGIC_BIAS));
+        let n = biased - f32x8::splat(EXP_MAGIC_BIAS);
+        let scale: f32x8 = cast(cast::<f32x8, i32x8>(biased) << 23_u32);
+        let h = n.mul_add(f32x8::splat(-HALF_LN2), -ac);
+        let h2 = h * h;
+        let e23 = f32x8::splat(TANH_E3).mul_add(h, f32x8::splat(TANH_E2));
+        let e45 = f32x8::splat(TANH_E5).mul_add(h, f32x8::splat(TANH_E4));
+        let t = f32x8::splat(TANH_E6).mul_add(h2, e45);
+        let t = t.mul_add(h2, e23);
+        let em1 = t.mul_add(h2, h + h);
+        let num = (-scale).mul_add(em1, one - scale);
+        let den = scale.mul_add(em1, one + scale);
+        let r = num / den;
+        // min(r, a), with a (NaN or not) unless r < a.
+        r.simd_lt(a).select(r, a) | sign
     }
 }
