@@ -39,7 +39,7 @@ const TANH_ONE: f32 = 9.010914;
 const EDGES: [f32; 8] = [
     0.0,
     1.0 / 4096.0,
-    0.625,
+    0.173_286_8, // ln2/4: where tanh's reduction first takes n = -1
     TANH_ONE,
     17.328_68, // where 1/(1 + e^-x) rounds to 1 in f32
     30.0,
