@@ -7,7 +7,8 @@
 //! 2·LANES` columns, each panel `K × NR` contiguous, and each gate block padded to whole
 //! panels, so that any gate range is a panel range. The kernel walks panels outermost: one
 //! panel (32 KiB at K = 512) stays in L1 while every row block of A passes over it. The
-//! micro-kernel is `MR` rows × `NP` panels (2 vectors each): `4 × 1` for full row blocks, and
+//! micro-kernel is `MR` rows × `NP` panels (2 vectors each): `6 × 1` (12 accumulators) for full
+//! row blocks (one `4 × 1` where 4 or 5 rows are left), and
 //! for the 1-3 leftover rows (all of them at batch 1) two or four panels at once, so that there
 //! are always at least six independent multiply-add chains to hide the FMA latency.
 
@@ -235,11 +236,17 @@ pub(crate) fn step_gemm<S: SimdOps>(
             #[inline(always)]
             |i| panel_at(j0 + i.min(np - 1)),
         );
-        // Full 4-row blocks, panel by panel: the panel stays in L1 while the rows pass.
-        let full = m - m % 4;
+        // Full blocks of 6 rows (then one of 4 if 4 or 5 rows are left), panel by panel: the
+        // panel stays in L1 while the rows pass.
+        let six = m - m % 6;
+        let full = if m - six >= 4 { six + 4 } else { six };
         for p in &ps[..np] {
-            for i0 in (0..full).step_by(4) {
-                micro::<S, 4, 1>(s, i0, k, a, core::slice::from_ref(p), c, ldc, acc);
+            let p = core::slice::from_ref(p);
+            for i0 in (0..six).step_by(6) {
+                micro::<S, 6, 1>(s, i0, k, a, p, c, ldc, acc);
+            }
+            if full > six {
+                micro::<S, 4, 1>(s, six, k, a, p, c, ldc, acc);
             }
         }
         // The 1-3 leftover rows, over several panels at once.
