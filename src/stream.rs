@@ -3,11 +3,12 @@
 //! [`StreamingLayer`] owns a [`Layer`], its weights prepared once (`W_ihᵀ` and `W_hhᵀ`
 //! packed, biases fused) and the recurrent state of `B` sequences. [`StreamingLayer::step`]
 //! takes `x_t [B, I]` and returns `h_t [B, H]`; it allocates nothing and runs the same
-//! recurrent GEMM and post-GEMM kernels as [`Layer::forward`]. Only the input projection
-//! differs: the sequence forward does it for all steps in one large GEMM (matrixmultiply), the
-//! stream per step with the register-blocked step GEMM, so the two agree within the f32
-//! tolerance, not bit for bit. [`StreamingLayer::run`] over a whole sequence uses the sequence
-//! forward itself and equals [`Layer::forward`] bit for bit.
+//! kernels as [`Layer::forward`] on the same data: the input projection is the same packed
+//! GEMM (the sequence forward runs it on all steps at once, the stream on one; every element
+//! is the sum over `k` in order either way), then the same recurrent GEMM and post-GEMM
+//! kernels. So a stream fed a sequence one step at a time equals the sequence forward bit for
+//! bit (same ISA, any thread count). [`StreamingLayer::run`] over a whole sequence calls the
+//! sequence forward itself.
 //!
 //! On a layer with several threads ([`Layer::set_threads`]), a step of fewer than 8 rows with
 //! at least 2^17 multiply-adds is split by hidden units: each thread computes its units'
@@ -21,8 +22,7 @@ use crate::error::{Error, Result, check_len, try_zeroed};
 use crate::float::Float;
 use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef, PanelOrder};
 use crate::layer::{
-    FinalState, InitialState, Layer, Prepared, StepState, forward_packing, forward_step,
-    fused_bias, pack_transposed,
+    FinalState, InitialState, Layer, Prepared, StepState, forward_packing, forward_step, fused_bias,
 };
 use crate::shape::{CellKind, Mode};
 use crate::workspace::Workspace;
@@ -32,10 +32,8 @@ use crate::workspace::Workspace;
 pub struct StreamingLayer<F> {
     layer: Layer<F>,
     batch: usize,
-    /// `W_ihᵀ [I, G*H]`, packed.
-    w_ih_t: Vec<F>,
-    ih_layout: PackedLayout,
-    /// Layout of the layer's packed `W_hhᵀ` (the layer owns the packed copy).
+    /// Layout of the layer's packed `W_hhᵀ` (the layer owns the packed copies of `W_ihᵀ` and
+    /// `W_hhᵀ`).
     hh_layout: PackedLayout,
     /// Fused biases `[G*H]`.
     bias: Vec<F>,
@@ -59,17 +57,16 @@ impl<F: Float> StreamingLayer<F> {
     pub fn new(layer: Layer<F>, batch: usize) -> Result<Self> {
         let dims = layer.dims(1, batch);
         dims.validate(layer.cell())?;
-        let (i, h) = (layer.input_size(), layer.hidden_size());
+        let h = layer.hidden_size();
         let cell = layer.cell();
         let gh = cell.gates() * h;
         let bh = batch * h;
         let w = layer.weights();
-        let ih_layout = forward_packing::<F>(cell, i, h);
-        let mut w_ih_t = try_zeroed("streaming state", ih_layout.len())?;
-        pack_transposed(w.weight_ih, ih_layout, &mut w_ih_t);
-        // The layer packs W_hhᵀ once per weight update; do it now, not in the first step.
+        // The layer packs W_ihᵀ and W_hhᵀ once per weight update; do it now, not in the first
+        // step.
         let hh_layout = forward_packing::<F>(cell, h, h);
         layer.packed_forward();
+        layer.packed_input();
         let mut bias = try_zeroed("streaming state", gh)?;
         fused_bias(cell, w.bias_ih, w.bias_hh, &mut bias);
         let c_len = if cell.has_cell_state() { bh } else { 0 };
@@ -92,9 +89,7 @@ impl<F: Float> StreamingLayer<F> {
             slices,
             parity: 0,
             batch,
-            ih_layout,
             hh_layout,
-            w_ih_t,
             bias,
             h: try_zeroed("streaming state", bh)?,
             c: try_zeroed("streaming state", c_len)?,
@@ -172,7 +167,7 @@ impl<F: Float> StreamingLayer<F> {
         self.parity ^= 1;
         if !self.slices.is_empty() {
             let pass = column_pass(&self.layer, self.batch, &self.bias);
-            let (w_ih_t, ih_layout) = (&self.w_ih_t[..], self.ih_layout);
+            let (w_ih_t, ih_layout) = (self.layer.packed_input(), self.layer.input_packing());
             let (h_prev, c_prev) = (&self.h[..], &self.c[..]);
             let (slices, h_out, c_out) = (&mut self.slices, &mut self.h_next, &mut self.c_next);
             self.layer.in_pool(slices.len(), || {
@@ -192,7 +187,7 @@ impl<F: Float> StreamingLayer<F> {
             Operand { data: x_t, ld: i },
             PackedRef {
                 order,
-                ..PackedRef::all(&self.w_ih_t, self.ih_layout)
+                ..PackedRef::all(self.layer.packed_input(), self.layer.input_packing())
             },
             &mut self.gates,
             gh,

@@ -1,13 +1,12 @@
-//! The streaming layer against the sequence forward: step by step within tolerance (f64 to
-//! 1e-12, f32 within the shared precision-derived bound), `run` bit for bit, and state
-//! get/set/reset.
+//! The streaming layer against the sequence forward: step by step and `run`, both bit for bit
+//! (the same kernels on the same data), and state get/set/reset.
 
 mod common;
 
-use common::{RandomCase, assert_close, dims, f32_tolerance, inference_forward, rms};
+use common::{RandomCase, dims, inference_forward};
 use fused_rnn::{CellKind, Error, Float, Isa, Layer, StreamingLayer};
 
-fn check<F: Float>(cell: CellKind, isa: Isa, seed: u64, rel: impl Fn(&fused_rnn::Dims) -> f64) {
+fn check<F: Float>(cell: CellKind, isa: Isa, seed: u64) {
     for &(t, b, i, h) in &[(1, 1, 3, 5), (12, 3, 7, 9), (40, 2, 16, 33)] {
         let d = dims(t, b, i, h);
         let c = RandomCase::<F>::new(cell, d, seed + (t * 100 + h) as u64);
@@ -22,34 +21,23 @@ fn check<F: Float>(cell: CellKind, isa: Isa, seed: u64, rel: impl Fn(&fused_rnn:
         for step in c.x.chunks_exact(b * i) {
             y_stream.extend_from_slice(s.step(step).unwrap());
         }
-        let wide = |v: &[F]| v.iter().map(|a| a.to_f64()).collect::<Vec<_>>();
-        let tol = rel(&d);
-        assert_close(
-            &format!("{ctx} step y"),
-            &wide(&y_stream),
-            &wide(&y),
-            tol,
-            rms(&wide(&y)),
+        // The step runs the sequence forward's kernels on the same data (the input projection
+        // too: the same packed GEMM, each element summed over k in order), so it is exact.
+        let bits = |v: &[F]| v.iter().map(|a| a.to_f64().to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&y_stream),
+            bits(&y),
+            "{ctx}: step differs from forward"
         );
-        assert_close(
-            &format!("{ctx} step h_n"),
-            &wide(s.hidden_state()),
-            &wide(&h_n),
-            tol,
-            rms(&wide(&h_n)),
-        );
+        assert_eq!(bits(s.hidden_state()), bits(&h_n), "{ctx}: step's h_n");
         if let Some(c_n) = &c_n {
-            assert_close(
-                &format!("{ctx} step c_n"),
-                &wide(s.cell_state().unwrap()),
-                &wide(c_n),
-                tol,
-                rms(&wide(c_n)),
+            assert_eq!(
+                bits(s.cell_state().unwrap()),
+                bits(c_n),
+                "{ctx}: step's c_n"
             );
         }
-
-        // `run` is the sequence forward: bit for bit, also when split into two calls.
-        let bits = |v: &[F]| v.iter().map(|a| a.to_f64().to_bits()).collect::<Vec<_>>();
+        // `run` is the sequence forward: bit for bit.
         s.set_state(&c.h0, c.c0()).unwrap();
         let mut y_run = vec![F::ZERO; y.len()];
         s.run(&c.x, &mut y_run).unwrap();
@@ -71,10 +59,9 @@ fn check<F: Float>(cell: CellKind, isa: Isa, seed: u64, rel: impl Fn(&fused_rnn:
 
 #[test]
 fn stream_matches_sequence_forward_f64() {
-    // Same f64 kernels; only the input projection's summation order differs.
     for isa in Isa::available() {
         for cell in CellKind::ALL {
-            check::<f64>(cell, isa, 31, |_| 1e-12);
+            check::<f64>(cell, isa, 31);
         }
     }
 }
@@ -83,7 +70,7 @@ fn stream_matches_sequence_forward_f64() {
 fn stream_matches_sequence_forward_f32() {
     for isa in Isa::available() {
         for cell in CellKind::ALL {
-            check::<f32>(cell, isa, 37, f32_tolerance);
+            check::<f32>(cell, isa, 37);
         }
     }
 }
