@@ -17,6 +17,12 @@ use crate::workspace::{Status, Workspace};
 /// below it one synchronisation per step costs more than the second core gains.
 const UNIT_SPLIT_MIN_WORK: usize = 1 << 16;
 
+/// Least multiply-adds (`B·G·H·(I+H)`) for one streaming step to split by hidden units. Each
+/// step then enters the pool from outside (a wake-up of the other thread, 10-20 µs on the
+/// project machine): measured, an LSTM step at I = H = 256 (0.5M multiply-adds) took 31 µs
+/// on one thread and 38-45 µs on two; at H = 1024 (8.4M) 1.37 ms and 0.77 ms (medians).
+const STREAM_SPLIT_MIN_WORK: usize = 1 << 22;
+
 /// Initial state of a forward pass. `None` means zeros.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct InitialState<'a, F> {
@@ -322,12 +328,12 @@ impl<F: Float> Layer<F> {
     }
 
     /// Hidden-unit slices of one streaming step of `batch` rows (see
-    /// [`StreamingLayer`](crate::StreamingLayer)): as [`Layer::unit_slices`] for the step's two
-    /// GEMMs (`x_t · W_ihᵀ` and `h · W_hhᵀ`).
+    /// [`StreamingLayer`](crate::StreamingLayer)): the thread count for a step (both GEMMs,
+    /// `x_t · W_ihᵀ` and `h · W_hhᵀ`) of at least [`STREAM_SPLIT_MIN_WORK`] multiply-adds.
     pub(crate) fn stream_slices(&self, batch: usize) -> usize {
         let (i, h) = (self.input_size, self.hidden_size);
         let per_step = batch * self.cell.gates() * h * (i + h);
-        if batch < 8 && cell_splits_by_units(self.cell) && per_step >= 2 * UNIT_SPLIT_MIN_WORK {
+        if batch < 8 && cell_splits_by_units(self.cell) && per_step >= STREAM_SPLIT_MIN_WORK {
             self.threads()
         } else {
             1
