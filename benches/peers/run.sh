@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Times PyTorch (CPU; its LSTM runs oneDNN) and ONNX Runtime on the shapes of benches/rnn.rs,
-# with the same thread count, and writes peers.md beside this script. Not part of CI.
+# with the same thread count, between two runs of ours (examples/peer_shapes.rs), and writes
+# peers.md beside this script. Not part of CI.
 # Installs both into a virtual environment of its own, from the Python registry.
 #   bash benches/peers/run.sh [threads]
 set -euo pipefail
@@ -14,4 +15,13 @@ if [ ! -x "$venv/bin/python" ]; then
   # PyTorch's PyPI wheel is the CUDA build (GBs of dependencies); without it only ORT runs.
   "$venv/bin/pip" install --quiet torch || echo "torch could not be installed: PyTorch columns stay empty"
 fi
-"$venv/bin/python" peers.py --threads "$threads" | tee peers.md
+# Ours before and after the peers, in the same session: the machine drifts between a fast and
+# a slow state, and the two runs of ours show which one the peers saw.
+ours() { (cd ../.. && cargo run --quiet --release --example peer_shapes -- "$threads"); }
+{
+  ours
+  echo
+  "$venv/bin/python" peers.py --threads "$threads"
+  echo
+  ours
+} | tee peers.md
