@@ -9,8 +9,10 @@
 //! The model keeps the state the stream was last set to (zero at first and after `reset`,
 //! else the `set_state` argument) and every input step since. After each operation:
 //!
-//! - `step`: its `h_t` against `y[T-1]` of `Layer::<f64>::forward` over the `T` steps since the
-//!   state was set, from that state (on the exactly widened weights, inputs and state);
+//! - `step`: bit for bit one step of `Layer::<F>::forward` from the state before it (same
+//!   ISA: the same kernels on the same data), `h_t` and `c_t`; and its `h_t` against `y[T-1]`
+//!   of `Layer::<f64>::forward` over the `T` steps since the state was set, from that state
+//!   (on the exactly widened weights, inputs and state);
 //! - `run` (1..=4 steps): bit for bit `Layer::<F>::forward` from the stream's current state
 //!   (same ISA), `y` and the state it leaves; and graded against the model like `step`;
 //! - `hidden_state` / `cell_state`: graded against the model's `h_T` / `c_T` (exact when no step
@@ -367,7 +369,25 @@ fn run_case<F: Float>(case: &Case) {
                 } else {
                     values(bi, &mut rng)
                 };
+                let (prev_h, prev_c) =
+                    (s.hidden_state().to_vec(), s.cell_state().map(<[F]>::to_vec));
                 let y = s.step(&x).expect("step").to_vec();
+                // The step runs the sequence forward's kernels on the same data: one step of
+                // `Layer::forward` from the same state is the same bits.
+                let (y_ref, _, c_ref) =
+                    forward(&layer, 1, b, &x, &prev_h, prev_c.as_deref().unwrap_or(&[]));
+                assert_eq!(
+                    bits(&y),
+                    bits(&y_ref),
+                    "{} {what}: step differs from one step of Layer::forward",
+                    ctx.desc
+                );
+                assert_eq!(
+                    s.cell_state().map(bits),
+                    c_ref.as_deref().map(bits),
+                    "{} {what}: step's c differs from Layer::forward's",
+                    ctx.desc
+                );
                 m.xs.extend_from_slice(&x);
                 m.steps += 1;
                 let exp = ctx.expected(&m);
