@@ -11,7 +11,9 @@
 //! The synchronisation is [`StepClaims`]: each `(slice, step)` pair is claimed by exactly one
 //! thread (its own thread first; another thread takes it over only if it is still unclaimed
 //! after [`PATIENCE`], so a descheduled or never-started worker cannot stall the pass, and a
-//! pass whose workers never start at all completes on the calling thread). Whoever computes a
+//! pass whose workers never start at all completes on the calling thread). A thread that took
+//! a slice over takes the next one over without waiting, until a step where the slice's own
+//! thread was there: a preempted worker then costs one patience, not one per step. Whoever computes a
 //! slice runs the same kernels on the same data, so results are bit-identical to the
 //! single-threaded pass (each GEMM element is the sum over `k` in order whatever the tiling;
 //! each post-GEMM element depends only on its own inputs).
@@ -91,8 +93,15 @@ impl StepClaims {
         self.next.len()
     }
 
-    /// Tries to claim `(c, t)`; on success runs `f` on slot `c` and counts it done.
-    fn try_run<T>(&self, slots: &Slots<T>, c: usize, t: usize, f: &impl Fn(&mut T, usize, usize)) {
+    /// Tries to claim `(c, t)`; on success runs `f` on slot `c`, counts it done and returns
+    /// true.
+    fn try_run<T>(
+        &self,
+        slots: &Slots<T>,
+        c: usize,
+        t: usize,
+        f: &impl Fn(&mut T, usize, usize),
+    ) -> bool {
         if self.next[c]
             .compare_exchange(t, t + 1, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
@@ -105,12 +114,25 @@ impl StepClaims {
             let slot = unsafe { &mut *slots.0[c].get() };
             f(slot, c, t);
             self.done.fetch_add(1, Ordering::Release);
+            true
+        } else {
+            false
         }
     }
 
     /// Waits until every slice of steps `< t` is done, computing unclaimed slices of step
-    /// `t - 1` itself once they have waited [`PATIENCE`] for their own thread.
-    fn wait_for_step<T>(&self, slots: &Slots<T>, t: usize, f: &impl Fn(&mut T, usize, usize)) {
+    /// `t - 1` itself once they have waited [`PATIENCE`] for their own thread, or at once if
+    /// `impatient` (this thread took a slice over at the previous step: its thread is likely
+    /// still away, e.g. preempted). Leaves `impatient` saying whether it took one over now.
+    fn wait_for_step<T>(
+        &self,
+        slots: &Slots<T>,
+        t: usize,
+        f: &impl Fn(&mut T, usize, usize),
+        impatient: &mut bool,
+    ) {
+        let patience = if *impatient { Duration::ZERO } else { PATIENCE };
+        let mut took_over = false;
         let need = t * self.slices();
         let mut since: Option<Instant> = None;
         let mut spins = 0u32;
@@ -123,12 +145,13 @@ impl StepClaims {
                 continue;
             }
             let start = *since.get_or_insert_with(Instant::now);
-            if start.elapsed() >= PATIENCE {
+            if start.elapsed() >= patience {
                 for c in 0..self.slices() {
-                    self.try_run(slots, c, t - 1, f);
+                    took_over |= self.try_run(slots, c, t - 1, f);
                 }
             }
         }
+        *impatient = took_over;
     }
 
     /// Runs as worker `me`: for each step, waits for the previous one, then claims its own
@@ -138,13 +161,14 @@ impl StepClaims {
     /// the pass alone if no other ever starts.
     pub(crate) fn work<T>(&self, me: usize, slots: &Slots<T>, f: &impl Fn(&mut T, usize, usize)) {
         let own = me % self.slices();
+        let mut impatient = false;
         for t in 0..self.steps {
             if t > 0 {
-                self.wait_for_step(slots, t, f);
+                self.wait_for_step(slots, t, f, &mut impatient);
             }
             self.try_run(slots, own, t, f);
         }
-        self.wait_for_step(slots, self.steps, f);
+        self.wait_for_step(slots, self.steps, f, &mut impatient);
     }
 }
 
