@@ -274,7 +274,9 @@ impl<F: Float> Layer<F> {
     /// with fewer than 8 batch rows is split by hidden units instead, one slice of `W_hh` per
     /// thread and one synchronisation per step (all cells but the reset-before GRU, once a
     /// step has at least 2^16 multiply-adds); the threads spin at that synchronisation, so
-    /// this pays only where the pool's threads have cores of their own. Every element is
+    /// this pays where the pool's threads have cores of their own (a thread whose partner is
+    /// preempted takes its slices over after 30 µs, so a busy machine costs about what one
+    /// thread would, not a stall per step). Every element is
     /// computed exactly as on one thread, so results are bit-identical for every thread
     /// count. Steps too small to pay for a parallel region (under ~2^18 multiply-adds per
     /// step with 8 or more rows, training with fewer than 8 rows) run on one thread.
