@@ -436,16 +436,20 @@ pub(crate) fn step_columns<F: Float>(
             }
         }
     };
-    let Some((first, rest)) = slices.split_first_mut() else {
-        return;
-    };
-    rayon::scope(|s| {
-        for sl in rest {
-            let run = &run;
-            s.spawn(move |_| run(sl));
+    run_split(slices, &run);
+}
+
+/// Runs `run` on every slice, halving the list with `rayon::join` (whose jobs live on the
+/// stack: no allocation per step, unlike `rayon::scope`'s spawned tasks).
+fn run_split<T: Send>(slices: &mut [T], run: &(impl Fn(&mut T) + Sync)) {
+    match slices {
+        [] => {}
+        [one] => run(one),
+        _ => {
+            let (lo, hi) = slices.split_at_mut(slices.len() / 2);
+            rayon::join(|| run_split(lo, run), || run_split(hi, run));
         }
-        run(first);
-    });
+    }
 }
 
 /// Runs the recurrence of an inference pass over `slices` (one per thread of the current
