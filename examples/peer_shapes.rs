@@ -1,8 +1,11 @@
-//! Our side of `benches/peers/`: the inference shapes of `peers.py`, timed the same way (median
+//! Our side of `benches/peers/`: the shapes of `peers.py`, timed the same way (median
 //! of repeated calls after two warm-up calls), so that one `run.sh` measures us and the peers
 //! in one session. `cargo run --release --example peer_shapes -- [threads]`.
 
-use fused_rnn::{CellKind, FinalState, GruVariant, InitialState, Layer, Mode, StreamingLayer};
+use fused_rnn::{
+    CellKind, FinalState, GradMode, GruVariant, InitialState, InputGrads, Layer, Mode,
+    RnnActivation, StreamingLayer, Upstream,
+};
 use std::time::Instant;
 
 /// Median and fastest milliseconds of `reps` calls of `f`, after two warm-up calls.
@@ -30,6 +33,50 @@ fn main() -> Result<(), fused_rnn::Error> {
     println!("fused-rnn, {threads} threads (median ms, as peers.py)\n");
     println!("| shape | mode | ours ms | ours GFLOP/s | ours best ms |");
     println!("|---|---|---|---|---|");
+    // Training, forward + backward with input and weight gradients (as peers.py's PyTorch case:
+    // the loss is the sum of y, so dy is all ones).
+    for cell in [lstm, gru, CellKind::Rnn(RnnActivation::Tanh)] {
+        let (t, b, i, h) = (128, 32, 512, 512);
+        let mut layer = Layer::<f32>::with_seeded_init(cell, i, h, 1)?;
+        layer.set_threads(threads)?;
+        let x: Vec<f32> = (0..t * b * i)
+            .map(|k| ((k % 17) as f32 - 8.0) / 8.0)
+            .collect();
+        let dy = vec![1.0f32; t * b * h];
+        let mut ws = layer.workspace(t, b, Mode::Training)?;
+        let mut y = vec![0.0f32; t * b * h];
+        let mut dx = vec![0.0f32; t * b * i];
+        let mut grads = layer.zero_grads();
+        let flops = 3.0 * 2.0 * (t * b * cell.gates() * h * (i + h)) as f64;
+        let reps = if flops > 5e10 { 5 } else { 21 };
+        let (ms, best) = median_ms(reps, || {
+            layer
+                .forward(
+                    &mut ws,
+                    &x,
+                    InitialState::default(),
+                    &mut y,
+                    FinalState::default(),
+                )
+                .expect("forward");
+            let up = Upstream {
+                dy: Some(&dy),
+                ..Default::default()
+            };
+            let inputs = InputGrads {
+                dx: Some(&mut dx),
+                ..Default::default()
+            };
+            layer
+                .backward(&mut ws, &x, up, &mut grads, inputs, GradMode::Overwrite)
+                .expect("backward");
+        });
+        println!(
+            "| {} T={t} B={b} I={i} H={h} | fwd+bwd | {ms:.3} | {:.1} | {best:.3} |",
+            cell.name(),
+            flops / ms / 1e6
+        );
+    }
     // (cell, T, B, I, H): the inference shapes of peers.py.
     let shapes = [
         (lstm, 64, 32, 512, 512),
