@@ -20,7 +20,7 @@
 
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Result, try_zeroed};
@@ -76,7 +76,21 @@ pub(crate) struct StepClaims {
     next: Vec<AtomicUsize>,
     /// `(slice, step)` pairs finished so far.
     done: AtomicUsize,
+    /// Set when a pair's work panicked: the waiting threads then stop instead of waiting
+    /// forever for a pair that will never finish, and the panic reaches the caller.
+    poisoned: AtomicBool,
     steps: usize,
+}
+
+/// Sets `poisoned` if dropped while its thread unwinds from a panic.
+struct PoisonOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for PoisonOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Release);
+        }
+    }
 }
 
 impl StepClaims {
@@ -85,6 +99,7 @@ impl StepClaims {
         StepClaims {
             next: (0..slices).map(|_| AtomicUsize::new(0)).collect(),
             done: AtomicUsize::new(0),
+            poisoned: AtomicBool::new(false),
             steps,
         }
     }
@@ -112,7 +127,9 @@ impl StepClaims {
             // (the `Release` below) before `done` reached `t · slices`, which every caller of
             // `try_run` for step `t` has observed with `Acquire` (see `wait_for_step`).
             let slot = unsafe { &mut *slots.0[c].get() };
+            let guard = PoisonOnPanic(&self.poisoned);
             f(slot, c, t);
+            drop(guard);
             self.done.fetch_add(1, Ordering::Release);
             true
         } else {
@@ -124,13 +141,14 @@ impl StepClaims {
     /// `t - 1` itself once they have waited [`PATIENCE`] for their own thread, or at once if
     /// `impatient` (this thread took a slice over at the previous step: its thread is likely
     /// still away, e.g. preempted). Leaves `impatient` saying whether it took one over now.
+    /// Returns false (without waiting further) if another thread's work panicked.
     fn wait_for_step<T>(
         &self,
         slots: &Slots<T>,
         t: usize,
         f: &impl Fn(&mut T, usize, usize),
         impatient: &mut bool,
-    ) {
+    ) -> bool {
         let patience = if *impatient { Duration::ZERO } else { PATIENCE };
         let mut took_over = false;
         let need = t * self.slices();
@@ -144,6 +162,9 @@ impl StepClaims {
             if !spins.is_multiple_of(64) {
                 continue;
             }
+            if self.poisoned.load(Ordering::Acquire) {
+                return false;
+            }
             let start = *since.get_or_insert_with(Instant::now);
             if start.elapsed() >= patience {
                 for c in 0..self.slices() {
@@ -152,19 +173,21 @@ impl StepClaims {
             }
         }
         *impatient = took_over;
+        true
     }
 
     /// Runs as worker `me`: for each step, waits for the previous one, then claims its own
     /// slice (`me % slices`). `f(slot, slice, step)` runs exactly once per pair over all
     /// workers, and for a given step only after every slice of the earlier steps finished
     /// (their writes visible). Returns when every pair is done, so a single worker completes
-    /// the pass alone if no other ever starts.
+    /// the pass alone if no other ever starts; or early, if another worker's `f` panicked
+    /// (that panic then reaches the caller through the scope that runs the workers).
     pub(crate) fn work<T>(&self, me: usize, slots: &Slots<T>, f: &impl Fn(&mut T, usize, usize)) {
         let own = me % self.slices();
         let mut impatient = false;
         for t in 0..self.steps {
-            if t > 0 {
-                self.wait_for_step(slots, t, f, &mut impatient);
+            if t > 0 && !self.wait_for_step(slots, t, f, &mut impatient) {
+                return;
             }
             self.try_run(slots, own, t, f);
         }
@@ -519,6 +542,34 @@ pub(crate) fn forward_columns<F: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A panic in one worker's work reaches the caller instead of leaving the others waiting
+    /// for a step that never completes.
+    #[test]
+    fn a_panicking_slice_does_not_hang_the_others() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Detached, so that a hang fails the test (by the timeout below) instead of blocking it.
+        std::thread::spawn(move || {
+            let (slices, steps) = (2, 20);
+            let claims = StepClaims::new(slices, steps);
+            let slots = Slots::new(vec![(); slices]);
+            let f = |_: &mut (), c: usize, t: usize| {
+                assert!(!(c == 1 && t == 7), "injected failure");
+            };
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                std::thread::scope(|s| {
+                    let (claims, slots, f) = (&claims, &slots, &f);
+                    s.spawn(move || claims.work(1, slots, f));
+                    claims.work(0, slots, f);
+                });
+            }));
+            let _ = tx.send(r.is_err());
+        });
+        let panicked = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the workers hung after a panic");
+        assert!(panicked, "the injected panic must reach the caller");
+    }
 
     #[test]
     fn slices_cover_h_in_whole_panels() {
