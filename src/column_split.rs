@@ -28,6 +28,7 @@ use crate::float::Float;
 use crate::kernels::isa::IsaToken;
 use crate::kernels::postgemm::StepShape;
 use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef, PanelOrder};
+use crate::layer::input_projection;
 use crate::shape::{CellKind, GruVariant};
 
 /// How long a thread waits for a slice's own thread to claim it before computing it itself.
@@ -264,10 +265,6 @@ pub(crate) struct ColumnPass<'a, F> {
     pub bias: &'a [F],
     /// The reset-after GRU's `b_hn [H]` (empty otherwise).
     pub b_hn: &'a [F],
-    /// The input projection of every step, `[T, B, G*H]`.
-    pub proj: &'a [F],
-    /// `h_0 [B, H]`.
-    pub h0: &'a [F],
 }
 
 /// One slice's units `u0..u1` and its buffers (`hc = u1 - u0` units, `B` rows).
@@ -278,8 +275,7 @@ pub(crate) struct SliceState<F> {
     /// `[G*hc]` and `[hc]`: the slice's biases.
     bias: Vec<F>,
     b_hn: Vec<F>,
-    /// `[B, G*hc]`: the step's input projection in, activated gates out; the GEMM result.
-    gates: Vec<F>,
+    /// `[B, G*hc]`: the recurrent GEMM's result.
     acc: Vec<F>,
     /// LSTM: `c` of the slice, `[B, hc]`, double-buffered by step parity.
     c: [Vec<F>; 2],
@@ -320,7 +316,6 @@ impl<F: Float> SliceState<F> {
             u1,
             bias,
             b_hn,
-            gates: try_zeroed("slice gates", b * g * hc)?,
             acc: try_zeroed("slice gates", b * g * hc)?,
             c,
             h_prev: state("slice h")?,
@@ -329,31 +324,26 @@ impl<F: Float> SliceState<F> {
         })
     }
 
-    /// The fused post-GEMM update of the slice: `gates` (input projection) and `acc`
-    /// (`h_{t-1} · W_hhᵀ`) in, `h` out; the LSTM reads `c[parity]` and writes the other.
-    fn update(&mut self, pass: &ColumnPass<'_, F>, h_prev: &[F], parity: usize) {
+    /// The fused post-GEMM update of the slice: `gates [B, G*hc]` (input projection in,
+    /// activated gates out) and `acc` (`h_{t-1} · W_hhᵀ`) in, `h` out; the LSTM reads
+    /// `c[parity]` and writes the other.
+    fn update(&mut self, pass: &ColumnPass<'_, F>, gates: &mut [F], h_prev: &[F], parity: usize) {
         let (u0, u1) = (self.u0, self.u1);
         let sh = StepShape {
             batch: pass.batch,
             hidden: u1 - u0,
         };
         match pass.cell {
-            CellKind::Rnn(act) => F::rnn_forward(
-                pass.isa,
-                sh,
-                act,
-                &self.gates,
-                &self.acc,
-                &self.bias,
-                &mut self.h,
-            ),
+            CellKind::Rnn(act) => {
+                F::rnn_forward(pass.isa, sh, act, gates, &self.acc, &self.bias, &mut self.h)
+            }
             CellKind::Lstm => {
                 let [c0, c1] = &mut self.c;
                 let (c_prev, c_out) = if parity == 0 { (c0, c1) } else { (c1, c0) };
                 F::lstm_forward(
                     pass.isa,
                     sh,
-                    &mut self.gates,
+                    gates,
                     &self.acc,
                     &self.bias,
                     c_prev,
@@ -366,7 +356,7 @@ impl<F: Float> SliceState<F> {
                 F::gru_reset_after_forward(
                     pass.isa,
                     sh,
-                    &mut self.gates,
+                    gates,
                     &self.acc,
                     &self.bias,
                     &self.b_hn,
@@ -408,9 +398,9 @@ unsafe fn scatter_columns<F: Copy>(
 /// One streaming step split by hidden units: every slice computes its columns of
 /// `x_t · W_ihᵀ` (`w_ih_t` packed by `ih_layout`) and `h_prev · W_hhᵀ` (both walked in
 /// `order`) and its part of the
-/// update, writing `h_out` and (LSTM) `c_out`. `pass.proj` and `pass.h0` are not used. The
-/// slices need nothing from each other within a step, so this is one fork-join of the current
-/// rayon pool per step.
+/// update, writing `h_out` and (LSTM) `c_out`. Each slice comes with its `[B, G*hc]` buffer
+/// for the step's input projection. The slices need nothing from each other within a step, so
+/// this is one fork-join of the current rayon pool per step.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn step_columns<F: Float>(
     pass: &ColumnPass<'_, F>,
@@ -420,14 +410,14 @@ pub(crate) fn step_columns<F: Float>(
     x_t: &[F],
     h_prev: &[F],
     c_prev: &[F],
-    slices: &mut [SliceState<F>],
+    slices: &mut [(SliceState<F>, Vec<F>)],
     h_out: &mut [F],
     c_out: &mut [F],
 ) {
     let (b, h, g) = (pass.batch, pass.hidden, pass.cell.gates());
     let lstm = pass.cell.has_cell_state();
     let (h_out, c_out) = (SharedBuf::new(h_out), SharedBuf::new(c_out));
-    let run = |sl: &mut SliceState<F>| {
+    let run = |(sl, gates): &mut (SliceState<F>, Vec<F>)| {
         let (u0, u1) = (sl.u0, sl.u1);
         let ldc = g * (u1 - u0);
         let i = ih_layout.k;
@@ -436,7 +426,7 @@ pub(crate) fn step_columns<F: Float>(
             ..PackedRef::columns(w_ih_t, ih_layout, u0, u1)
         };
         let x = Operand { data: x_t, ld: i };
-        F::step_gemm(pass.isa, b, i, x, w_ih, &mut sl.gates, ldc, Accumulate::No);
+        F::step_gemm(pass.isa, b, i, x, w_ih, gates, ldc, Accumulate::No);
         let w_hh = PackedRef {
             order,
             ..PackedRef::columns(pass.w_hh_t, pass.layout, u0, u1)
@@ -449,7 +439,7 @@ pub(crate) fn step_columns<F: Float>(
         if lstm {
             gather_columns(&mut sl.c[0], c_prev, h, u0, u1);
         }
-        sl.update(pass, h_prev, 0);
+        sl.update(pass, gates, h_prev, 0);
         // SAFETY: each slice writes only its own units `u0..u1` (slices are disjoint), and
         // nothing reads `h_out`/`c_out` until every slice has finished (the scope below).
         unsafe {
@@ -475,32 +465,53 @@ fn run_split<T: Send>(slices: &mut [T], run: &(impl Fn(&mut T) + Sync)) {
     }
 }
 
-/// Runs the recurrence of an inference pass over `slices` (one per thread of the current
-/// rayon pool, `threads` of them), writing `h_t` into `y [T, B, H]` and, for the LSTM, `c_T`
-/// into `c_n`. Must be called inside the pool (one parallel region for the whole pass).
+/// Runs an inference pass over `slices` (one per thread of the current rayon pool, `threads`
+/// of them) from `h0 [B, H]`: first each slice's input projection, `x [T, B, I]` times its
+/// columns of `w_ih_t`, into its own part of `proj` (slice-major, `[T, B, G*hc]` per slice, so
+/// a step's gates are contiguous for the post-GEMM kernel: no gathering per step), then the
+/// recurrence. Writes `h_t` into `y [T, B, H]` and, for the LSTM, `c_T` into `c_n`. Must be
+/// called inside the pool (one parallel region for the whole pass).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_columns<F: Float>(
     pass: &ColumnPass<'_, F>,
     slices: Vec<SliceState<F>>,
     threads: usize,
+    x: &[F],
+    w_ih_t: PackedRef<'_, F>,
+    proj: &mut [F],
+    h0: &[F],
     y: &mut [F],
     c_n: Option<&mut [F]>,
 ) {
     let (b, h, g) = (pass.batch, pass.hidden, pass.cell.gates());
-    let gh = g * h;
     let steps = y.len() / (b * h).max(1);
+    // Each slice's part of `proj`, and its projection (the same per-element sums as the
+    // row-major projection of the unsplit pass).
+    let mut rest = proj;
+    let mut slices: Vec<(SliceState<F>, &mut [F])> = slices
+        .into_iter()
+        .map(|sl| {
+            let len = steps * b * g * (sl.u1 - sl.u0);
+            let (mine, tail) = core::mem::take(&mut rest).split_at_mut(len);
+            rest = tail;
+            (sl, mine)
+        })
+        .collect();
+    let i = w_ih_t.layout.k;
+    run_split(&mut slices, &|(sl, mine): &mut (
+        SliceState<F>,
+        &mut [F],
+    )| {
+        let w = PackedRef::columns(w_ih_t.data, w_ih_t.layout, sl.u0, sl.u1);
+        input_projection(pass.isa, 1, x, i, w, mine);
+    });
     let y = SharedBuf::new(y);
-    let step = |sl: &mut SliceState<F>, _slice: usize, t: usize| {
+    let step = |(sl, mine): &mut (SliceState<F>, &mut [F]), _slice: usize, t: usize| {
         let (u0, u1) = (sl.u0, sl.u1);
         let hc = u1 - u0;
-        // The slice's columns of this step's input projection, gate block by gate block.
-        for (bi, row) in sl.gates.chunks_exact_mut(g * hc).enumerate() {
-            let src = &pass.proj[(t * b + bi) * gh..][..gh];
-            for (gi, dst) in row.chunks_exact_mut(hc).enumerate() {
-                dst.copy_from_slice(&src[gi * h + u0..gi * h + u1]);
-            }
-        }
+        let gates = &mut mine[t * b * g * hc..][..b * g * hc];
         let h_prev = if t == 0 {
-            pass.h0
+            h0
         } else {
             // SAFETY: step t - 1 is complete (`StepClaims::work` runs (slice, t) only after
             // every slice of the earlier steps finished), and no slice writes row t - 1 again.
@@ -515,7 +526,7 @@ pub(crate) fn forward_columns<F: Float>(
             ld: h,
         };
         F::step_gemm(pass.isa, b, h, a, w, &mut sl.acc, g * hc, Accumulate::No);
-        sl.update(pass, h_prev, t % 2);
+        sl.update(pass, gates, h_prev, t % 2);
         // SAFETY: only the holder of (this slice, t) writes these units of row t, and no
         // slice reads row t before step t is complete.
         unsafe { scatter_columns(&y, t * b, &sl.h, h, u0, u1) };
@@ -530,7 +541,7 @@ pub(crate) fn forward_columns<F: Float>(
         claims.work(0, &slots, &step);
     });
     if let Some(c_n) = c_n {
-        for sl in slots.into_inner() {
+        for (sl, _) in slots.into_inner() {
             let hc = sl.u1 - sl.u0;
             for (bi, src) in sl.c[steps % 2].chunks_exact(hc).enumerate() {
                 c_n[bi * h + sl.u0..bi * h + sl.u1].copy_from_slice(src);

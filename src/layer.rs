@@ -247,6 +247,15 @@ impl<F: Float> Layer<F> {
         })
     }
 
+    /// The GRU's `b_hn [H]` (the part of `b_hh` that sits inside `r * (W_hn h + b_hn)` in the
+    /// reset-after variant), empty for other cells.
+    pub(crate) fn gru_b_hn(&self) -> &[F] {
+        match self.cell {
+            CellKind::Gru(_) => &self.bias_hh[2 * self.hidden_size..],
+            _ => &[],
+        }
+    }
+
     /// The layout of [`Layer::packed_input`].
     pub(crate) fn input_packing(&self) -> PackedLayout {
         forward_packing::<F>(self.cell, self.input_size, self.hidden_size)
@@ -506,9 +515,7 @@ fn forward_impl<F: Float>(
     let fwd_layout = forward_packing::<F>(cell, h, h);
     let packed_forward = layer.packed_forward();
 
-    // The input projection of every step at once: P[T*B, G*H] = X[T*B, I] · W_ihᵀ.
     let w_ih_t = PackedRef::all(layer.packed_input(), layer.input_packing());
-    input_projection(isa, shards.max(units), x, i_sz, w_ih_t, p.gates);
 
     // Initial states.
     let h_init = &mut p.h_all[..bh];
@@ -533,25 +540,22 @@ fn forward_impl<F: Float>(
             w_hh_t: packed_forward,
             layout: fwd_layout,
             bias: &*p.bias,
-            b_hn: if matches!(cell, CellKind::Gru(_)) {
-                &layer.bias_hh[2 * h..]
-            } else {
-                &[]
-            },
-            proj: &*p.gates,
-            h0: &p.h_all[..bh],
+            b_hn: layer.gru_b_hn(),
         };
         let slices = column_slices(h, fwd_layout.nr, units)
             .into_iter()
             .map(|range| SliceState::new(&pass, range, init.c0))
             .collect::<Result<Vec<_>>>()?;
-        forward_columns(&pass, slices, units, y, fin.c_n);
+        let (h0, proj) = (&p.h_all[..bh], &mut *p.gates);
+        forward_columns(&pass, slices, units, x, w_ih_t, proj, h0, y, fin.c_n);
         if let Some(h_n) = fin.h_n {
             h_n.copy_from_slice(&y[(t_len - 1) * bh..]);
         }
         return Ok(());
     }
 
+    // The input projection of every step at once: P[T*B, G*H] = X[T*B, I] · W_ihᵀ.
+    input_projection(isa, shards, x, i_sz, w_ih_t, p.gates);
     let w_t = PackedRef::all(packed_forward, fwd_layout);
     let prep = Prepared {
         cell,
@@ -559,11 +563,7 @@ fn forward_impl<F: Float>(
         hidden: h,
         w_hh_t: w_t,
         bias: &*p.bias,
-        b_hn: if matches!(cell, CellKind::Gru(_)) {
-            &layer.bias_hh[2 * h..]
-        } else {
-            &[]
-        },
+        b_hn: layer.gru_b_hn(),
     };
     // The recurrence, split by batch rows into shards that each run the whole sequence: rows
     // are independent, so there is no synchronisation per step and every row is computed
@@ -966,7 +966,7 @@ const PROJECTION_ROW_BLOCK: usize = 24;
 /// 93 GFLOP/s at 2048×512×2048, one thread), the blocks spread over the current pool when
 /// `shards > 1`. Each element is the sum over `k` in order, whatever the blocking, so the
 /// streaming step (the same GEMM on one row block) computes the same bits.
-fn input_projection<F: Float>(
+pub(crate) fn input_projection<F: Float>(
     isa: IsaToken,
     shards: usize,
     x: &[F],
@@ -975,7 +975,8 @@ fn input_projection<F: Float>(
     p: &mut [F],
 ) {
     use rayon::prelude::*;
-    let gh = w.groups * w.layout.group_width;
+    // C's row length: the selected columns of every selected gate block.
+    let gh = w.groups * (w.u1 - w.u0);
     let rows = x.len() / i.max(1);
     let block = |(xb, pb): (&[F], &mut [F])| {
         let a = Operand { data: xb, ld: i };

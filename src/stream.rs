@@ -11,8 +11,8 @@
 //! sequence forward itself.
 //!
 //! On a layer with several threads ([`Layer::set_threads`]), a step of fewer than 8 rows with
-//! at least 2^22 multiply-adds (e.g. an LSTM with I = H = 1024) is split by hidden units: each thread computes its units'
-//! columns of both GEMMs and their update (nothing is exchanged within a step), one fork-join
+//! at least 2^22 multiply-adds (e.g. an LSTM with I = H = 1024) is split by hidden units: each
+//! thread computes its units' columns of both GEMMs and their update (nothing is exchanged within a step), one fork-join
 //! of the layer's pool per step, bit-identical to one thread. That pays when steps come back
 //! to back; a pool whose threads went to sleep between steps takes tens of microseconds to
 //! wake, so for sparse steps keep the layer at one thread.
@@ -46,8 +46,9 @@ pub struct StreamingLayer<F> {
     grid: Vec<F>,
     /// Workspace for [`StreamingLayer::run`], made on first use for a given `T`.
     seq_ws: Option<Workspace<F>>,
-    /// Hidden-unit slices of a step when it runs on the layer's threads (empty otherwise).
-    slices: Vec<SliceState<F>>,
+    /// Hidden-unit slices of a step when it runs on the layer's threads (empty otherwise),
+    /// each with its `[B, G*hc]` buffer for the step's input projection.
+    slices: Vec<(SliceState<F>, Vec<F>)>,
     /// Steps taken (mod 2): the weights are walked in alternating order (see `PanelOrder`).
     parity: usize,
 }
@@ -81,7 +82,13 @@ impl<F: Float> StreamingLayer<F> {
                 let pass = column_pass(&layer, batch, &bias);
                 column_slices(h, hh_layout.nr, n)
                     .into_iter()
-                    .map(|range| SliceState::new(&pass, range, None))
+                    .map(|range| {
+                        let gates = try_zeroed(
+                            "streaming state",
+                            batch * cell.gates() * (range.1 - range.0),
+                        )?;
+                        Ok((SliceState::new(&pass, range, None)?, gates))
+                    })
                     .collect::<Result<Vec<_>>>()?
             }
         };
@@ -193,18 +200,13 @@ impl<F: Float> StreamingLayer<F> {
             gh,
             Accumulate::No,
         );
-        let w = self.layer.weights();
         let prep = Prepared {
             cell,
             isa,
             hidden: h,
             w_hh_t: PackedRef::all(self.layer.packed_forward(), self.hh_layout),
             bias: &self.bias,
-            b_hn: if matches!(cell, CellKind::Gru(_)) {
-                &w.bias_hh[2 * h..]
-            } else {
-                &[]
-            },
+            b_hn: self.layer.gru_b_hn(),
         };
         forward_step(
             &prep,
@@ -259,7 +261,7 @@ impl<F: Float> StreamingLayer<F> {
     }
 }
 
-/// What every hidden-unit slice of a step reads (the sequence-only fields empty).
+/// What every hidden-unit slice of a step reads.
 fn column_pass<'a, F: Float>(
     layer: &'a Layer<F>,
     batch: usize,
@@ -275,12 +277,6 @@ fn column_pass<'a, F: Float>(
         w_hh_t: layer.packed_forward(),
         layout: forward_packing::<F>(cell, h, h),
         bias,
-        b_hn: if matches!(cell, CellKind::Gru(_)) {
-            &layer.weights().bias_hh[2 * h..]
-        } else {
-            &[]
-        },
-        proj: &[],
-        h0: &[],
+        b_hn: layer.gru_b_hn(),
     }
 }
