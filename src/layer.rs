@@ -3,9 +3,9 @@
 use crate::column_split::{
     ColumnPass, SliceState, cell_splits_by_units, column_slices, forward_columns,
 };
+use crate::dense::{GradTerm, gemm_packed_rows, weight_grad};
 use crate::error::{Error, Result, check_len, check_opt_len, try_zeroed};
 use crate::float::Float;
-use crate::gemm::{MatMut, MatRef, gemm_par};
 use crate::kernels::isa::{Isa, IsaToken};
 use crate::kernels::postgemm::StepShape;
 use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef, PanelOrder};
@@ -92,6 +92,8 @@ pub struct Layer<F> {
     packed_input: std::sync::OnceLock<Vec<F>>,
     /// `W_hh` packed for backward's `dG · W_hh`, made on first use after a weight change.
     packed_backward: std::sync::OnceLock<Vec<F>>,
+    /// `W_ih` packed for backward's `dX = dG · W_ih`, made on first use after a weight change.
+    packed_input_backward: std::sync::OnceLock<Vec<F>>,
 }
 
 /// Mutable view of a layer's parameters (for optimisers). Lengths are fixed.
@@ -135,6 +137,7 @@ impl<F: Float> Layer<F> {
             packed_forward: std::sync::OnceLock::new(),
             packed_input: std::sync::OnceLock::new(),
             packed_backward: std::sync::OnceLock::new(),
+            packed_input_backward: std::sync::OnceLock::new(),
         })
     }
 
@@ -180,6 +183,7 @@ impl<F: Float> Layer<F> {
             packed_forward: std::sync::OnceLock::new(),
             packed_input: std::sync::OnceLock::new(),
             packed_backward: std::sync::OnceLock::new(),
+            packed_input_backward: std::sync::OnceLock::new(),
         })
     }
 
@@ -210,6 +214,7 @@ impl<F: Float> Layer<F> {
         self.packed_forward = std::sync::OnceLock::new();
         self.packed_input = std::sync::OnceLock::new();
         self.packed_backward = std::sync::OnceLock::new();
+        self.packed_input_backward = std::sync::OnceLock::new();
         LayerWeightsMut {
             weight_ih: &mut self.weight_ih,
             weight_hh: &mut self.weight_hh,
@@ -270,6 +275,29 @@ impl<F: Float> Layer<F> {
             layout.pack(&mut v, |r, c| self.weight_hh[r * h + c]);
             v
         })
+    }
+
+    /// `W_ih` packed for backward's `dX = dG · W_ih` (packed once per weight update), laid
+    /// out by [`Layer::input_backward_packing`].
+    fn packed_input_backward(&self) -> &[F] {
+        self.packed_input_backward.get_or_init(|| {
+            let i = self.input_size;
+            let layout = self.input_backward_packing();
+            let mut v = vec![F::ZERO; layout.len()];
+            layout.pack(&mut v, |r, c| self.weight_ih[r * i + c]);
+            v
+        })
+    }
+
+    /// The layout of [`Layer::packed_input_backward`]: `W_ih [G*H, I]` as `K = G*H` rows of
+    /// `I` columns.
+    fn input_backward_packing(&self) -> PackedLayout {
+        PackedLayout {
+            k: self.cell.gates() * self.hidden_size,
+            groups: 1,
+            group_width: self.input_size,
+            nr: F::PANEL_WIDTH,
+        }
     }
 
     /// Number of threads a forward or backward pass uses (1 unless [`Layer::set_threads`]).
@@ -957,15 +985,11 @@ pub(crate) fn pack_transposed<F: Float>(w: &[F], layout: PackedLayout, out: &mut
     layout.pack(&mut out[..layout.len()], |p, n| w[n * k + p]);
 }
 
-/// Rows of `X` per block of the input projection: A's block (48 KiB at I = 512) stays in L2
-/// while all of `W_ihᵀ`'s panels pass over it; a multiple of the 6-row micro-tile.
-const PROJECTION_ROW_BLOCK: usize = 24;
-
-/// `P[rows, G*H] = X[rows, I] · W_ihᵀ` with the step GEMM over blocks of
-/// [`PROJECTION_ROW_BLOCK`] rows (measured faster than matrixmultiply on this shape: 108 vs
-/// 93 GFLOP/s at 2048×512×2048, one thread), the blocks spread over the current pool when
-/// `shards > 1`. Each element is the sum over `k` in order, whatever the blocking, so the
-/// streaming step (the same GEMM on one row block) computes the same bits.
+/// `P[rows, G*H] = X[rows, I] · W_ihᵀ` on the packed step GEMM (measured faster than
+/// matrixmultiply on this shape: 108 vs 93 GFLOP/s at 2048×512×2048, one thread), the row
+/// blocks spread over the current pool when `shards > 1`. Each element is the sum over `k` in
+/// order, whatever the blocking, so the streaming step (the same GEMM on one row) computes
+/// the same bits.
 pub(crate) fn input_projection<F: Float>(
     isa: IsaToken,
     shards: usize,
@@ -974,22 +998,8 @@ pub(crate) fn input_projection<F: Float>(
     w: PackedRef<'_, F>,
     p: &mut [F],
 ) {
-    use rayon::prelude::*;
-    // C's row length: the selected columns of every selected gate block.
-    let gh = w.groups * (w.u1 - w.u0);
     let rows = x.len() / i.max(1);
-    let block = |(xb, pb): (&[F], &mut [F])| {
-        let a = Operand { data: xb, ld: i };
-        F::step_gemm(isa, xb.len() / i, i, a, w, pb, gh, Accumulate::No);
-    };
-    let (xn, pn) = (PROJECTION_ROW_BLOCK * i, PROJECTION_ROW_BLOCK * gh);
-    let p = &mut p[..rows * gh];
-    if shards > 1 {
-        // Inside the layer's pool (the caller entered it because shards > 1).
-        x.par_chunks(xn).zip(p.par_chunks_mut(pn)).for_each(block);
-    } else {
-        x.chunks(xn).zip(p.chunks_mut(pn)).for_each(block);
-    }
+    gemm_packed_rows(isa, shards, rows, x, i, i, w, p);
 }
 
 /// The biases as the post-GEMM kernels take them (see [`Prepared::bias`]).
@@ -1091,7 +1101,10 @@ fn run_parallel<J: Send>(mut jobs: Vec<J>, f: &(dyn Fn(J) + Sync)) {
 
 /// Column sums of a `[rows, cols]` row-major matrix into `out`, overwriting or adding.
 /// Rows are summed in blocks so the f32 rounding error grows with the block count, not the row
-/// count, far less than a running sum over `T*B` rows.
+/// count, far less than a running sum over `T*B` rows. Each block's rows are read whole (the
+/// partial sums of up to [`COLUMN_STRIP`] columns stay in L1), so the matrix streams through
+/// once in memory order; every column's sum is the same sequence of additions whatever the
+/// strip width.
 fn column_sums<F: Float>(
     m: &[F],
     rows: usize,
@@ -1104,11 +1117,11 @@ fn column_sums<F: Float>(
     if mode == GradMode::Overwrite {
         out.fill(F::ZERO);
     }
-    let mut part = [F::ZERO; 256];
-    for c0 in (0..cols).step_by(part.len()) {
-        let w = (cols - c0).min(part.len());
+    let mut part = [F::ZERO; COLUMN_STRIP];
+    for c0 in (0..cols).step_by(COLUMN_STRIP) {
+        let w = (cols - c0).min(COLUMN_STRIP);
+        let part = &mut part[..w];
         for r0 in (0..rows).step_by(BLOCK) {
-            let part = &mut part[..w];
             part.fill(F::ZERO);
             for r in r0..(r0 + BLOCK).min(rows) {
                 for (acc, v) in part.iter_mut().zip(&m[r * ld + c0..r * ld + c0 + w]) {
@@ -1121,6 +1134,10 @@ fn column_sums<F: Float>(
         }
     }
 }
+
+/// Columns [`column_sums`] sums at once: 8 KiB of f32 partial sums (16 KiB of f64), in L1
+/// beside the rows being read; `4·H` for H = 512.
+const COLUMN_STRIP: usize = 2048;
 
 /// The backward pass proper; every buffer was validated by [`Layer::backward`].
 #[allow(clippy::too_many_arguments)]
@@ -1145,10 +1162,6 @@ fn backward_impl<F: Float>(
     // W_hh [G*H, H] packed for dG · W_hh; `w(g)` is its rows from gate block `g` on.
     let bwd_layout = backward_packing::<F>(cell, h);
     let packed = layer.packed_backward();
-    let beta = match mode {
-        GradMode::Overwrite => F::ZERO,
-        GradMode::Accumulate => F::ONE,
-    };
 
     let (mut dh, mut dh_next) = (p.dh_a, p.dh_b);
     match up.dh_n {
@@ -1254,75 +1267,63 @@ fn backward_impl<F: Float>(
     }
 
     // After the loop, over all T*B rows at once. dG [T*B, G*H] now sits where the gates were.
-    let dg = MatRef::rows(&*p.gates, tb, gh, gh);
+    let dg: &[F] = p.gates;
     if let Some(dx) = inputs.dx {
-        gemm_par(
-            shards,
-            F::ONE,
-            dg,
-            MatRef::rows(&layer.weight_ih, gh, i_sz, i_sz),
-            F::ZERO,
-            MatMut::rows(dx, tb, i_sz, i_sz),
+        let w = PackedRef::all(
+            layer.packed_input_backward(),
+            layer.input_backward_packing(),
         );
+        gemm_packed_rows(isa, shards, tb, dg, gh, gh, w, dx);
     }
-    gemm_par(
-        shards,
-        F::ONE,
-        dg.t(),
-        MatRef::rows(x, tb, i_sz, i_sz),
-        beta,
-        MatMut::rows(&mut grads.weight_ih, gh, i_sz, i_sz),
-    );
-    let h_prev_all = MatRef::rows(&p.h_all[..tb * h], tb, h, h);
+    let acc = match mode {
+        GradMode::Overwrite => Accumulate::No,
+        GradMode::Accumulate => Accumulate::Yes,
+    };
+    let h_prev_all = &p.h_all[..tb * h];
+    // dW_ih = dGᵀ X, and dW_hh = dGᵀ H_{t-1} for the gate blocks whose recurrent input is
+    // h_{t-1} itself: one pass over dG for both.
+    let term = GradTerm::new;
     column_sums(p.gates, tb, gh, gh, &mut grads.bias_ih, mode);
     match cell {
         CellKind::Rnn(_) | CellKind::Lstm => {
-            gemm_par(
-                shards,
-                F::ONE,
-                dg.t(),
-                h_prev_all,
-                beta,
-                MatMut::rows(&mut grads.weight_hh, gh, h, h),
-            );
-            column_sums(p.gates, tb, gh, gh, &mut grads.bias_hh, mode);
+            let terms = vec![
+                term(x, i_sz, 0, gh, &mut grads.weight_ih),
+                term(h_prev_all, h, 0, gh, &mut grads.weight_hh),
+            ];
+            weight_grad(isa, shards, dg, gh, tb, terms, acc);
+            // The same sums as bias_ih; when both started from zero they are the same bits.
+            match mode {
+                GradMode::Overwrite => grads.bias_hh.copy_from_slice(&grads.bias_ih),
+                GradMode::Accumulate => {
+                    column_sums(p.gates, tb, gh, gh, &mut grads.bias_hh, mode);
+                }
+            }
         }
         CellKind::Gru(variant) => {
             let (dw_rz, dw_n) = grads.weight_hh.split_at_mut(2 * h * h);
-            gemm_par(
-                shards,
-                F::ONE,
-                MatRef::rows(&*p.gates, tb, 2 * h, gh).t(),
-                h_prev_all,
-                beta,
-                MatMut::rows(dw_rz, 2 * h, h, h),
-            );
             let (db_rz, db_n) = grads.bias_hh.split_at_mut(2 * h);
             column_sums(p.gates, tb, 2 * h, gh, db_rz, mode);
+            let grid: &[F] = &p.grid[..tb * h];
             match variant {
                 GruVariant::ResetAfter => {
+                    let terms = vec![
+                        term(x, i_sz, 0, gh, &mut grads.weight_ih),
+                        term(h_prev_all, h, 0, 2 * h, dw_rz),
+                    ];
+                    weight_grad(isa, shards, dg, gh, tb, terms, acc);
                     // n block: dG_hh = dn * r (in grid), operand h_{t-1}.
-                    let grid = MatRef::rows(&*p.grid, tb, h, h);
-                    gemm_par(
-                        shards,
-                        F::ONE,
-                        grid.t(),
-                        h_prev_all,
-                        beta,
-                        MatMut::rows(dw_n, h, h, h),
-                    );
-                    column_sums(p.grid, tb, h, h, db_n, mode);
+                    let terms = vec![term(h_prev_all, h, 0, h, dw_n)];
+                    weight_grad(isa, shards, grid, h, tb, terms, acc);
+                    column_sums(grid, tb, h, h, db_n, mode);
                 }
                 GruVariant::ResetBefore => {
                     // n block: dG = dn, operand r * h_{t-1} (in grid).
-                    gemm_par(
-                        shards,
-                        F::ONE,
-                        MatRef::rows(&p.gates[2 * h..], tb, h, gh).t(),
-                        MatRef::rows(&*p.grid, tb, h, h),
-                        beta,
-                        MatMut::rows(dw_n, h, h, h),
-                    );
+                    let terms = vec![
+                        term(x, i_sz, 0, gh, &mut grads.weight_ih),
+                        term(h_prev_all, h, 0, 2 * h, dw_rz),
+                        term(grid, h, 2 * h, gh, dw_n),
+                    ];
+                    weight_grad(isa, shards, dg, gh, tb, terms, acc);
                     column_sums(&p.gates[2 * h..], tb, h, gh, db_n, mode);
                 }
             }

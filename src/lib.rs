@@ -81,6 +81,7 @@
 pub mod activation;
 pub mod clip;
 mod column_split;
+mod dense;
 pub mod error;
 mod float;
 mod gemm;

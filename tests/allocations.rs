@@ -1,5 +1,5 @@
 //! Forward and backward allocate nothing inside the time loop: counted through a global
-//! allocator. The big GEMMs outside the loop (matrixmultiply) allocate a packing buffer per
+//! allocator. The big GEMMs outside the loop allocate their packing buffers once per
 //! call, a fixed number per pass, so the proof is that the count does not grow with `T`.
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -9,7 +9,7 @@ use super::isa::IsaToken;
 use super::postgemm::{self, StepShape};
 use super::simd::ScalarF64;
 use super::simd_portable::PortableF32;
-use super::step_gemm::{self, Accumulate, Operand, PackedRef};
+use super::step_gemm::{self, Accumulate, Operand, OperandTiles, PackedRef};
 use crate::shape::RnnActivation;
 
 /// Runs `f` with AVX2 and FMA enabled for code generation.
@@ -70,10 +70,13 @@ use postgemm::{
     gru_reset_before_forward_state, lstm_backward, lstm_forward, rnn_backward, rnn_forward,
 };
 use step_gemm::step_gemm;
+use step_gemm::step_gemm as step_gemm_tiles;
 
 step_kernels! {
     /// Per-step GEMM `C (+)= A[m, k] · W` over packed weights.
     fn step_gemm(m: usize, k: usize, a: Operand<'_, Self>, w: PackedRef<'_, Self>, c: &mut [Self], ldc: usize, acc: Accumulate);
+    /// [`step_gemm`](StepKernels::step_gemm) with A packed in row groups.
+    fn step_gemm_tiles(m: usize, k: usize, a: OperandTiles<'_, Self>, w: PackedRef<'_, Self>, c: &mut [Self], ldc: usize, acc: Accumulate);
     /// RNN forward step.
     fn rnn_forward(sh: StepShape, act: RnnActivation, p: &[Self], acc: &[Self], bias: &[Self], h: &mut [Self]);
     /// LSTM forward step.

@@ -14,13 +14,82 @@
 
 use super::simd::{MAX_LANES, SimdOps};
 
-/// A row-major matrix operand: element `(r, c)` at `data[r * ld + c]`.
+/// A row-major matrix operand: element `(r, c)` at `data[r * ld + c]`. (The other form of A
+/// the kernel reads is [`OperandTiles`].)
 #[derive(Debug, Clone, Copy)]
 pub struct Operand<'a, E> {
     /// The elements.
     pub data: &'a [E],
     /// Row stride.
     pub ld: usize,
+}
+
+/// Rows of A per group of an [`OperandTiles`]: the full micro-tile's height.
+pub(crate) const TILE_ROWS: usize = 6;
+
+/// A packed in groups of [`TILE_ROWS`] rows, each group `k`-major: element `(r, p)` at
+/// `data[(r / 6) * 6 * k + p * 6 + r % 6]`, so a micro-tile reads one contiguous run. Every
+/// micro-tile [`step_gemm`] forms lies inside one group (full tiles start at multiples of 6;
+/// the 4-row tile starts there too, and the 1-3 rows after it stay in its group).
+#[derive(Debug, Clone, Copy)]
+pub struct OperandTiles<'a, E> {
+    /// The groups, the last padded to 6 rows.
+    pub data: &'a [E],
+    /// Columns of A (`k`), the run length of a group.
+    pub k: usize,
+}
+
+/// How the micro-kernel reads A.
+pub(crate) trait AOperand<E: Copy>: Copy {
+    /// Panics unless elements `(r, p)`, `r < m`, `p < k`, are in bounds.
+    fn check(&self, m: usize, k: usize);
+    /// A function of `p < k` giving `A[i0 + r, p]` for `r < MR` (in bounds after `check`).
+    fn tile<const MR: usize>(self, i0: usize, k: usize) -> impl Fn(usize) -> [E; MR];
+}
+
+impl<E: Copy> AOperand<E> for Operand<'_, E> {
+    fn check(&self, m: usize, k: usize) {
+        assert!(
+            self.data.len() >= (m - 1) * self.ld + k,
+            "step_gemm: A too short"
+        );
+    }
+    #[inline(always)]
+    fn tile<const MR: usize>(self, i0: usize, k: usize) -> impl Fn(usize) -> [E; MR] {
+        // Each row sliced to exactly `k`, so that `p < k` needs no further bounds check.
+        let rows: [&[E]; MR] = core::array::from_fn(
+            #[inline(always)]
+            |r| &self.data[(i0 + r) * self.ld..][..k],
+        );
+        #[inline(always)]
+        move |p| core::array::from_fn(|r| rows[r][p])
+    }
+}
+
+impl<E: Copy> AOperand<E> for OperandTiles<'_, E> {
+    fn check(&self, m: usize, k: usize) {
+        assert!(k <= self.k, "step_gemm: A too narrow");
+        assert!(
+            self.data.len() >= m.div_ceil(TILE_ROWS) * TILE_ROWS * self.k,
+            "step_gemm: A too short"
+        );
+    }
+    #[inline(always)]
+    fn tile<const MR: usize>(self, i0: usize, k: usize) -> impl Fn(usize) -> [E; MR] {
+        let (g, r0) = (i0 / TILE_ROWS, i0 % TILE_ROWS);
+        assert!(
+            r0 + MR <= TILE_ROWS,
+            "step_gemm: a micro-tile crosses a row group"
+        );
+        let run = &self.data[g * TILE_ROWS * self.k..][..k * TILE_ROWS];
+        #[inline(always)]
+        move |p| {
+            let col: &[E; MR] = run[p * TILE_ROWS + r0..][..MR]
+                .try_into()
+                .expect("MR elements");
+            *col
+        }
+    }
 }
 
 /// Whether the GEMM adds to C or overwrites it (C is then not read, so it may hold NaN).
@@ -174,11 +243,11 @@ impl<'a, E> PackedRef<'a, E> {
 /// operand is too short for its shape.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn step_gemm<S: SimdOps>(
+pub(crate) fn step_gemm<S: SimdOps, A: AOperand<S::Elem>>(
     s: S,
     m: usize,
     k: usize,
-    a: Operand<'_, S::Elem>,
+    a: A,
     w: PackedRef<'_, S::Elem>,
     c: &mut [S::Elem],
     ldc: usize,
@@ -203,7 +272,7 @@ pub(crate) fn step_gemm<S: SimdOps>(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(a.data.len() >= (m - 1) * a.ld + k, "step_gemm: A too short");
+    a.check(m, k);
     assert!(c.len() >= (m - 1) * ldc + n, "step_gemm: C too short");
     let ppg = lay.panels_per_group();
     let panel_len = lay.k * lay.nr;
@@ -243,32 +312,32 @@ pub(crate) fn step_gemm<S: SimdOps>(
         for p in &ps[..np] {
             let p = core::slice::from_ref(p);
             for i0 in (0..six).step_by(6) {
-                micro::<S, 6, 1>(s, i0, k, a, p, c, ldc, acc);
+                micro::<S, A, 6, 1>(s, i0, k, a, p, c, ldc, acc);
             }
             if full > six {
-                micro::<S, 4, 1>(s, six, k, a, p, c, ldc, acc);
+                micro::<S, A, 4, 1>(s, six, k, a, p, c, ldc, acc);
             }
         }
         // The 1-3 leftover rows, over several panels at once.
         let (i0, mr) = (full, m - full);
         match (mr, np) {
             (0, _) => {}
-            (1, 4) => micro::<S, 1, 4>(s, i0, k, a, &ps, c, ldc, acc),
+            (1, 4) => micro::<S, A, 1, 4>(s, i0, k, a, &ps, c, ldc, acc),
             (_, 1) => match mr {
-                3 => micro::<S, 3, 1>(s, i0, k, a, &ps[..1], c, ldc, acc),
-                2 => micro::<S, 2, 1>(s, i0, k, a, &ps[..1], c, ldc, acc),
-                _ => micro::<S, 1, 1>(s, i0, k, a, &ps[..1], c, ldc, acc),
+                3 => micro::<S, A, 3, 1>(s, i0, k, a, &ps[..1], c, ldc, acc),
+                2 => micro::<S, A, 2, 1>(s, i0, k, a, &ps[..1], c, ldc, acc),
+                _ => micro::<S, A, 1, 1>(s, i0, k, a, &ps[..1], c, ldc, acc),
             },
             _ => {
                 for pair in [&ps[..2], &ps[2..np]] {
                     match (mr, pair.len()) {
                         (_, 0) => {}
-                        (3, 2) => micro::<S, 3, 2>(s, i0, k, a, pair, c, ldc, acc),
-                        (2, 2) => micro::<S, 2, 2>(s, i0, k, a, pair, c, ldc, acc),
-                        (1, 2) => micro::<S, 1, 2>(s, i0, k, a, pair, c, ldc, acc),
-                        (3, _) => micro::<S, 3, 1>(s, i0, k, a, pair, c, ldc, acc),
-                        (2, _) => micro::<S, 2, 1>(s, i0, k, a, pair, c, ldc, acc),
-                        _ => micro::<S, 1, 1>(s, i0, k, a, pair, c, ldc, acc),
+                        (3, 2) => micro::<S, A, 3, 2>(s, i0, k, a, pair, c, ldc, acc),
+                        (2, 2) => micro::<S, A, 2, 2>(s, i0, k, a, pair, c, ldc, acc),
+                        (1, 2) => micro::<S, A, 1, 2>(s, i0, k, a, pair, c, ldc, acc),
+                        (3, _) => micro::<S, A, 3, 1>(s, i0, k, a, pair, c, ldc, acc),
+                        (2, _) => micro::<S, A, 2, 1>(s, i0, k, a, pair, c, ldc, acc),
+                        _ => micro::<S, A, 1, 1>(s, i0, k, a, pair, c, ldc, acc),
                     }
                 }
             }
@@ -289,11 +358,11 @@ struct PanelRef<'a, E> {
 /// loads and `MR` broadcasts feed `2·MR·NP` independent multiply-add chains.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn micro<S: SimdOps, const MR: usize, const NP: usize>(
+fn micro<S: SimdOps, A: AOperand<S::Elem>, const MR: usize, const NP: usize>(
     s: S,
     i0: usize,
     k: usize,
-    a: Operand<'_, S::Elem>,
+    a: A,
     panels: &[PanelRef<'_, S::Elem>],
     c: &mut [S::Elem],
     ldc: usize,
@@ -302,10 +371,7 @@ fn micro<S: SimdOps, const MR: usize, const NP: usize>(
     let l = S::LANES;
     let nr = 2 * l;
     let panels: &[PanelRef<'_, S::Elem>; NP] = panels[..NP].try_into().expect("NP panels");
-    let a_rows: [&[S::Elem]; MR] = core::array::from_fn(
-        #[inline(always)]
-        |r| &a.data[(i0 + r) * a.ld..][..k],
-    );
+    let a_at = a.tile::<MR>(i0, k);
     let wps: [&[S::Elem]; NP] = core::array::from_fn(
         #[inline(always)]
         |j| &panels[j].data[..k * nr],
@@ -315,10 +381,16 @@ fn micro<S: SimdOps, const MR: usize, const NP: usize>(
     if acc == Accumulate::Yes {
         for (r, vr) in v.iter_mut().enumerate() {
             for (vj, pj) in vr.iter_mut().zip(panels) {
-                let mut buf = [S::Elem::default(); 2 * MAX_LANES];
                 let row = &c[(i0 + r) * ldc + pj.col0..][..pj.width];
-                buf[..pj.width].copy_from_slice(row);
-                *vj = [s.load(&buf[..l]), s.load(&buf[l..nr])];
+                *vj = if pj.width == nr {
+                    [s.load(&row[..l]), s.load(&row[l..])]
+                } else {
+                    // A partial panel: through a zero-padded copy (a short copy is a call
+                    // to memmove, so full panels load directly).
+                    let mut buf = [S::Elem::default(); 2 * MAX_LANES];
+                    buf[..pj.width].copy_from_slice(row);
+                    [s.load(&buf[..l]), s.load(&buf[l..nr])]
+                };
             }
         }
     }
@@ -330,8 +402,8 @@ fn micro<S: SimdOps, const MR: usize, const NP: usize>(
                 [s.load(&wp[..l]), s.load(&wp[l..])]
             },
         );
-        for (vr, ar) in v.iter_mut().zip(&a_rows) {
-            let x = s.splat(ar[p]);
+        for (vr, ar) in v.iter_mut().zip(a_at(p)) {
+            let x = s.splat(ar);
             for (vj, wj) in vr.iter_mut().zip(&w) {
                 vj[0] = s.mul_add(x, wj[0], vj[0]);
                 vj[1] = s.mul_add(x, wj[1], vj[1]);

@@ -1,0 +1,402 @@
+//! The GEMMs over all `T·B` rows at once (before and after the time loop) on the packed step
+//! GEMM kernel: the input projection `X · W_ihᵀ`, backward's `dX = dG · W_ih`, and the weight
+//! gradients `dW = dGᵀ · [X | H_{t-1}]`.
+//!
+//! They replaced matrixmultiply here because they measured faster on the layer's shapes (one
+//! thread, back to back in one session): the input projection 108 vs 93 GFLOP/s at
+//! 2048×512×2048, and an LSTM backward at T=128 B=32 I=H=512 (dX and the weight gradients
+//! here instead of matrixmultiply) 388 → 339 ms, the whole training pass 560 → 514 ms.
+//!
+//! Every C element is one multiply-add chain over `k` in order, whatever the row blocking,
+//! the `k` chunking (a chunk resumes the chain from C) or the thread split (by rows of C
+//! only, never by `k`): results are bit-identical for every thread count.
+
+use crate::float::Float;
+use crate::kernels::isa::IsaToken;
+use crate::kernels::step_gemm::{
+    Accumulate, Operand, OperandTiles, PackedLayout, PackedRef, TILE_ROWS,
+};
+
+/// Rows of A per block of [`gemm_packed_rows`]: the block (48 KiB of f32 with a `k` chunk of
+/// [`ROWS_K_CHUNK`]) stays in L2 while every panel passes over it; a multiple of the 6-row
+/// micro-tile.
+const ROW_BLOCK: usize = 24;
+
+/// `k` per pass over C in [`gemm_packed_rows`]: a panel's chunk is `512 × 16` f32 (32 KiB).
+/// All of `k` at I = 512, as the streaming step; 256 measured 2% slower there.
+const ROWS_K_CHUNK: usize = 512;
+
+/// `k` per pass over C in [`weight_grad`]: a panel's chunk is `256 × 16` f32 (16 KiB), half
+/// of L1 (512 measured the same).
+const K_CHUNK: usize = 256;
+
+/// Rows of C (columns of A) per block of [`weight_grad`]: A's block `[K_CHUNK, M_BLOCK]` (120
+/// KiB of f32) stays in L2 while every panel of B passes over it.
+const M_BLOCK: usize = 120;
+
+/// `C[rows, n] = A[rows, k] · W[k, n]` (`A` row-major with row stride `lda`, `W` packed, C
+/// row-major with row stride `n`, the selected columns of W), row blocks spread over the
+/// current rayon pool when `shards > 1` (the caller is inside the layer's pool then).
+///
+/// `k` is walked in chunks of [`K_CHUNK`], each resuming the sums in C, so the result is the
+/// same as one chain over `k`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_packed_rows<F: Float>(
+    isa: IsaToken,
+    shards: usize,
+    rows: usize,
+    a: &[F],
+    lda: usize,
+    k: usize,
+    w: PackedRef<'_, F>,
+    c: &mut [F],
+) {
+    use rayon::prelude::*;
+    let ldc = w.groups * (w.u1 - w.u0);
+    if rows == 0 || ldc == 0 {
+        return;
+    }
+    let block = |(r, cb): (usize, &mut [F])| {
+        let m = cb.len() / ldc;
+        let ab = &a[r * ROW_BLOCK * lda..];
+        for k0 in (0..k).step_by(ROWS_K_CHUNK) {
+            let kc = (k - k0).min(ROWS_K_CHUNK);
+            let op = Operand {
+                data: &ab[k0..],
+                ld: lda,
+            };
+            let wk = PackedRef { k0: w.k0 + k0, ..w };
+            let acc = if k0 == 0 {
+                Accumulate::No
+            } else {
+                Accumulate::Yes
+            };
+            F::step_gemm(isa, m, kc, op, wk, cb, ldc, acc);
+        }
+    };
+    let c = &mut c[..rows * ldc];
+    if shards > 1 {
+        c.par_chunks_mut(ROW_BLOCK * ldc)
+            .enumerate()
+            .for_each(block);
+    } else {
+        c.chunks_mut(ROW_BLOCK * ldc).enumerate().for_each(block);
+    }
+}
+
+/// One product of a [`weight_grad`] call: `C[m1 - m0, n] (+)= A[:, m0..m1]ᵀ · B[k, n]`.
+pub(crate) struct GradTerm<'a, F> {
+    /// `B [k, n]`, row-major with row stride `ldb`.
+    pub b: &'a [F],
+    /// Row stride of B.
+    pub ldb: usize,
+    /// Columns of B and C.
+    pub n: usize,
+    /// The columns of A this product uses (the rows of C).
+    pub m0: usize,
+    /// One past the last.
+    pub m1: usize,
+    /// `C [m1 - m0, n]`, row-major.
+    pub c: &'a mut [F],
+}
+
+impl<'a, F> GradTerm<'a, F> {
+    /// A term whose B is contiguous (`ldb = n`).
+    pub(crate) fn new(b: &'a [F], n: usize, m0: usize, m1: usize, c: &'a mut [F]) -> Self {
+        GradTerm {
+            b,
+            ldb: n,
+            n,
+            m0,
+            m1,
+            c,
+        }
+    }
+}
+
+/// `C_j (+)= A[:, m0_j..m1_j]ᵀ · B_j` for every term `j`, with `A [k, m]` row-major (row
+/// stride `lda`): the weight gradients `dW = dGᵀ · X`, `dGᵀ · H_{t-1}`, which share `A = dG`.
+///
+/// A's blocks are packed transposed (see [`OperandTiles`]) and serve every term over the same
+/// columns; each term's B is packed into panels per `k` chunk and serves every block of A. C's rows are split over `shards`
+/// threads (so each C element is still one chain over `k`), each thread packing B for itself.
+/// `acc` says whether the first chunk adds to C or overwrites it.
+pub(crate) fn weight_grad<F: Float>(
+    isa: IsaToken,
+    shards: usize,
+    a: &[F],
+    lda: usize,
+    k: usize,
+    terms: Vec<GradTerm<'_, F>>,
+    acc: Accumulate,
+) {
+    if k == 0 {
+        if acc == Accumulate::No {
+            for t in terms {
+                t.c.fill(F::ZERO);
+            }
+        }
+        return;
+    }
+    let m_total = terms.iter().map(|t| t.m1).max().unwrap_or(0);
+    // Thread boundaries over A's columns, at whole micro-tiles.
+    let shards = shards.clamp(1, m_total.div_ceil(6).max(1));
+    let bounds: Vec<usize> = (0..=shards)
+        .map(|s| (m_total.div_ceil(6) * s / shards * 6).min(m_total))
+        .collect();
+    let mut jobs: Vec<Vec<GradTerm<'_, F>>> = (0..shards).map(|_| Vec::new()).collect();
+    for t in terms {
+        let mut rest = t.c;
+        let mut at = t.m0;
+        for (s, job) in jobs.iter_mut().enumerate() {
+            let (lo, hi) = (bounds[s].max(t.m0), bounds[s + 1].min(t.m1));
+            if lo >= hi {
+                continue;
+            }
+            debug_assert_eq!(lo, at);
+            let (piece, tail) = rest.split_at_mut((hi - lo) * t.n);
+            rest = tail;
+            at = hi;
+            job.push(GradTerm {
+                b: t.b,
+                ldb: t.ldb,
+                n: t.n,
+                m0: lo,
+                m1: hi,
+                c: piece,
+            });
+        }
+    }
+    let run = |terms: Vec<GradTerm<'_, F>>| weight_grad_one(isa, a, lda, k, terms, acc);
+    let mut jobs = jobs.into_iter();
+    let first = jobs.next().unwrap_or_default();
+    let rest: Vec<_> = jobs.filter(|j| !j.is_empty()).collect();
+    if rest.is_empty() {
+        run(first);
+    } else {
+        rayon::scope(|s| {
+            for job in rest {
+                s.spawn(move |_| run(job));
+            }
+            run(first);
+        });
+    }
+}
+
+/// [`weight_grad`] on one thread, for terms whose row ranges are this thread's.
+fn weight_grad_one<F: Float>(
+    isa: IsaToken,
+    a: &[F],
+    lda: usize,
+    k: usize,
+    mut terms: Vec<GradTerm<'_, F>>,
+    acc: Accumulate,
+) {
+    let Some(m_lo) = terms.iter().map(|t| t.m0).min() else {
+        return;
+    };
+    let m_hi = terms.iter().map(|t| t.m1).max().unwrap_or(m_lo);
+    let layouts: Vec<PackedLayout> = terms
+        .iter()
+        .map(|t| PackedLayout {
+            k: K_CHUNK.min(k),
+            groups: 1,
+            group_width: t.n,
+            nr: F::PANEL_WIDTH,
+        })
+        .collect();
+    let mut packed: Vec<Vec<F>> = layouts.iter().map(|l| vec![F::ZERO; l.len()]).collect();
+    // A's block, columns `lo..hi` of rows `k0..k0 + kc`, packed as an [`OperandTiles`]: each
+    // micro-tile then reads one contiguous run (read in place, A's row stride of 8 KiB for
+    // G*H = 2048 would put every `k` of a tile in the same cache set).
+    let mut ablk = vec![F::ZERO; K_CHUNK.min(k) * M_BLOCK];
+    for k0 in (0..k).step_by(K_CHUNK) {
+        let kc = (k - k0).min(K_CHUNK);
+        for ((t, lay), buf) in terms.iter().zip(&layouts).zip(&mut packed) {
+            // Rows k0..k0 + kc of B (a short last chunk as a layout with `k = kc`).
+            let lay = PackedLayout { k: kc, ..*lay };
+            pack_strips(&t.b[k0 * t.ldb..], t.ldb, kc, t.n, lay.nr, buf);
+        }
+        let chunk_acc = if k0 == 0 { acc } else { Accumulate::Yes };
+        for mb in (m_lo..m_hi).step_by(M_BLOCK) {
+            let me = (mb + M_BLOCK).min(m_hi);
+            // The columns of A in `ablk` (terms over the same columns share one packing).
+            let mut have = (0, 0);
+            for ((t, lay), buf) in terms.iter_mut().zip(&layouts).zip(&packed) {
+                let (lo, hi) = (mb.max(t.m0), me.min(t.m1));
+                if lo >= hi {
+                    continue;
+                }
+                if have != (lo, hi) {
+                    pack_strips(&a[k0 * lda + lo..], lda, kc, hi - lo, TILE_ROWS, &mut ablk);
+                    have = (lo, hi);
+                }
+                let lay = PackedLayout { k: kc, ..*lay };
+                let op = OperandTiles { data: &ablk, k: kc };
+                let c = &mut t.c[(lo - t.m0) * t.n..(hi - t.m0) * t.n];
+                let w = PackedRef::all(&buf[..lay.len()], lay);
+                F::step_gemm_tiles(isa, hi - lo, kc, op, w, c, t.n, chunk_acc);
+            }
+        }
+    }
+}
+
+/// Packs `M[0..k, 0..n]` (row-major, row stride `ld`) into `out` as strips of `width`
+/// columns, each strip `k × width` row-major and the last one zero-padded: B's panels
+/// (`width` = the panel width, as [`PackedLayout::pack`] for one gate block) and A's
+/// [`OperandTiles`] groups (`width` = [`TILE_ROWS`]).
+fn pack_strips<F: Float>(m: &[F], ld: usize, k: usize, n: usize, width: usize, out: &mut [F]) {
+    for (q, strip) in out[..n.div_ceil(width) * k * width]
+        .chunks_exact_mut(k * width)
+        .enumerate()
+    {
+        let c0 = q * width;
+        let w = (n - c0).min(width);
+        for (p, dst) in strip.chunks_exact_mut(width).enumerate() {
+            // An element loop, not `copy_from_slice`: a copy this short would be a call.
+            for (d, v) in dst.iter_mut().zip(&m[p * ld + c0..][..w]) {
+                *d = *v;
+            }
+            dst[w..].fill(F::ZERO);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::isa::Isa;
+
+    /// Plain triple loop in f64, the oracle for the blocked versions.
+    fn naive(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for p in 0..k {
+                for j in 0..n {
+                    c[i * n + j] += a[i * k + p] * b[p * n + j];
+                }
+            }
+        }
+        c
+    }
+
+    fn data(len: usize, seed: u64) -> Vec<f64> {
+        (0..len as u64)
+            .map(|i| (((i * 2654435761 + seed * 97) % 1000) as f64 - 500.0) / 250.0)
+            .collect()
+    }
+
+    /// Ragged shapes (not multiples of the tile, block, chunk or panel) on every path and
+    /// shard count; f32 against the f64 product within a bound from the f32 rounding of a
+    /// `k`-term dot product of values below 2: `k · 2^-24 · Σ|a||b|` (γ_k).
+    #[test]
+    fn gemm_packed_rows_and_weight_grad_match_naive() {
+        for isa in Isa::available() {
+            let tok = isa.resolve();
+            for (m, k, n) in [(1, 1, 1), (7, 300, 19), (50, 520, 33), (25, 257, 16)] {
+                let a = data(m * k, 1);
+                let b = data(k * n, 2);
+                let want = naive(&a, &b, m, k, n);
+                // Σ|a||b| per element; the chain's error is at most γ_k times it (plus the
+                // start value of C, for the accumulating term).
+                let abs_sums: Vec<f64> = {
+                    let aa: Vec<f64> = a.iter().map(|v| v.abs()).collect();
+                    let bb: Vec<f64> = b.iter().map(|v| v.abs()).collect();
+                    naive(&aa, &bb, m, k, n)
+                };
+                let gamma = (k + 1) as f64 * f32::EPSILON as f64;
+                let a32: Vec<f32> = a.iter().map(|v| *v as f32).collect();
+                let b32: Vec<f32> = b.iter().map(|v| *v as f32).collect();
+                // A column-major copy for weight_grad: at [k, m].
+                let mut at32 = vec![0.0f32; k * m];
+                for i in 0..m {
+                    for p in 0..k {
+                        at32[p * m + i] = a32[i * k + p];
+                    }
+                }
+                let lay = PackedLayout {
+                    k,
+                    groups: 1,
+                    group_width: n,
+                    nr: <f32 as crate::kernels::dispatch::StepKernels>::PANEL_WIDTH,
+                };
+                let mut packed = vec![0.0f32; lay.len()];
+                lay.pack(&mut packed, |p, j| b32[p * n + j]);
+                let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
+                for shards in [1, 2, 3] {
+                    let mut c1 = vec![f32::NAN; m * n];
+                    let run = || {
+                        gemm_packed_rows(
+                            tok,
+                            shards,
+                            m,
+                            &a32,
+                            k,
+                            k,
+                            PackedRef::all(&packed, lay),
+                            &mut c1,
+                        )
+                    };
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(shards)
+                        .build()
+                        .unwrap()
+                        .install(run);
+                    // Two terms splitting A's columns, the second accumulating onto 1.0.
+                    let split = m / 2;
+                    let mut c2 = vec![f32::NAN; m * n];
+                    c2[split * n..].fill(1.0);
+                    let (lo, hi) = c2.split_at_mut(split * n);
+                    let terms = vec![
+                        GradTerm {
+                            b: &b32,
+                            ldb: n,
+                            n,
+                            m0: 0,
+                            m1: split,
+                            c: lo,
+                        },
+                        GradTerm {
+                            b: &b32,
+                            ldb: n,
+                            n,
+                            m0: split,
+                            m1: m,
+                            c: hi,
+                        },
+                    ];
+                    // The second term accumulates: run it as its own call.
+                    let mut terms = terms.into_iter();
+                    let (t0, t1) = (terms.next().unwrap(), terms.next().unwrap());
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(shards)
+                        .build()
+                        .unwrap();
+                    pool.install(|| {
+                        weight_grad(tok, shards, &at32, m, k, vec![t0], Accumulate::No);
+                        weight_grad(tok, shards, &at32, m, k, vec![t1], Accumulate::Yes);
+                    });
+                    for idx in 0..m * n {
+                        let extra = if idx >= split * n { 1.0 } else { 0.0 };
+                        assert!(
+                            (c1[idx] as f64 - want[idx]).abs() <= gamma * abs_sums[idx],
+                            "{isa:?} rows {m}x{k}x{n} shards {shards} at {idx}"
+                        );
+                        assert!(
+                            (c2[idx] as f64 - want[idx] - extra).abs()
+                                <= gamma * (abs_sums[idx] + extra),
+                            "{isa:?} grad {m}x{k}x{n} shards {shards} at {idx}"
+                        );
+                    }
+                    match &first {
+                        None => first = Some((c1, c2)),
+                        Some((f1, f2)) => {
+                            assert!(f1.iter().zip(&c1).all(|(x, y)| x.to_bits() == y.to_bits()));
+                            assert!(f2.iter().zip(&c2).all(|(x, y)| x.to_bits() == y.to_bits()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
