@@ -324,6 +324,17 @@ impl<F: Float> SliceState<F> {
         })
     }
 
+    /// The slice's units `u0..u1`.
+    pub(crate) fn units(&self) -> (usize, usize) {
+        (self.u0, self.u1)
+    }
+
+    /// After [`step_slice`]: the slice's `h_t` and (LSTM; empty otherwise) `c_t`, `[B, hc]`
+    /// each.
+    pub(crate) fn outputs(&self, lstm: bool) -> (&[F], &[F]) {
+        (&self.h, if lstm { &self.c[1] } else { &[] })
+    }
+
     /// The fused post-GEMM update of the slice: `gates [B, G*hc]` (input projection in,
     /// activated gates out) and `acc` (`h_{t-1} · W_hhᵀ`) in, `h` out; the LSTM reads
     /// `c[parity]` and writes the other.
@@ -369,6 +380,13 @@ impl<F: Float> SliceState<F> {
     }
 }
 
+/// Columns `u0..u1` of `dst [B, h]` = `src [B, u1 - u0]`.
+pub(crate) fn put_columns<F: Copy>(dst: &mut [F], src: &[F], h: usize, u0: usize, u1: usize) {
+    for (bi, s) in src.chunks_exact(u1 - u0).enumerate() {
+        dst[bi * h + u0..bi * h + u1].copy_from_slice(s);
+    }
+}
+
 /// `dst [B, u1 - u0]` = columns `u0..u1` of `src [B, h]`.
 fn gather_columns<F: Copy>(dst: &mut [F], src: &[F], h: usize, u0: usize, u1: usize) {
     for (bi, d) in dst.chunks_exact_mut(u1 - u0).enumerate() {
@@ -395,14 +413,13 @@ unsafe fn scatter_columns<F: Copy>(
     }
 }
 
-/// One streaming step split by hidden units: every slice computes its columns of
-/// `x_t · W_ihᵀ` (`w_ih_t` packed by `ih_layout`) and `h_prev · W_hhᵀ` (both walked in
-/// `order`) and its part of the
-/// update, writing `h_out` and (LSTM) `c_out`. Each slice comes with its `[B, G*hc]` buffer
-/// for the step's input projection. The slices need nothing from each other within a step, so
-/// this is one fork-join of the current rayon pool per step.
+/// One slice's part of a streaming step: its columns of `x_t · W_ihᵀ` (`w_ih_t` packed by
+/// `ih_layout`) and `h_prev · W_hhᵀ` (both walked in `order`) and its part of the update, from
+/// `c_prev [B, H]` (LSTM) to the slice's `h` and `c[1]` (see [`SliceState::outputs`]). `gates`
+/// is the slice's `[B, G*hc]` buffer for the input projection. Slices need nothing from each
+/// other within a step.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn step_columns<F: Float>(
+pub(crate) fn step_slice<F: Float>(
     pass: &ColumnPass<'_, F>,
     order: PanelOrder,
     w_ih_t: &[F],
@@ -410,46 +427,32 @@ pub(crate) fn step_columns<F: Float>(
     x_t: &[F],
     h_prev: &[F],
     c_prev: &[F],
-    slices: &mut [(SliceState<F>, Vec<F>)],
-    h_out: &mut [F],
-    c_out: &mut [F],
+    sl: &mut SliceState<F>,
+    gates: &mut [F],
 ) {
     let (b, h, g) = (pass.batch, pass.hidden, pass.cell.gates());
-    let lstm = pass.cell.has_cell_state();
-    let (h_out, c_out) = (SharedBuf::new(h_out), SharedBuf::new(c_out));
-    let run = |(sl, gates): &mut (SliceState<F>, Vec<F>)| {
-        let (u0, u1) = (sl.u0, sl.u1);
-        let ldc = g * (u1 - u0);
-        let i = ih_layout.k;
-        let w_ih = PackedRef {
-            order,
-            ..PackedRef::columns(w_ih_t, ih_layout, u0, u1)
-        };
-        let x = Operand { data: x_t, ld: i };
-        F::step_gemm(pass.isa, b, i, x, w_ih, gates, ldc, Accumulate::No);
-        let w_hh = PackedRef {
-            order,
-            ..PackedRef::columns(pass.w_hh_t, pass.layout, u0, u1)
-        };
-        let hp = Operand {
-            data: h_prev,
-            ld: h,
-        };
-        F::step_gemm(pass.isa, b, h, hp, w_hh, &mut sl.acc, ldc, Accumulate::No);
-        if lstm {
-            gather_columns(&mut sl.c[0], c_prev, h, u0, u1);
-        }
-        sl.update(pass, gates, h_prev, 0);
-        // SAFETY: each slice writes only its own units `u0..u1` (slices are disjoint), and
-        // nothing reads `h_out`/`c_out` until every slice has finished (the scope below).
-        unsafe {
-            scatter_columns(&h_out, 0, &sl.h, h, u0, u1);
-            if lstm {
-                scatter_columns(&c_out, 0, &sl.c[1], h, u0, u1);
-            }
-        }
+    let (u0, u1) = (sl.u0, sl.u1);
+    let ldc = g * (u1 - u0);
+    let i = ih_layout.k;
+    let w_ih = PackedRef {
+        order,
+        ..PackedRef::columns(w_ih_t, ih_layout, u0, u1)
     };
-    run_split(slices, &run);
+    let x = Operand { data: x_t, ld: i };
+    F::step_gemm(pass.isa, b, i, x, w_ih, gates, ldc, Accumulate::No);
+    let w_hh = PackedRef {
+        order,
+        ..PackedRef::columns(pass.w_hh_t, pass.layout, u0, u1)
+    };
+    let hp = Operand {
+        data: h_prev,
+        ld: h,
+    };
+    F::step_gemm(pass.isa, b, h, hp, w_hh, &mut sl.acc, ldc, Accumulate::No);
+    if pass.cell.has_cell_state() {
+        gather_columns(&mut sl.c[0], c_prev, h, u0, u1);
+    }
+    sl.update(pass, gates, h_prev, 0);
 }
 
 /// Runs `run` on every slice, halving the list with `rayon::join` (whose jobs live on the

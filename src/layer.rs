@@ -17,11 +17,12 @@ use crate::workspace::{Status, Workspace};
 /// below it one synchronisation per step costs more than the second core gains.
 const UNIT_SPLIT_MIN_WORK: usize = 1 << 16;
 
-/// Least multiply-adds (`B·G·H·(I+H)`) for one streaming step to split by hidden units. Each
-/// step then enters the pool from outside (a wake-up of the other thread, 10-20 µs on the
-/// project machine): measured, an LSTM step at I = H = 256 (0.5M multiply-adds) took 31 µs
-/// on one thread and 38-45 µs on two; at H = 1024 (8.4M) 1.37 ms and 0.77 ms (medians).
-const STREAM_SPLIT_MIN_WORK: usize = 1 << 22;
+/// Least multiply-adds (`B·G·H·(I+H)`) for one streaming step to split by hidden units over
+/// the stream's worker threads (see `step_workers`). Measured at B = 1, I = H, medians, one
+/// thread against two: LSTM H = 256 (524k) 26.9 → 14.0 µs, H = 128 (131k) 5.9 → 3.5 µs; GRU
+/// H = 128 (98k) 4.4 → 3.3 µs; below, LSTM H = 96 (74k) 3.3 → 3.7 µs and GRU H = 96 2.5 → 5.8
+/// µs lose.
+const STREAM_SPLIT_MIN_WORK: usize = 3 << 15;
 
 /// Initial state of a forward pass. `None` means zeros.
 #[derive(Debug, Clone, Copy, Default)]
@@ -211,10 +212,7 @@ impl<F: Float> Layer<F> {
     /// The parameters, mutable (e.g. for an optimiser step). The packed copies the kernels use
     /// are dropped and rebuilt on the next pass.
     pub fn weights_mut(&mut self) -> LayerWeightsMut<'_, F> {
-        self.packed_forward = std::sync::OnceLock::new();
-        self.packed_input = std::sync::OnceLock::new();
-        self.packed_backward = std::sync::OnceLock::new();
-        self.packed_input_backward = std::sync::OnceLock::new();
+        self.drop_packed();
         LayerWeightsMut {
             weight_ih: &mut self.weight_ih,
             weight_hh: &mut self.weight_hh,
@@ -222,6 +220,14 @@ impl<F: Float> Layer<F> {
             bias_hh: &mut self.bias_hh,
         }
     }
+    /// Drops the packed copies of the weights (they are rebuilt on first use).
+    pub(crate) fn drop_packed(&mut self) {
+        self.packed_forward = std::sync::OnceLock::new();
+        self.packed_input = std::sync::OnceLock::new();
+        self.packed_backward = std::sync::OnceLock::new();
+        self.packed_input_backward = std::sync::OnceLock::new();
+    }
+
     /// The instruction-set path the f32 kernels use.
     pub fn isa(&self) -> Isa {
         self.isa

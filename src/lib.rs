@@ -92,6 +92,7 @@ pub mod output;
 pub mod policy;
 pub mod reference;
 pub mod shape;
+mod step_workers;
 pub mod stream;
 pub mod weights;
 pub mod workspace;

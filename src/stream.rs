@@ -11,13 +11,17 @@
 //! sequence forward itself.
 //!
 //! On a layer with several threads ([`Layer::set_threads`]), a step of fewer than 8 rows with
-//! at least 2^22 multiply-adds (e.g. an LSTM with I = H = 1024) is split by hidden units: each
-//! thread computes its units' columns of both GEMMs and their update (nothing is exchanged within a step), one fork-join
-//! of the layer's pool per step, bit-identical to one thread. That pays when steps come back
-//! to back; a pool whose threads went to sleep between steps takes tens of microseconds to
-//! wake, so for sparse steps keep the layer at one thread.
+//! at least 98,304 multiply-adds (e.g. an LSTM with I = H = 128) is split by hidden units:
+//! each thread computes its units' columns of both GEMMs and their update (nothing is
+//! exchanged within a step). The extra threads are the stream's own (not the layer's rayon
+//! pool, which takes tens of microseconds to enter from outside): each keeps its own copy of
+//! the packed weights, spins for 200 µs after a step waiting for the next and then parks, and
+//! the caller computes a worker's slice itself whenever the worker is not on time, so a step
+//! never waits long for a descheduled thread. Bit-identical to one thread. An LSTM step at
+//! I = H = 256, B = 1 takes 14 µs on two threads against 27 µs on one (medians; see
+//! BENCHMARKS.md); with the second core busy it takes what one thread takes.
 
-use crate::column_split::{ColumnPass, SliceState, column_slices, step_columns};
+use crate::column_split::{SliceState, column_slices};
 use crate::error::{Error, Result, check_len, try_zeroed};
 use crate::float::Float;
 use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef, PanelOrder};
@@ -25,10 +29,11 @@ use crate::layer::{
     FinalState, InitialState, Layer, Prepared, StepState, forward_packing, forward_step, fused_bias,
 };
 use crate::shape::{CellKind, Mode};
+use crate::step_workers::{StepWorkers, column_pass};
 use crate::workspace::Workspace;
 
 /// A layer prepared for step-by-step inference over `B` sequences, with their state.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct StreamingLayer<F> {
     layer: Layer<F>,
     batch: usize,
@@ -46,9 +51,12 @@ pub struct StreamingLayer<F> {
     grid: Vec<F>,
     /// Workspace for [`StreamingLayer::run`], made on first use for a given `T`.
     seq_ws: Option<Workspace<F>>,
-    /// Hidden-unit slices of a step when it runs on the layer's threads (empty otherwise),
-    /// each with its `[B, G*hc]` buffer for the step's input projection.
+    /// Hidden-unit slices of a step when it runs on several threads (empty otherwise), each
+    /// with its `[B, G*hc]` buffer for the step's input projection: the first is the
+    /// caller's, the others the workers' (kept here for takeovers).
     slices: Vec<(SliceState<F>, Vec<F>)>,
+    /// The worker threads of a split step (`None` if the step runs on the caller alone).
+    workers: Option<StepWorkers<F>>,
     /// Steps taken (mod 2): the weights are walked in alternating order (see `PanelOrder`).
     parity: usize,
 }
@@ -76,24 +84,28 @@ impl<F: Float> StreamingLayer<F> {
         } else {
             0
         };
-        let slices = match layer.stream_slices(batch) {
-            1 => Vec::new(),
+        let (slices, workers) = match layer.stream_slices(batch) {
+            1 => (Vec::new(), None),
             n => {
                 let pass = column_pass(&layer, batch, &bias);
-                column_slices(h, hh_layout.nr, n)
-                    .into_iter()
-                    .map(|range| {
+                let ranges = column_slices(h, hh_layout.nr, n);
+                let slices = ranges
+                    .iter()
+                    .map(|&range| {
                         let gates = try_zeroed(
                             "streaming state",
                             batch * cell.gates() * (range.1 - range.0),
                         )?;
                         Ok((SliceState::new(&pass, range, None)?, gates))
                     })
-                    .collect::<Result<Vec<_>>>()?
+                    .collect::<Result<Vec<_>>>()?;
+                let workers = StepWorkers::start(&layer, batch, &bias, &ranges)?;
+                (slices, Some(workers))
             }
         };
         Ok(StreamingLayer {
             slices,
+            workers,
             parity: 0,
             batch,
             hh_layout,
@@ -172,16 +184,18 @@ impl<F: Float> StreamingLayer<F> {
         let isa = self.layer.isa().resolve();
         let order = PanelOrder::alternating(self.parity);
         self.parity ^= 1;
-        if !self.slices.is_empty() {
+        if let Some(workers) = &mut self.workers {
             let pass = column_pass(&self.layer, self.batch, &self.bias);
-            let (w_ih_t, ih_layout) = (self.layer.packed_input(), self.layer.input_packing());
-            let (h_prev, c_prev) = (&self.h[..], &self.c[..]);
-            let (slices, h_out, c_out) = (&mut self.slices, &mut self.h_next, &mut self.c_next);
-            self.layer.in_pool(slices.len(), || {
-                step_columns(
-                    &pass, order, w_ih_t, ih_layout, x_t, h_prev, c_prev, slices, h_out, c_out,
-                )
-            });
+            workers.step(
+                &pass,
+                &self.layer,
+                x_t,
+                &self.h,
+                &self.c,
+                &mut self.slices,
+                &mut self.h_next,
+                &mut self.c_next,
+            );
             core::mem::swap(&mut self.h, &mut self.h_next);
             core::mem::swap(&mut self.c, &mut self.c_next);
             return Ok(&self.h);
@@ -261,22 +275,55 @@ impl<F: Float> StreamingLayer<F> {
     }
 }
 
-/// What every hidden-unit slice of a step reads.
-fn column_pass<'a, F: Float>(
-    layer: &'a Layer<F>,
-    batch: usize,
-    bias: &'a [F],
-) -> ColumnPass<'a, F> {
-    let cell = layer.cell();
-    let h = layer.hidden_size();
-    ColumnPass {
-        cell,
-        isa: layer.isa().resolve(),
-        batch,
-        hidden: h,
-        w_hh_t: layer.packed_forward(),
-        layout: forward_packing::<F>(cell, h, h),
-        bias,
-        b_hn: layer.gru_b_hn(),
+impl<F: Float> Clone for StreamingLayer<F> {
+    /// A stream over a clone of the layer with the same state (and worker threads of its own,
+    /// if the step is split).
+    ///
+    /// Panics if the worker threads cannot be started or the state cannot be allocated, as a
+    /// failed allocation in any `clone` would.
+    fn clone(&self) -> Self {
+        let mut s = StreamingLayer::new(self.layer.clone(), self.batch)
+            .expect("StreamingLayer::clone: the original was made with the same layer");
+        s.h.copy_from_slice(&self.h);
+        s.c.copy_from_slice(&self.c);
+        s.parity = self.parity;
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Isa;
+
+    /// Every slice computed by the worker threads (the caller waits for them instead of taking
+    /// any over) gives the same bits as one thread, for every cell that splits.
+    #[test]
+    fn worker_threads_compute_the_same_bits() {
+        let (i, h, b) = (37, 350, 2);
+        for cell in CellKind::ALL {
+            for isa in Isa::available() {
+                let mut one = Layer::<f32>::with_seeded_init(cell, i, h, 11).unwrap();
+                one.set_isa(isa).unwrap();
+                let mut three = one.clone();
+                three.set_threads(3).unwrap();
+                let mut s1 = StreamingLayer::new(one, b).unwrap();
+                let mut s3 = StreamingLayer::new(three, b).unwrap();
+                let Some(workers) = &mut s3.workers else {
+                    // The reset-before GRU does not split.
+                    assert_eq!(cell, CellKind::Gru(crate::GruVariant::ResetBefore));
+                    continue;
+                };
+                workers.wait_for_workers();
+                for t in 0..6 {
+                    let x: Vec<f32> = (0..b * i)
+                        .map(|k| ((k * 7 + t * 13) % 23) as f32 / 11.0 - 1.0)
+                        .collect();
+                    let want: Vec<u32> = s1.step(&x).unwrap().iter().map(|v| v.to_bits()).collect();
+                    let got: Vec<u32> = s3.step(&x).unwrap().iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(want, got, "{} {isa:?} step {t}", cell.name());
+                }
+            }
+        }
     }
 }

@@ -124,7 +124,20 @@ fn small_batch_inference_split_by_hidden_units_does_not_change_any_bit() {
 }
 
 /// `h_t` (and the final `c`) of `T` streaming steps, as bits.
-fn stream<F: Float>(c: &RandomCase<F>, isa: Isa, threads: usize) -> Vec<u64> {
+/// How a test feeds a stream its steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pacing {
+    /// One step right after the other (a split step's workers are awake).
+    BackToBack,
+    /// A pause longer than the workers' spin window before every other step, so that they
+    /// park and the caller wakes them or takes their slices over.
+    Paused,
+    /// Back to back, but the second half of the steps runs on a clone of the stream made
+    /// halfway (with worker threads of its own).
+    Cloned,
+}
+
+fn stream<F: Float>(c: &RandomCase<F>, isa: Isa, threads: usize, pacing: Pacing) -> Vec<u64> {
     let d = c.dims;
     let mut layer = Layer::new(c.cell, d.input, d.hidden, c.weights()).unwrap();
     layer.set_isa(isa).unwrap();
@@ -132,7 +145,14 @@ fn stream<F: Float>(c: &RandomCase<F>, isa: Isa, threads: usize) -> Vec<u64> {
     let mut s = StreamingLayer::new(layer, d.batch).unwrap();
     s.set_state(&c.h0, c.c0()).unwrap();
     let mut out = Vec::new();
-    for x_t in c.x.chunks_exact(d.batch * d.input) {
+    let steps: Vec<&[F]> = c.x.chunks_exact(d.batch * d.input).collect();
+    for (t, x_t) in steps.iter().enumerate() {
+        if pacing == Pacing::Paused && t % 2 == 1 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        if pacing == Pacing::Cloned && t == steps.len() / 2 {
+            s = s.clone();
+        }
         out.extend(s.step(x_t).unwrap().iter().map(|v| v.to_f64().to_bits()));
     }
     out.extend(
@@ -146,9 +166,10 @@ fn stream<F: Float>(c: &RandomCase<F>, isa: Isa, threads: usize) -> Vec<u64> {
 
 #[test]
 fn streaming_step_split_by_hidden_units_does_not_change_any_bit() {
-    // Steps of >= 2^22 multiply-adds (both GEMMs) and fewer than 8 rows run split by hidden
-    // units: every cell at the first two shapes but the RNN, which needs the third.
-    let shapes = [(3, 1, 37, 1300), (3, 3, 20, 700), (3, 1, 37, 2100)];
+    // Steps of >= 3·2^15 multiply-adds (both GEMMs) and fewer than 8 rows run split by hidden
+    // units over the stream's worker threads: every cell at the first two shapes but the RNN,
+    // which needs the third.
+    let shapes = [(6, 1, 37, 200), (6, 3, 20, 120), (6, 1, 37, 350)];
     for (k, &(t, b, i, h)) in shapes.iter().enumerate() {
         for (ci, &cell) in CellKind::ALL.iter().enumerate() {
             if (k == 2) != matches!(cell, CellKind::Rnn(_)) {
@@ -157,18 +178,21 @@ fn streaming_step_split_by_hidden_units_does_not_change_any_bit() {
             let d = dims(t, b, i, h);
             let c32 = RandomCase::<f32>::new(cell, d, 90 + ci as u64);
             for isa in Isa::available() {
-                let one = stream(&c32, isa, 1);
+                let one = stream(&c32, isa, 1, Pacing::BackToBack);
                 for n in [2, 3] {
-                    assert!(
-                        one == stream(&c32, isa, n),
-                        "{} f32 {isa:?} B={b}: {n} threads differ",
-                        cell.name()
-                    );
+                    for pacing in [Pacing::BackToBack, Pacing::Paused, Pacing::Cloned] {
+                        assert!(
+                            one == stream(&c32, isa, n, pacing),
+                            "{} f32 {isa:?} B={b}: {n} threads ({pacing:?}) differ",
+                            cell.name()
+                        );
+                    }
                 }
             }
             let c64: RandomCase<f64> = c32.cast();
             assert!(
-                stream(&c64, Isa::Portable, 1) == stream(&c64, Isa::Portable, 2),
+                stream(&c64, Isa::Portable, 1, Pacing::BackToBack)
+                    == stream(&c64, Isa::Portable, 2, Pacing::Paused),
                 "{} f64 B={b}: 2 threads differ",
                 cell.name()
             );

@@ -1,0 +1,429 @@
+//! Dedicated worker threads for the streaming step split by hidden units.
+//!
+//! A streaming step is short (12-30 µs at H = 256), too short to enter a rayon pool from
+//! outside: the caller then sleeps on a latch and waking it costs more than the second core
+//! gains (measured 38-45 µs against 31 µs on one thread). Here each extra slice has its own
+//! thread, which keeps its own copy of the layer (so its weight panels are its own and stay in
+//! its core's cache) and spins for [`SPIN_WINDOW`] after each step waiting for the next, then
+//! parks. A step is handed over through atomics and two mutexes, no syscall while the worker
+//! spins:
+//!
+//! 1. The caller copies `x_t`, `h_{t-1}`, `c_{t-1}` into the worker's `input`, opens step `s`
+//!    for claiming (`pending = s`) and unparks the worker if it went to sleep.
+//! 2. The worker claims the step (`pending: s → 0`), computes its slice, puts `h_t`, `c_t` of
+//!    its units into its `output` and sets `done = s`.
+//! 3. The caller computes its own slice meanwhile. Then, per worker: if the step is still
+//!    unclaimed (the worker is asleep or descheduled) it claims and computes the slice itself;
+//!    else it waits for `done` and gathers the output. If the worker has not finished by the
+//!    time the caller's own slice took plus [`LAG_SLACK`] (it lost its core mid-slice), the
+//!    caller computes the slice too and stops handing that worker steps until it has
+//!    finished, so a busy machine costs at most one wait, not one per step.
+//!
+//! The claim makes each handed-over slice run on one thread; a slice computed twice (the lag
+//! case) comes out the same bits both times, as every path runs the same kernels on the same
+//! packed weights. The caller writes `input` and reads `output` only while the worker holds no
+//! claim, so the mutexes are never contended; they make that memory-safe without `unsafe`.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::column_split::{ColumnPass, SliceState, put_columns, step_slice};
+use crate::error::{Error, Result, try_zeroed};
+use crate::float::Float;
+use crate::kernels::step_gemm::PanelOrder;
+use crate::layer::{Layer, forward_packing};
+
+/// How long a worker spins for the next step before it parks. Steps that come back to back
+/// (a stream fed as fast as it runs) find it awake; after a pause the first step runs the
+/// worker's slice on the caller (no waiting) and wakes the worker for the next.
+pub(crate) const SPIN_WINDOW: Duration = Duration::from_micros(200);
+
+/// How much longer than its own slice the caller waits for a worker's before computing it too.
+pub(crate) const LAG_SLACK: Duration = Duration::from_micros(20);
+
+/// What the caller and one worker share.
+struct Shared<F> {
+    /// The last step handed to the worker (it wakes on a change).
+    step: AtomicUsize,
+    /// The step open for claiming, 0 once claimed (by the worker or the caller).
+    pending: AtomicUsize,
+    /// The last step the worker finished.
+    done: AtomicUsize,
+    /// The worker is parked (or about to): unpark it after publishing a step.
+    sleeping: AtomicBool,
+    /// Set on drop: the worker exits.
+    stop: AtomicBool,
+    /// Set if the worker panicked (a bug): the caller reports it instead of waiting forever.
+    dead: AtomicBool,
+    /// `x_t [B, I]`, then `h_{t-1} [B, H]`, then `c_{t-1} [B, H]` (LSTM).
+    input: Mutex<Vec<F>>,
+    /// The worker's `h_t`, then `c_t` (LSTM), `[B, hc]` each.
+    output: Mutex<Vec<F>>,
+}
+
+/// Locks `m`, ignoring poisoning (a worker that panicked is reported through `dead`; the data
+/// is overwritten every step).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One worker thread and its slice.
+struct Worker<F> {
+    shared: Arc<Shared<F>>,
+    handle: Option<JoinHandle<()>>,
+    /// The worker's units.
+    units: (usize, usize),
+    /// A step the worker claimed but had not finished when the caller stopped waiting: it is
+    /// handed no step until `done` reaches it.
+    owes: Option<usize>,
+    /// Whether the current step was handed to the worker.
+    handed: bool,
+}
+
+/// The worker threads of a [`StreamingLayer`](crate::StreamingLayer), one per slice after the
+/// first (the caller's).
+pub(crate) struct StepWorkers<F> {
+    workers: Vec<Worker<F>>,
+    /// Steps published so far.
+    step: usize,
+    /// Whether the caller may compute a worker's slice.
+    takeover: Takeover,
+}
+
+/// Whether the caller may compute a worker's slice (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Takeover {
+    /// When the worker has not claimed it, or lags: the production setting.
+    WhenFaster,
+    /// Never: the caller always waits for the worker (tests, to cover the worker's path).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Never,
+}
+
+impl<F> core::fmt::Debug for StepWorkers<F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("StepWorkers")
+            .field("threads", &self.workers.len())
+            .field("step", &self.step)
+            .finish()
+    }
+}
+
+/// The slice a worker computes, with the layer and buffers it computes it from.
+struct WorkerSlice<F> {
+    layer: Layer<F>,
+    batch: usize,
+    bias: Vec<F>,
+    slice: SliceState<F>,
+    gates: Vec<F>,
+}
+
+impl<F: Float> WorkerSlice<F> {
+    /// Computes the slice for step `s` from `input` into `output`.
+    fn run(&mut self, s: usize, input: &[F], output: &mut [F]) {
+        let (i, h) = (self.layer.input_size(), self.layer.hidden_size());
+        let b = self.batch;
+        let lstm = self.layer.cell().has_cell_state();
+        let (x_t, rest) = input.split_at(b * i);
+        let (h_prev, c_prev) = rest.split_at(b * h);
+        let pass = column_pass(&self.layer, b, &self.bias);
+        step_slice(
+            &pass,
+            PanelOrder::alternating(s),
+            self.layer.packed_input(),
+            self.layer.input_packing(),
+            x_t,
+            h_prev,
+            c_prev,
+            &mut self.slice,
+            &mut self.gates,
+        );
+        let (hs, cs) = self.slice.outputs(lstm);
+        output[..hs.len()].copy_from_slice(hs);
+        output[hs.len()..hs.len() + cs.len()].copy_from_slice(cs);
+    }
+}
+
+/// What every hidden-unit slice of a step reads.
+pub(crate) fn column_pass<'a, F: Float>(
+    layer: &'a Layer<F>,
+    batch: usize,
+    bias: &'a [F],
+) -> ColumnPass<'a, F> {
+    let cell = layer.cell();
+    let h = layer.hidden_size();
+    ColumnPass {
+        cell,
+        isa: layer.isa().resolve(),
+        batch,
+        hidden: h,
+        w_hh_t: layer.packed_forward(),
+        layout: forward_packing::<F>(cell, h, h),
+        bias,
+        b_hn: layer.gru_b_hn(),
+    }
+}
+
+/// Sets `dead` if the worker unwinds.
+struct DeathFlag<'a>(&'a AtomicBool);
+
+impl Drop for DeathFlag<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+fn worker_loop<F: Float>(shared: &Shared<F>, mut ws: WorkerSlice<F>) {
+    let _flag = DeathFlag(&shared.dead);
+    // Steps count from 1; the caller may publish the first before this thread gets here, so
+    // start from "none seen", not from a load.
+    let mut seen = 0;
+    loop {
+        // Wait for a new step: spin, then park.
+        let mut since = Instant::now();
+        let s = loop {
+            if shared.stop.load(Ordering::Acquire) {
+                return;
+            }
+            let s = shared.step.load(Ordering::Acquire);
+            if s != seen {
+                break s;
+            }
+            if since.elapsed() > SPIN_WINDOW {
+                shared.sleeping.store(true, Ordering::SeqCst);
+                // Re-check after announcing sleep: the caller publishes, then reads
+                // `sleeping` (both SeqCst), so either we see its step or it unparks us.
+                if shared.step.load(Ordering::SeqCst) == seen && !shared.stop.load(Ordering::SeqCst)
+                {
+                    std::thread::park();
+                }
+                shared.sleeping.store(false, Ordering::SeqCst);
+                since = Instant::now();
+            }
+            std::hint::spin_loop();
+        };
+        seen = s;
+        if shared
+            .pending
+            .compare_exchange(s, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            {
+                let input = lock(&shared.input);
+                let mut output = lock(&shared.output);
+                ws.run(s, &input, &mut output);
+            }
+            shared.done.store(s, Ordering::Release);
+        }
+    }
+}
+
+impl<F: Float> StepWorkers<F> {
+    /// Starts one worker per slice in `ranges` after the first, each with a clone of `layer`
+    /// (its own packed weights, packed in the worker thread, so they are first touched by
+    /// its core). `bias` is the fused bias.
+    pub(crate) fn start(
+        layer: &Layer<F>,
+        batch: usize,
+        bias: &[F],
+        ranges: &[(usize, usize)],
+    ) -> Result<Self> {
+        let (i, h) = (layer.input_size(), layer.hidden_size());
+        let cell = layer.cell();
+        let lstm = cell.has_cell_state();
+        let c_len = if lstm { batch * h } else { 0 };
+        let mut workers = Vec::new();
+        for &units in ranges.iter().skip(1) {
+            let hc = units.1 - units.0;
+            let shared = Arc::new(Shared {
+                step: AtomicUsize::new(0),
+                pending: AtomicUsize::new(0),
+                done: AtomicUsize::new(0),
+                sleeping: AtomicBool::new(false),
+                stop: AtomicBool::new(false),
+                dead: AtomicBool::new(false),
+                input: Mutex::new(try_zeroed("worker input", batch * (i + h) + c_len)?),
+                output: Mutex::new(try_zeroed(
+                    "worker output",
+                    batch * hc * if lstm { 2 } else { 1 },
+                )?),
+            });
+            let mut ws = WorkerSlice {
+                layer: layer.clone(),
+                batch,
+                bias: bias.to_vec(),
+                slice: SliceState::new(&column_pass(layer, batch, bias), units, None)?,
+                gates: try_zeroed("worker gates", batch * cell.gates() * hc)?,
+            };
+            // A fresh clone has no packed weights yet: the worker packs them.
+            ws.layer.drop_packed();
+            let theirs = Arc::clone(&shared);
+            let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+            let handle = std::thread::Builder::new()
+                .name("fused-rnn-stream".into())
+                .spawn(move || {
+                    ws.layer.packed_forward();
+                    ws.layer.packed_input();
+                    // Ready: nothing more is allocated from here on.
+                    let _ = ready_tx.send(());
+                    worker_loop(&theirs, ws)
+                })
+                .map_err(|e| Error::InvalidArgument {
+                    what: "threads",
+                    why: format!("could not start a streaming worker thread: {e}"),
+                })?;
+            // Wait until the worker has packed its weights, so that the first steps neither
+            // find it busy nor share the core with its packing.
+            ready_rx.recv().map_err(|_| Error::InvalidArgument {
+                what: "threads",
+                why: "a streaming worker thread failed while packing its weights".into(),
+            })?;
+            workers.push(Worker {
+                shared,
+                handle: Some(handle),
+                units,
+                owes: None,
+                handed: false,
+            });
+        }
+        Ok(StepWorkers {
+            workers,
+            step: 0,
+            takeover: Takeover::WhenFaster,
+        })
+    }
+
+    /// Makes the caller always wait for the workers (tests: covers the workers' path, which
+    /// a loaded test machine may otherwise never take).
+    #[cfg(test)]
+    pub(crate) fn wait_for_workers(&mut self) {
+        self.takeover = Takeover::Never;
+    }
+
+    /// One step: the caller's slice (`slices[0]`) runs here, every worker's slice on its
+    /// worker (or here: see the module doc). Writes `h_out [B, H]` and `c_out [B, H]` (LSTM).
+    /// `slices` holds the caller's state for every slice, the workers' for computing theirs
+    /// here.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn step(
+        &mut self,
+        pass: &ColumnPass<'_, F>,
+        layer: &Layer<F>,
+        x_t: &[F],
+        h_prev: &[F],
+        c_prev: &[F],
+        slices: &mut [(SliceState<F>, Vec<F>)],
+        h_out: &mut [F],
+        c_out: &mut [F],
+    ) {
+        let h = pass.hidden;
+        let lstm = pass.cell.has_cell_state();
+        self.step += 1;
+        let s = self.step;
+        for w in &mut self.workers {
+            w.handed = false;
+            let sh = &w.shared;
+            if let Some(owed) = w.owes
+                && sh.done.load(Ordering::Acquire) >= owed
+            {
+                w.owes = None;
+            }
+            if w.owes.is_some() {
+                continue;
+            }
+            {
+                let mut input = lock(&sh.input);
+                let (xi, rest) = input.split_at_mut(x_t.len());
+                xi.copy_from_slice(x_t);
+                let (hi, ci) = rest.split_at_mut(h_prev.len());
+                hi.copy_from_slice(h_prev);
+                ci.copy_from_slice(c_prev);
+            }
+            sh.pending.store(s, Ordering::SeqCst);
+            sh.step.store(s, Ordering::SeqCst);
+            if sh.sleeping.load(Ordering::SeqCst)
+                && let Some(t) = &w.handle
+            {
+                t.thread().unpark();
+            }
+            w.handed = true;
+        }
+        let order = PanelOrder::alternating(s);
+        let (w_ih_t, ih_layout) = (layer.packed_input(), layer.input_packing());
+        let run_here =
+            |(sl, gates): &mut (SliceState<F>, Vec<F>), h_out: &mut [F], c_out: &mut [F]| {
+                step_slice(
+                    pass, order, w_ih_t, ih_layout, x_t, h_prev, c_prev, sl, gates,
+                );
+                let (u0, u1) = sl.units();
+                let (hs, cs) = sl.outputs(lstm);
+                put_columns(h_out, hs, h, u0, u1);
+                if lstm {
+                    put_columns(c_out, cs, h, u0, u1);
+                }
+            };
+        let (own, others) = slices.split_first_mut().expect("one slice at least");
+        let started = Instant::now();
+        run_here(own, h_out, c_out);
+        let patience = started.elapsed() + LAG_SLACK;
+        for (w, other) in self.workers.iter_mut().zip(others) {
+            let sh = &w.shared;
+            let unclaimed = || {
+                sh.pending
+                    .compare_exchange(s, 0, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            };
+            let may_take = self.takeover == Takeover::WhenFaster;
+            if !w.handed || (may_take && unclaimed()) {
+                // Not handed over, or not started: computing it here costs less than waiting.
+                run_here(other, h_out, c_out);
+                continue;
+            }
+            let waiting = Instant::now();
+            while sh.done.load(Ordering::Acquire) != s {
+                assert!(
+                    !sh.dead.load(Ordering::SeqCst),
+                    "a streaming worker thread panicked"
+                );
+                if may_take && waiting.elapsed() > patience {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+            if may_take && sh.done.load(Ordering::Acquire) != s {
+                // The worker lost its core mid-slice: compute the slice here too.
+                run_here(other, h_out, c_out);
+                w.owes = Some(s);
+                continue;
+            }
+            let output = lock(&sh.output);
+            let (u0, u1) = w.units;
+            let (hs, cs) = output.split_at(pass.batch * (u1 - u0));
+            put_columns(h_out, hs, h, u0, u1);
+            if lstm {
+                put_columns(c_out, cs, h, u0, u1);
+            }
+        }
+    }
+}
+
+impl<F> Drop for StepWorkers<F> {
+    fn drop(&mut self) {
+        for w in &self.workers {
+            w.shared.stop.store(true, Ordering::SeqCst);
+            if let Some(t) = &w.handle {
+                t.thread().unpark();
+            }
+        }
+        for w in &mut self.workers {
+            if let Some(t) = w.handle.take() {
+                // A worker that panicked was already reported by `step`.
+                let _ = t.join();
+            }
+        }
+    }
+}
