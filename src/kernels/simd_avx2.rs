@@ -132,12 +132,18 @@ impl SimdOps for Avx2F32 {
             let bias = _mm256_set1_ps(EXP8_MAGIC_BIAS);
             // Each stage runs over all U vectors, then `self.interleave` (see there) keeps the
             // compiler from serializing the vectors' dependency chains again.
-            let (mut z, mut biased) = (x, x);
+            let (mut z, mut biased, mut one_or_nan) = (x, x, x);
             for u in 0..U {
-                // z = -|x|, clamped to EXP_Z_MIN so that e = e^z >= 2^-126 is normal (max
-                // returns its second operand, z, when z is NaN).
+                // z = -|x|, clamped to EXP_Z_MIN so that e = e^z >= 2^-126 is normal. A NaN
+                // becomes EXP_Z_MIN too (max returns its second operand when one is NaN), so
+                // everything below is finite, and the NaN enters once, through `one_or_nan`
+                // (1, or x's NaN): were it carried along, the integer-built `scale` would be a
+                // second NaN, and which of two NaNs an operation returns depends on the
+                // operand order the compiler picks, which differed between the 4-vector loop
+                // and the single-vector code (the activations fuzz target found it).
                 let zu = _mm256_or_ps(x[u], _mm256_set1_ps(-0.0));
-                z[u] = _mm256_max_ps(_mm256_set1_ps(EXP_Z_MIN), zu);
+                z[u] = _mm256_max_ps(zu, _mm256_set1_ps(EXP_Z_MIN));
+                one_or_nan[u] = _mm256_max_ps(one, zu);
                 // m = round(8 z log2 e), with m + 1016 in the low mantissa bits of `biased`.
                 biased[u] = _mm256_fmadd_ps(z[u], _mm256_set1_ps(8.0 * LOG2E), bias);
             }
@@ -179,12 +185,13 @@ impl SimdOps for Avx2F32 {
             }
             self.interleave(&mut q);
             for u in 0..U {
-                // e = 2^(m/8) (1 + q) and 1 + e, each with one rounding.
+                // e = 2^(m/8) (1 + q) and 1 + e, each with one rounding (and NaN for NaN x).
                 let e = _mm256_fmadd_ps(q[u], scale[u], scale[u]);
-                let den = _mm256_fmadd_ps(q[u], scale[u], _mm256_add_ps(scale[u], one));
+                let den = _mm256_fmadd_ps(q[u], scale[u], _mm256_add_ps(scale[u], one_or_nan[u]));
                 // sigmoid(x) = e / (1 + e) for x <= 0 and 1 - e / (1 + e) = 1 / (1 + e) for
                 // x > 0: one division, with the numerator chosen by the sign bit of x
-                // (`blendv` reads only that bit: +0 gives 1/2, NaN gives NaN either way).
+                // (`blendv` reads only that bit: +0 gives 1/2; for NaN x the numerator is
+                // finite and the result is the denominator's NaN).
                 let num = _mm256_blendv_ps(one, e, x[u]);
                 // Exactly 0 where x < EXP_Z_MIN, i.e. where e^x would be subnormal (and for
                 // -inf).
