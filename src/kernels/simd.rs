@@ -47,6 +47,23 @@ pub(crate) trait SimdOps: Copy {
     fn sigmoid(self, v: Self::V) -> Self::V;
     /// The hyperbolic tangent.
     fn tanh(self, v: Self::V) -> Self::V;
+    /// Replaces each of `U` independent vectors with its [`sigmoid`](Self::sigmoid), bit for bit
+    /// the same per-vector results. A path may override it to interleave the vectors' computations
+    /// (the slice loops of `crate::activation` call it with 4 vectors).
+    #[inline(always)]
+    fn sigmoid_n<const U: usize>(self, v: &mut [Self::V; U]) {
+        for x in v {
+            *x = self.sigmoid(*x);
+        }
+    }
+    /// Replaces each of `U` independent vectors with its [`tanh`](Self::tanh), as
+    /// [`sigmoid_n`](Self::sigmoid_n) does.
+    #[inline(always)]
+    fn tanh_n<const U: usize>(self, v: &mut [Self::V; U]) {
+        for x in v {
+            *x = self.tanh(*x);
+        }
+    }
 }
 
 /// The constant 1 of an element type.

@@ -64,10 +64,11 @@ impl SimdOps for PortableF32 {
     fn sigmoid(self, x: f32x8) -> f32x8 {
         // The algorithm of `Avx2F32::sigmoid`; see the comments there.
         let one = f32x8::ONE;
-        let z = x | f32x8::splat(-0.0);
+        let zq = x | f32x8::splat(-0.0);
         let z_min = f32x8::splat(EXP_Z_MIN);
-        // A select rather than `max` so that NaN stays NaN.
-        let z = z.simd_lt(z_min).select(z_min, z);
+        // NaN becomes EXP_Z_MIN too and enters only through `one_or_nan`, as on AVX2.
+        let z = zq.simd_ge(z_min).select(zq, z_min);
+        let one_or_nan = zq.is_nan().select(zq, one);
         let biased = z.mul_add(f32x8::splat(8.0 * LOG2E), f32x8::splat(EXP8_MAGIC_BIAS));
         let m = biased - f32x8::splat(EXP8_MAGIC_BIAS);
         let bits = cast::<f32x8, i32x8>(biased);
@@ -79,7 +80,7 @@ impl SimdOps for PortableF32 {
         let s23 = f32x8::splat(EXP8_S3).mul_add(r, f32x8::splat(EXP8_S2));
         let q = s23.mul_add(r * r, r);
         let e = q.mul_add(scale, scale);
-        let den = q.mul_add(scale, scale + one);
+        let den = q.mul_add(scale, scale + one_or_nan);
         let num = x.is_sign_negative().select(e, one);
         let num = x.simd_lt(z_min).select(f32x8::ZERO, num);
         num / den
