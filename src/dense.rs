@@ -118,8 +118,9 @@ impl<'a, F> GradTerm<'a, F> {
 /// stride `lda`): the weight gradients `dW = dGᵀ · X`, `dGᵀ · H_{t-1}`, which share `A = dG`.
 ///
 /// A's blocks are packed transposed (see [`OperandTiles`]) and serve every term over the same
-/// columns; each term's B is packed into panels per `k` chunk and serves every block of A. C's rows are split over `shards`
-/// threads (so each C element is still one chain over `k`), each thread packing B for itself.
+/// columns; each term's B is packed into panels per `k` chunk and serves every block of A.
+/// Each term's C rows are split evenly over `shards` threads (so each C element is still one
+/// chain over `k`), each thread packing B for itself.
 /// `acc` says whether the first chunk adds to C or overwrites it.
 pub(crate) fn weight_grad<F: Float>(
     isa: IsaToken,
@@ -138,25 +139,23 @@ pub(crate) fn weight_grad<F: Float>(
         }
         return;
     }
-    let m_total = terms.iter().map(|t| t.m1).max().unwrap_or(0);
-    // Thread boundaries over A's columns, at whole micro-tiles.
-    let shards = shards.clamp(1, m_total.div_ceil(6).max(1));
-    let bounds: Vec<usize> = (0..=shards)
-        .map(|s| (m_total.div_ceil(6) * s / shards * 6).min(m_total))
-        .collect();
+    // Every term's rows split evenly over the threads, at whole micro-tiles (terms over
+    // different column ranges, as the GRU's, would otherwise load one thread more: a split
+    // of A's columns gave the GRU's threads 60% and 40%).
+    let most = terms.iter().map(|t| t.m1 - t.m0).max().unwrap_or(0);
+    let shards = shards.clamp(1, most.div_ceil(6).max(1));
     let mut jobs: Vec<Vec<GradTerm<'_, F>>> = (0..shards).map(|_| Vec::new()).collect();
     for t in terms {
+        let tiles = (t.m1 - t.m0).div_ceil(6);
+        let bound = |s: usize| (t.m0 + tiles * s / shards * 6).min(t.m1);
         let mut rest = t.c;
-        let mut at = t.m0;
         for (s, job) in jobs.iter_mut().enumerate() {
-            let (lo, hi) = (bounds[s].max(t.m0), bounds[s + 1].min(t.m1));
+            let (lo, hi) = (bound(s), bound(s + 1));
             if lo >= hi {
                 continue;
             }
-            debug_assert_eq!(lo, at);
             let (piece, tail) = rest.split_at_mut((hi - lo) * t.n);
             rest = tail;
-            at = hi;
             job.push(GradTerm {
                 b: t.b,
                 ldb: t.ldb,
