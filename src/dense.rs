@@ -245,18 +245,34 @@ fn weight_grad_one<F: Float>(
 /// (`width` = the panel width, as [`PackedLayout::pack`] for one gate block) and A's
 /// [`OperandTiles`] groups (`width` = [`TILE_ROWS`]).
 fn pack_strips<F: Float>(m: &[F], ld: usize, k: usize, n: usize, width: usize, out: &mut [F]) {
-    for (q, strip) in out[..n.div_ceil(width) * k * width]
-        .chunks_exact_mut(k * width)
+    // Full rows of a strip copied with a width known at compile time: a copy of a run-time
+    // length becomes a call to memcpy per row, which cost 4% of an RNN backward.
+    match width {
+        2 => pack_strips_of::<F, 2>(m, ld, k, n, out),
+        6 => pack_strips_of::<F, 6>(m, ld, k, n, out),
+        8 => pack_strips_of::<F, 8>(m, ld, k, n, out),
+        16 => pack_strips_of::<F, 16>(m, ld, k, n, out),
+        _ => unreachable!("pack_strips: no strip width {width}"),
+    }
+}
+
+/// [`pack_strips`] for strips of `W` columns.
+fn pack_strips_of<F: Float, const W: usize>(m: &[F], ld: usize, k: usize, n: usize, out: &mut [F]) {
+    for (q, strip) in out[..n.div_ceil(W) * k * W]
+        .chunks_exact_mut(k * W)
         .enumerate()
     {
-        let c0 = q * width;
-        let w = (n - c0).min(width);
-        for (p, dst) in strip.chunks_exact_mut(width).enumerate() {
-            // An element loop, not `copy_from_slice`: a copy this short would be a call.
-            for (d, v) in dst.iter_mut().zip(&m[p * ld + c0..][..w]) {
-                *d = *v;
+        let c0 = q * W;
+        let w = (n - c0).min(W);
+        for (p, dst) in strip.chunks_exact_mut(W).enumerate() {
+            let src = &m[p * ld + c0..];
+            if w == W {
+                let row: &[F; W] = src[..W].try_into().expect("W elements");
+                dst.copy_from_slice(row);
+            } else {
+                dst[..w].copy_from_slice(&src[..w]);
+                dst[w..].fill(F::ZERO);
             }
-            dst[w..].fill(F::ZERO);
         }
     }
 }
