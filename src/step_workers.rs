@@ -57,6 +57,9 @@ struct Shared<F> {
     stop: AtomicBool,
     /// Set if the worker panicked (a bug): the caller reports it instead of waiting forever.
     dead: AtomicBool,
+    /// Tests: the worker panics in its next slice.
+    #[cfg(test)]
+    inject_panic: AtomicBool,
     /// `x_t [B, I]`, then `h_{t-1} [B, H]`, then `c_{t-1} [B, H]` (LSTM).
     input: Mutex<Vec<F>>,
     /// The worker's `h_t`, then `c_t` (LSTM), `[B, hc]` each.
@@ -215,6 +218,11 @@ fn worker_loop<F: Float>(shared: &Shared<F>, mut ws: WorkerSlice<F>) {
             {
                 let input = lock(&shared.input);
                 let mut output = lock(&shared.output);
+                #[cfg(test)]
+                assert!(
+                    !shared.inject_panic.load(Ordering::SeqCst),
+                    "injected worker panic"
+                );
                 ws.run(s, &input, &mut output);
             }
             shared.done.store(s, Ordering::Release);
@@ -246,6 +254,8 @@ impl<F: Float> StepWorkers<F> {
                 sleeping: AtomicBool::new(false),
                 stop: AtomicBool::new(false),
                 dead: AtomicBool::new(false),
+                #[cfg(test)]
+                inject_panic: AtomicBool::new(false),
                 input: Mutex::new(try_zeroed("worker input", batch * (i + h) + c_len)?),
                 output: Mutex::new(try_zeroed(
                     "worker output",
@@ -302,6 +312,15 @@ impl<F: Float> StepWorkers<F> {
     #[cfg(test)]
     pub(crate) fn wait_for_workers(&mut self) {
         self.takeover = Takeover::Never;
+    }
+
+    /// Makes every worker panic in its next slice (tests: the caller must report it, not
+    /// hang).
+    #[cfg(test)]
+    pub(crate) fn inject_worker_panic(&self) {
+        for w in &self.workers {
+            w.shared.inject_panic.store(true, Ordering::SeqCst);
+        }
     }
 
     /// One step: the caller's slice (`slices[0]`) runs here, every worker's slice on its

@@ -326,4 +326,36 @@ mod tests {
             }
         }
     }
+
+    /// A worker that panics mid-slice (a bug; nothing a caller passes can cause it) makes the
+    /// step panic with a message instead of leaving the caller waiting forever, and the stream
+    /// can still be dropped (its threads joined).
+    #[test]
+    fn a_panicking_worker_is_reported_not_waited_for() {
+        let (i, h, b) = (37, 350, 1);
+        let mut layer = Layer::<f32>::with_seeded_init(CellKind::Lstm, i, h, 5).unwrap();
+        layer.set_threads(2).unwrap();
+        let mut s = StreamingLayer::new(layer, b).unwrap();
+        let x = vec![0.25f32; b * i];
+        s.step(&x).unwrap();
+        let workers = s.workers.as_mut().expect("the step splits");
+        workers.wait_for_workers();
+        workers.inject_worker_panic();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let _ = s.step(&x);
+            }));
+            let message = r
+                .err()
+                .and_then(|e| e.downcast_ref::<&str>().map(|m| m.to_string()))
+                .unwrap_or_default();
+            drop(s);
+            tx.send(message).unwrap();
+        });
+        let message = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the step neither finished nor panicked within 30 s");
+        assert_eq!(message, "a streaming worker thread panicked");
+    }
 }
