@@ -23,6 +23,26 @@ fn median_ms(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
     (times[times.len() / 2], times[0])
 }
 
+/// A layer of `cell` on `threads` threads with fixed weights, and a fixed input `x [T, B, I]`.
+fn layer_and_input(
+    cell: CellKind,
+    (t, b, i, h): (usize, usize, usize, usize),
+    threads: usize,
+) -> Result<(Layer<f32>, Vec<f32>), fused_rnn::Error> {
+    let mut layer = Layer::<f32>::with_seeded_init(cell, i, h, 1)?;
+    layer.set_threads(threads)?;
+    let x = (0..t * b * i)
+        .map(|k| ((k % 17) as f32 - 8.0) / 8.0)
+        .collect();
+    Ok((layer, x))
+}
+
+/// One forward pass from the zero state.
+fn forward(layer: &Layer<f32>, ws: &mut fused_rnn::Workspace<f32>, x: &[f32], y: &mut [f32]) {
+    let (init, fin) = (InitialState::default(), FinalState::default());
+    layer.forward(ws, x, init, y, fin).expect("forward");
+}
+
 fn main() -> Result<(), fused_rnn::Error> {
     let threads: usize = std::env::args()
         .nth(1)
@@ -37,11 +57,7 @@ fn main() -> Result<(), fused_rnn::Error> {
     // the loss is the sum of y, so dy is all ones).
     for cell in [lstm, gru, CellKind::Rnn(RnnActivation::Tanh)] {
         let (t, b, i, h) = (128, 32, 512, 512);
-        let mut layer = Layer::<f32>::with_seeded_init(cell, i, h, 1)?;
-        layer.set_threads(threads)?;
-        let x: Vec<f32> = (0..t * b * i)
-            .map(|k| ((k % 17) as f32 - 8.0) / 8.0)
-            .collect();
+        let (layer, x) = layer_and_input(cell, (t, b, i, h), threads)?;
         let dy = vec![1.0f32; t * b * h];
         let mut ws = layer.workspace(t, b, Mode::Training)?;
         let mut y = vec![0.0f32; t * b * h];
@@ -50,15 +66,7 @@ fn main() -> Result<(), fused_rnn::Error> {
         let flops = 3.0 * 2.0 * (t * b * cell.gates() * h * (i + h)) as f64;
         let reps = if flops > 5e10 { 5 } else { 21 };
         let (ms, best) = median_ms(reps, || {
-            layer
-                .forward(
-                    &mut ws,
-                    &x,
-                    InitialState::default(),
-                    &mut y,
-                    FinalState::default(),
-                )
-                .expect("forward");
+            forward(&layer, &mut ws, &x, &mut y);
             let up = Upstream {
                 dy: Some(&dy),
                 ..Default::default()
@@ -87,11 +95,7 @@ fn main() -> Result<(), fused_rnn::Error> {
         (lstm, 100, 16, 64, 64),
     ];
     for (cell, t, b, i, h) in shapes {
-        let mut layer = Layer::<f32>::with_seeded_init(cell, i, h, 1)?;
-        layer.set_threads(threads)?;
-        let x: Vec<f32> = (0..t * b * i)
-            .map(|k| ((k % 17) as f32 - 8.0) / 8.0)
-            .collect();
+        let (layer, x) = layer_and_input(cell, (t, b, i, h), threads)?;
         let reps = if t * b * h >= 1 << 18 { 21 } else { 200 };
         let (ms, best) = if t == 1 {
             // One streaming step, state carried (as a session would use it).
@@ -102,17 +106,7 @@ fn main() -> Result<(), fused_rnn::Error> {
         } else {
             let mut ws = layer.workspace(t, b, Mode::Inference)?;
             let mut y = vec![0.0f32; t * b * h];
-            median_ms(reps, || {
-                layer
-                    .forward(
-                        &mut ws,
-                        &x,
-                        InitialState::default(),
-                        &mut y,
-                        FinalState::default(),
-                    )
-                    .expect("forward");
-            })
+            median_ms(reps, || forward(&layer, &mut ws, &x, &mut y))
         };
         let flops = 2.0 * (t * b * cell.gates() * h * (i + h)) as f64;
         println!(

@@ -231,20 +231,11 @@ const UNROLL: usize = 4;
 #[inline(always)]
 fn map_slice<S: SimdOps<Elem = f32>, A: Activation>(s: S, input: &[f32], output: &mut [f32]) {
     debug_assert_eq!(input.len(), output.len());
-    // UNROLL vectors per iteration: their loads come before any of their stores, and the
-    // activation gets them together, so a path can interleave their independent dependency
-    // chains (the AVX2 path does; see `Avx2F32::interleave`).
     let mut ins_u = input.chunks_exact(UNROLL * S::LANES);
     let mut outs_u = output.chunks_exact_mut(UNROLL * S::LANES);
     for (i, o) in (&mut ins_u).zip(&mut outs_u) {
-        let mut v = [s.splat(0.0); UNROLL];
-        for (k, vk) in v.iter_mut().enumerate() {
-            *vk = s.load(&i[k * S::LANES..]);
-        }
-        A::apply_n(s, &mut v);
-        for (k, vk) in v.iter().enumerate() {
-            s.store(&mut o[k * S::LANES..], *vk);
-        }
+        let v = apply_unrolled::<S, A>(s, i);
+        store_unrolled(s, o, &v);
     }
     let mut ins = ins_u.remainder().chunks_exact(S::LANES);
     let mut outs = outs_u.into_remainder().chunks_exact_mut(S::LANES);
@@ -253,10 +244,7 @@ fn map_slice<S: SimdOps<Elem = f32>, A: Activation>(s: S, input: &[f32], output:
     }
     let (i, o) = (ins.remainder(), outs.into_remainder());
     if !i.is_empty() {
-        let mut buf = [0.0f32; MAX_LANES];
-        buf[..i.len()].copy_from_slice(i);
-        let v = A::apply(s, s.load(&buf));
-        s.store(&mut buf, v);
+        let buf = apply_partial::<S, A>(s, i);
         o.copy_from_slice(&buf[..o.len()]);
     }
 }
@@ -266,14 +254,8 @@ fn map_slice<S: SimdOps<Elem = f32>, A: Activation>(s: S, input: &[f32], output:
 fn map_in_place<S: SimdOps<Elem = f32>, A: Activation>(s: S, data: &mut [f32]) {
     let mut chunks_u = data.chunks_exact_mut(UNROLL * S::LANES);
     for c in &mut chunks_u {
-        let mut v = [s.splat(0.0); UNROLL];
-        for (k, vk) in v.iter_mut().enumerate() {
-            *vk = s.load(&c[k * S::LANES..]);
-        }
-        A::apply_n(s, &mut v);
-        for (k, vk) in v.iter().enumerate() {
-            s.store(&mut c[k * S::LANES..], *vk);
-        }
+        let v = apply_unrolled::<S, A>(s, c);
+        store_unrolled(s, c, &v);
     }
     let mut chunks = chunks_u.into_remainder().chunks_exact_mut(S::LANES);
     for c in &mut chunks {
@@ -281,11 +263,40 @@ fn map_in_place<S: SimdOps<Elem = f32>, A: Activation>(s: S, data: &mut [f32]) {
     }
     let rest = chunks.into_remainder();
     if !rest.is_empty() {
-        let mut buf = [0.0f32; MAX_LANES];
-        buf[..rest.len()].copy_from_slice(rest);
-        let v = A::apply(s, s.load(&buf));
-        s.store(&mut buf, v);
+        let buf = apply_partial::<S, A>(s, rest);
         let n = rest.len();
         rest.copy_from_slice(&buf[..n]);
     }
+}
+
+/// `A` of the first `UNROLL` vectors of `src`: all loaded before any result is stored, and
+/// handed to the activation together, so a path can interleave their independent dependency
+/// chains (the AVX2 path does; see `Avx2F32::interleave`).
+#[inline(always)]
+fn apply_unrolled<S: SimdOps<Elem = f32>, A: Activation>(s: S, src: &[f32]) -> [S::V; UNROLL] {
+    let mut v = [s.splat(0.0); UNROLL];
+    for (k, vk) in v.iter_mut().enumerate() {
+        *vk = s.load(&src[k * S::LANES..]);
+    }
+    A::apply_n(s, &mut v);
+    v
+}
+
+/// Stores `UNROLL` vectors at the start of `dst`.
+#[inline(always)]
+fn store_unrolled<S: SimdOps<Elem = f32>>(s: S, dst: &mut [f32], v: &[S::V; UNROLL]) {
+    for (k, vk) in v.iter().enumerate() {
+        s.store(&mut dst[k * S::LANES..], *vk);
+    }
+}
+
+/// `A` of a partial vector (fewer than `LANES` elements), zero-padded: the first
+/// `src.len()` elements of the result are the ones wanted.
+#[inline(always)]
+fn apply_partial<S: SimdOps<Elem = f32>, A: Activation>(s: S, src: &[f32]) -> [f32; MAX_LANES] {
+    let mut buf = [0.0f32; MAX_LANES];
+    buf[..src.len()].copy_from_slice(src);
+    let v = A::apply(s, s.load(&buf));
+    s.store(&mut buf, v);
+    buf
 }

@@ -28,7 +28,7 @@ use crate::float::Float;
 use crate::kernels::isa::IsaToken;
 use crate::kernels::postgemm::StepShape;
 use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef, PanelOrder};
-use crate::layer::input_projection;
+use crate::layer::{Layer, forward_packing, input_projection};
 use crate::shape::{CellKind, GruVariant};
 
 /// How long a thread waits for a slice's own thread to claim it before computing it itself.
@@ -265,6 +265,24 @@ pub(crate) struct ColumnPass<'a, F> {
     pub bias: &'a [F],
     /// The reset-after GRU's `b_hn [H]` (empty otherwise).
     pub b_hn: &'a [F],
+}
+
+impl<'a, F: Float> ColumnPass<'a, F> {
+    /// What every slice of a pass of `layer` over `batch` rows reads, with the fused `bias`
+    /// (see `fused_bias`).
+    pub(crate) fn new(layer: &'a Layer<F>, batch: usize, bias: &'a [F]) -> Self {
+        let (cell, h) = (layer.cell(), layer.hidden_size());
+        ColumnPass {
+            cell,
+            isa: layer.isa().resolve(),
+            batch,
+            hidden: h,
+            w_hh_t: layer.packed_forward(),
+            layout: forward_packing::<F>(cell, h, h),
+            bias,
+            b_hn: layer.gru_b_hn(),
+        }
+    }
 }
 
 /// One slice's units `u0..u1` and its buffers (`hc = u1 - u0` units, `B` rows).

@@ -250,7 +250,6 @@ fn pack_strips<F: Float>(m: &[F], ld: usize, k: usize, n: usize, width: usize, o
     match width {
         2 => pack_strips_of::<F, 2>(m, ld, k, n, out),
         6 => pack_strips_of::<F, 6>(m, ld, k, n, out),
-        8 => pack_strips_of::<F, 8>(m, ld, k, n, out),
         16 => pack_strips_of::<F, 16>(m, ld, k, n, out),
         _ => unreachable!("pack_strips: no strip width {width}"),
     }

@@ -220,8 +220,28 @@ impl<F: Float> Layer<F> {
             bias_hh: &mut self.bias_hh,
         }
     }
+    /// A clone without the packed copies of the weights (they are made on first use, by
+    /// whichever thread uses them first), for a streaming worker.
+    pub(crate) fn clone_unpacked(&self) -> Self {
+        Layer {
+            cell: self.cell,
+            input_size: self.input_size,
+            hidden_size: self.hidden_size,
+            weight_ih: self.weight_ih.clone(),
+            weight_hh: self.weight_hh.clone(),
+            bias_ih: self.bias_ih.clone(),
+            bias_hh: self.bias_hh.clone(),
+            isa: self.isa,
+            pool: self.pool.clone(),
+            packed_forward: std::sync::OnceLock::new(),
+            packed_input: std::sync::OnceLock::new(),
+            packed_backward: std::sync::OnceLock::new(),
+            packed_input_backward: std::sync::OnceLock::new(),
+        }
+    }
+
     /// Drops the packed copies of the weights (they are rebuilt on first use).
-    pub(crate) fn drop_packed(&mut self) {
+    fn drop_packed(&mut self) {
         self.packed_forward = std::sync::OnceLock::new();
         self.packed_input = std::sync::OnceLock::new();
         self.packed_backward = std::sync::OnceLock::new();
@@ -566,16 +586,7 @@ fn forward_impl<F: Float>(
     }
 
     if units > 1 {
-        let pass = ColumnPass {
-            cell,
-            isa,
-            batch: b,
-            hidden: h,
-            w_hh_t: packed_forward,
-            layout: fwd_layout,
-            bias: &*p.bias,
-            b_hn: layer.gru_b_hn(),
-        };
+        let pass = ColumnPass::new(layer, b, &*p.bias);
         let slices = column_slices(h, fwd_layout.nr, units)
             .into_iter()
             .map(|range| SliceState::new(&pass, range, init.c0))

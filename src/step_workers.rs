@@ -33,7 +33,7 @@ use crate::column_split::{ColumnPass, SliceState, put_columns, step_slice};
 use crate::error::{Error, Result, try_zeroed};
 use crate::float::Float;
 use crate::kernels::step_gemm::PanelOrder;
-use crate::layer::{Layer, forward_packing};
+use crate::layer::Layer;
 
 /// How long a worker spins for the next step before it parks. Steps that come back to back
 /// (a stream fed as fast as it runs) find it awake; after a pause the first step runs the
@@ -131,7 +131,7 @@ impl<F: Float> WorkerSlice<F> {
         let lstm = self.layer.cell().has_cell_state();
         let (x_t, rest) = input.split_at(b * i);
         let (h_prev, c_prev) = rest.split_at(b * h);
-        let pass = column_pass(&self.layer, b, &self.bias);
+        let pass = ColumnPass::new(&self.layer, b, &self.bias);
         step_slice(
             &pass,
             PanelOrder::alternating(s),
@@ -146,26 +146,6 @@ impl<F: Float> WorkerSlice<F> {
         let (hs, cs) = self.slice.outputs(lstm);
         output[..hs.len()].copy_from_slice(hs);
         output[hs.len()..hs.len() + cs.len()].copy_from_slice(cs);
-    }
-}
-
-/// What every hidden-unit slice of a step reads.
-pub(crate) fn column_pass<'a, F: Float>(
-    layer: &'a Layer<F>,
-    batch: usize,
-    bias: &'a [F],
-) -> ColumnPass<'a, F> {
-    let cell = layer.cell();
-    let h = layer.hidden_size();
-    ColumnPass {
-        cell,
-        isa: layer.isa().resolve(),
-        batch,
-        hidden: h,
-        w_hh_t: layer.packed_forward(),
-        layout: forward_packing::<F>(cell, h, h),
-        bias,
-        b_hn: layer.gru_b_hn(),
     }
 }
 
@@ -262,15 +242,14 @@ impl<F: Float> StepWorkers<F> {
                     batch * hc * if lstm { 2 } else { 1 },
                 )?),
             });
-            let mut ws = WorkerSlice {
-                layer: layer.clone(),
+            let ws = WorkerSlice {
+                layer: layer.clone_unpacked(),
                 batch,
                 bias: bias.to_vec(),
-                slice: SliceState::new(&column_pass(layer, batch, bias), units, None)?,
+                slice: SliceState::new(&ColumnPass::new(layer, batch, bias), units, None)?,
                 gates: try_zeroed("worker gates", batch * cell.gates() * hc)?,
             };
-            // A fresh clone has no packed weights yet: the worker packs them.
-            ws.layer.drop_packed();
+            // The clone has no packed weights yet: the worker packs them.
             let theirs = Arc::clone(&shared);
             let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
             let handle = std::thread::Builder::new()

@@ -21,7 +21,7 @@
 //! I = H = 256, B = 1 takes 14 µs on two threads against 27 µs on one (medians; see
 //! BENCHMARKS.md); with the second core busy it takes what one thread takes.
 
-use crate::column_split::{SliceState, column_slices};
+use crate::column_split::{ColumnPass, SliceState, column_slices};
 use crate::error::{Error, Result, check_len, try_zeroed};
 use crate::float::Float;
 use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef, PanelOrder};
@@ -29,7 +29,7 @@ use crate::layer::{
     FinalState, InitialState, Layer, Prepared, StepState, forward_packing, forward_step, fused_bias,
 };
 use crate::shape::{CellKind, Mode};
-use crate::step_workers::{StepWorkers, column_pass};
+use crate::step_workers::StepWorkers;
 use crate::workspace::Workspace;
 
 /// A layer prepared for step-by-step inference over `B` sequences, with their state.
@@ -87,7 +87,7 @@ impl<F: Float> StreamingLayer<F> {
         let (slices, workers) = match layer.stream_slices(batch) {
             1 => (Vec::new(), None),
             n => {
-                let pass = column_pass(&layer, batch, &bias);
+                let pass = ColumnPass::new(&layer, batch, &bias);
                 let ranges = column_slices(h, hh_layout.nr, n);
                 let slices = ranges
                     .iter()
@@ -185,7 +185,7 @@ impl<F: Float> StreamingLayer<F> {
         let order = PanelOrder::alternating(self.parity);
         self.parity ^= 1;
         if let Some(workers) = &mut self.workers {
-            let pass = column_pass(&self.layer, self.batch, &self.bias);
+            let pass = ColumnPass::new(&self.layer, self.batch, &self.bias);
             workers.step(
                 &pass,
                 &self.layer,

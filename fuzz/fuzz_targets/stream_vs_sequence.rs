@@ -339,12 +339,14 @@ fn run_case<F: Float>(case: &Case) {
     };
     let (bh, bi) = (b * h, b * i);
     let zeros = || vec![F::ZERO; bh];
-    let mut m = Model {
+    // The model of a stream in its zero state (new, or after a reset).
+    let fresh = || Model {
         h0: zeros(),
         c0: if lstm { zeros() } else { Vec::new() },
         xs: Vec::new(),
         steps: 0,
     };
+    let mut m = fresh();
     let mut rng = SplitMix(case.seed ^ 0x5eed);
     assert!(
         s.hidden_state().iter().all(|v| v.to_f64() == 0.0),
@@ -357,12 +359,7 @@ fn run_case<F: Float>(case: &Case) {
             Op::Step { zero } => {
                 if m.steps + 1 > MAX_T {
                     s.reset();
-                    m = Model {
-                        h0: zeros(),
-                        c0: if lstm { zeros() } else { Vec::new() },
-                        xs: Vec::new(),
-                        steps: 0,
-                    };
+                    m = fresh();
                 }
                 let x = if zero {
                     vec![F::ZERO; bi]
@@ -404,12 +401,7 @@ fn run_case<F: Float>(case: &Case) {
                 let t_run = 1 + usize::from(len % 4);
                 if m.steps + t_run > MAX_T {
                     s.reset();
-                    m = Model {
-                        h0: zeros(),
-                        c0: if lstm { zeros() } else { Vec::new() },
-                        xs: Vec::new(),
-                        steps: 0,
-                    };
+                    m = fresh();
                 }
                 let x = values(t_run * bi, &mut rng);
                 let (cur_h, cur_c) = (s.hidden_state().to_vec(), s.cell_state().map(<[F]>::to_vec));
@@ -449,12 +441,7 @@ fn run_case<F: Float>(case: &Case) {
             }
             Op::Reset => {
                 s.reset();
-                m = Model {
-                    h0: zeros(),
-                    c0: if lstm { zeros() } else { Vec::new() },
-                    xs: Vec::new(),
-                    steps: 0,
-                };
+                m = fresh();
                 assert!(
                     s.hidden_state().iter().all(|v| v.to_f64() == 0.0),
                     "{} {what}: h not zero",

@@ -70,6 +70,8 @@ use postgemm::{
     gru_reset_before_forward_state, lstm_backward, lstm_forward, rnn_backward, rnn_forward,
 };
 use step_gemm::step_gemm;
+// The macro calls the generic kernel by the entry's name; the tiled-A entry is the same
+// generic kernel, instantiated for `OperandTiles`.
 use step_gemm::step_gemm as step_gemm_tiles;
 
 step_kernels! {
