@@ -13,7 +13,7 @@
 //! Every kernel walks `H` in chunks of `S::LANES`; the tail runs the same vector body on
 //! zero-padded copies, so an element's result never depends on its position.
 
-use super::simd::{MAX_LANES, OneElem, SimdOps};
+use super::simd::{MAX_LANES, OneElem, SimdOps, array_from};
 use crate::shape::RnnActivation;
 
 /// Runs `body` over `n` elements of `K` input and `M` in/out slices, `S::LANES` at a time.
@@ -27,14 +27,17 @@ fn map_lanes<S: SimdOps, const K: usize, const M: usize>(
     body: impl Fn(&[S::V; K], &mut [S::V; M]),
 ) {
     let lanes = S::LANES;
+    let zero = s.splat(S::Elem::default());
     let full = n - n % lanes;
     let mut j = 0;
     while j < full {
-        let x: [S::V; K] = core::array::from_fn(
+        let x: [S::V; K] = array_from(
+            zero,
             #[inline(always)]
             |k| s.load(&ins[k][j..j + lanes]),
         );
-        let mut y: [S::V; M] = core::array::from_fn(
+        let mut y: [S::V; M] = array_from(
+            zero,
             #[inline(always)]
             |m| s.load(&outs[m][j..j + lanes]),
         );
@@ -46,7 +49,8 @@ fn map_lanes<S: SimdOps, const K: usize, const M: usize>(
     }
     let rem = n - full;
     if rem > 0 {
-        let pad_in: [[S::Elem; MAX_LANES]; K] = core::array::from_fn(
+        let pad_in: [[S::Elem; MAX_LANES]; K] = array_from(
+            [S::Elem::default(); MAX_LANES],
             #[inline(always)]
             |k| {
                 let mut b = [S::Elem::default(); MAX_LANES];
@@ -54,7 +58,8 @@ fn map_lanes<S: SimdOps, const K: usize, const M: usize>(
                 b
             },
         );
-        let mut pad_out: [[S::Elem; MAX_LANES]; M] = core::array::from_fn(
+        let mut pad_out: [[S::Elem; MAX_LANES]; M] = array_from(
+            [S::Elem::default(); MAX_LANES],
             #[inline(always)]
             |m| {
                 let mut b = [S::Elem::default(); MAX_LANES];
@@ -62,11 +67,13 @@ fn map_lanes<S: SimdOps, const K: usize, const M: usize>(
                 b
             },
         );
-        let x: [S::V; K] = core::array::from_fn(
+        let x: [S::V; K] = array_from(
+            zero,
             #[inline(always)]
             |k| s.load(&pad_in[k]),
         );
-        let mut y: [S::V; M] = core::array::from_fn(
+        let mut y: [S::V; M] = array_from(
+            zero,
             #[inline(always)]
             |m| s.load(&pad_out[m]),
         );

@@ -7,6 +7,26 @@
 //! per implementation; the AVX2 instantiation is called from a `#[target_feature(enable =
 //! "avx2,fma")]` wrapper so every operation inlines into AVX2+FMA code.
 
+/// `[f(0), .., f(N - 1)]`, built by a plain loop over `[fill; N]`.
+///
+/// The kernels build their register arrays with this, never `core::array::from_fn`: `from_fn`
+/// hands its closure through std's `try_from_fn` frames, which carry no `#[target_feature]`,
+/// and under a default release profile (16 codegen units, no LTO, as every crate linking this
+/// one builds it) LLVM left those frames out of line, so the intrinsics inside the closure
+/// became calls: the AVX2 step GEMM ran at a tenth of its speed. This loop inlines into the
+/// caller whatever the profile.
+#[inline(always)]
+pub(crate) fn array_from<T: Copy, const N: usize>(
+    fill: T,
+    mut f: impl FnMut(usize) -> T,
+) -> [T; N] {
+    let mut out = [fill; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = f(i);
+    }
+    out
+}
+
 /// Vector operations over `LANES` elements of `Elem`.
 ///
 /// Contract for every implementation:

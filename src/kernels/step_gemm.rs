@@ -12,7 +12,7 @@
 //! for the 1-3 leftover rows (all of them at batch 1) two or four panels at once, so that there
 //! are always at least six independent multiply-add chains to hide the FMA latency.
 
-use super::simd::{MAX_LANES, SimdOps};
+use super::simd::{MAX_LANES, SimdOps, array_from};
 
 /// A row-major matrix operand: element `(r, c)` at `data[r * ld + c]`. (The other form of A
 /// the kernel reads is [`OperandTiles`].)
@@ -57,12 +57,19 @@ impl<E: Copy> AOperand<E> for Operand<'_, E> {
     #[inline(always)]
     fn tile<const MR: usize>(self, i0: usize, k: usize) -> impl Fn(usize) -> [E; MR] {
         // Each row sliced to exactly `k`, so that `p < k` needs no further bounds check.
-        let rows: [&[E]; MR] = core::array::from_fn(
+        let rows: [&[E]; MR] = array_from(
+            &[],
             #[inline(always)]
             |r| &self.data[(i0 + r) * self.ld..][..k],
         );
         #[inline(always)]
-        move |p| core::array::from_fn(|r| rows[r][p])
+        move |p| {
+            array_from(
+                rows[0][p],
+                #[inline(always)]
+                |r| rows[r][p],
+            )
+        }
     }
 }
 
@@ -301,7 +308,8 @@ pub(crate) fn step_gemm<S: SimdOps, A: AOperand<S::Elem>>(
         };
         let j0 = chunk * 4;
         let np = (panels - j0).min(4);
-        let ps: [PanelRef<'_, S::Elem>; 4] = core::array::from_fn(
+        let ps: [PanelRef<'_, S::Elem>; 4] = array_from(
+            panel_at(j0),
             #[inline(always)]
             |i| panel_at(j0 + i.min(np - 1)),
         );
@@ -372,7 +380,8 @@ fn micro<S: SimdOps, A: AOperand<S::Elem>, const MR: usize, const NP: usize>(
     let nr = 2 * l;
     let panels: &[PanelRef<'_, S::Elem>; NP] = panels[..NP].try_into().expect("NP panels");
     let a_at = a.tile::<MR>(i0, k);
-    let wps: [&[S::Elem]; NP] = core::array::from_fn(
+    let wps: [&[S::Elem]; NP] = array_from(
+        &[],
         #[inline(always)]
         |j| &panels[j].data[..k * nr],
     );
@@ -395,7 +404,8 @@ fn micro<S: SimdOps, A: AOperand<S::Elem>, const MR: usize, const NP: usize>(
         }
     }
     for p in 0..k {
-        let w: [[S::V; 2]; NP] = core::array::from_fn(
+        let w: [[S::V; 2]; NP] = array_from(
+            [zero; 2],
             #[inline(always)]
             |j| {
                 let wp = &wps[j][p * nr..][..nr];

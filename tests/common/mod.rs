@@ -2,7 +2,10 @@
 //! relative-error comparison that reports where and by how much it failed.
 #![allow(dead_code)]
 
-use fused_rnn::{CellKind, Dims, FinalState, Float, InitialState, Layer, LayerWeights, Mode};
+use fused_rnn::{
+    CellKind, Dims, FinalState, Float, GradMode, InitialState, InputGrads, Layer, LayerWeights,
+    Mode, Upstream,
+};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -246,4 +249,41 @@ pub fn inference_forward<F: Float>(
     };
     layer.forward(&mut ws, &c.x, init, &mut y, fin).unwrap();
     (y, h_n, lstm.then_some(c_n))
+}
+
+/// One training forward from the zero state over `x [T, B, I]` and a backward of the upstream
+/// gradient `dy [T, B, H]`: returns `y`, `dx` and the weight gradients.
+pub fn training_pass<F: Float>(
+    layer: &Layer<F>,
+    x: &[F],
+    dy: &[F],
+    seq_len: usize,
+    batch: usize,
+) -> (Vec<F>, Vec<F>, fused_rnn::LayerGrads<F>) {
+    let (i, h) = (layer.input_size(), layer.hidden_size());
+    let mut ws = layer.workspace(seq_len, batch, Mode::Training).unwrap();
+    let mut y = vec![F::ZERO; seq_len * batch * h];
+    let mut dx = vec![F::ZERO; seq_len * batch * i];
+    layer
+        .forward(
+            &mut ws,
+            x,
+            InitialState::default(),
+            &mut y,
+            FinalState::default(),
+        )
+        .unwrap();
+    let mut grads = layer.zero_grads();
+    let up = Upstream {
+        dy: Some(dy),
+        ..Default::default()
+    };
+    let inputs = InputGrads {
+        dx: Some(&mut dx),
+        ..Default::default()
+    };
+    layer
+        .backward(&mut ws, x, up, &mut grads, inputs, GradMode::Overwrite)
+        .unwrap();
+    (y, dx, grads)
 }
