@@ -63,8 +63,14 @@ pub fn sigmoid(isa: Isa, input: &[f32], output: &mut [f32]) -> Result<()> {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the token proves the CPU supports AVX2 and FMA.
         IsaToken::Avx2Fma(t) => unsafe { sigmoid_avx2(t, input, output) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an Avx512Token includes the AVX2+FMA proof. (The activations have no AVX-512
+        // version: on Zen 4, 512-bit operations run as two 256-bit halves.)
+        IsaToken::Avx512(t) => unsafe { sigmoid_avx2(t.avx2(), input, output) },
         #[cfg(not(target_arch = "x86_64"))]
         IsaToken::Avx2Fma(t) => unreachable_token(t),
+        #[cfg(not(target_arch = "x86_64"))]
+        IsaToken::Avx512(t) => unreachable_token(t.avx2()),
     }
     Ok(())
 }
@@ -82,8 +88,14 @@ pub fn tanh(isa: Isa, input: &[f32], output: &mut [f32]) -> Result<()> {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the token proves the CPU supports AVX2 and FMA.
         IsaToken::Avx2Fma(t) => unsafe { tanh_avx2(t, input, output) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an Avx512Token includes the AVX2+FMA proof. (The activations have no AVX-512
+        // version: on Zen 4, 512-bit operations run as two 256-bit halves.)
+        IsaToken::Avx512(t) => unsafe { tanh_avx2(t.avx2(), input, output) },
         #[cfg(not(target_arch = "x86_64"))]
         IsaToken::Avx2Fma(t) => unreachable_token(t),
+        #[cfg(not(target_arch = "x86_64"))]
+        IsaToken::Avx512(t) => unreachable_token(t.avx2()),
     }
     Ok(())
 }
@@ -99,8 +111,14 @@ pub fn sigmoid_in_place(isa: Isa, data: &mut [f32]) -> Result<()> {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the token proves the CPU supports AVX2 and FMA.
         IsaToken::Avx2Fma(t) => unsafe { sigmoid_in_place_avx2(t, data) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an Avx512Token includes the AVX2+FMA proof. (The activations have no AVX-512
+        // version: on Zen 4, 512-bit operations run as two 256-bit halves.)
+        IsaToken::Avx512(t) => unsafe { sigmoid_in_place_avx2(t.avx2(), data) },
         #[cfg(not(target_arch = "x86_64"))]
         IsaToken::Avx2Fma(t) => unreachable_token(t),
+        #[cfg(not(target_arch = "x86_64"))]
+        IsaToken::Avx512(t) => unreachable_token(t.avx2()),
     }
     Ok(())
 }
@@ -116,8 +134,14 @@ pub fn tanh_in_place(isa: Isa, data: &mut [f32]) -> Result<()> {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the token proves the CPU supports AVX2 and FMA.
         IsaToken::Avx2Fma(t) => unsafe { tanh_in_place_avx2(t, data) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an Avx512Token includes the AVX2+FMA proof. (The activations have no AVX-512
+        // version: on Zen 4, 512-bit operations run as two 256-bit halves.)
+        IsaToken::Avx512(t) => unsafe { tanh_in_place_avx2(t.avx2(), data) },
         #[cfg(not(target_arch = "x86_64"))]
         IsaToken::Avx2Fma(t) => unreachable_token(t),
+        #[cfg(not(target_arch = "x86_64"))]
+        IsaToken::Avx512(t) => unreachable_token(t.avx2()),
     }
     Ok(())
 }

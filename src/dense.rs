@@ -14,7 +14,7 @@
 use crate::float::Float;
 use crate::kernels::isa::IsaToken;
 use crate::kernels::step_gemm::{
-    Accumulate, Operand, OperandTiles, PackedLayout, PackedRef, TILE_ROWS,
+    Accumulate, AlignedBuf, Operand, OperandTiles, PackedLayout, PackedRef, TILE_ROWS,
 };
 
 /// Rows of A per block of [`gemm_packed_rows`]: the block (48 KiB of f32 with a `k` chunk of
@@ -204,7 +204,10 @@ fn weight_grad_one<F: Float>(
             nr: F::PANEL_WIDTH,
         })
         .collect();
-    let mut packed: Vec<Vec<F>> = layouts.iter().map(|l| vec![F::ZERO; l.len()]).collect();
+    let mut packed: Vec<AlignedBuf<F>> = layouts
+        .iter()
+        .map(|l| AlignedBuf::zeroed(l.len()))
+        .collect();
     // A's block, columns `lo..hi` of rows `k0..k0 + kc`, packed as an [`OperandTiles`]: each
     // micro-tile then reads one contiguous run (read in place, A's row stride of 8 KiB for
     // G*H = 2048 would put every `k` of a tile in the same cache set).

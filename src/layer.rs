@@ -8,7 +8,9 @@ use crate::error::{Error, Result, check_len, check_opt_len, try_zeroed};
 use crate::float::Float;
 use crate::kernels::isa::{Isa, IsaToken};
 use crate::kernels::postgemm::StepShape;
-use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef, PanelOrder};
+use crate::kernels::step_gemm::{
+    Accumulate, AlignedBuf, Operand, PackedLayout, PackedRef, PanelOrder,
+};
 use crate::shape::{CellKind, Dims, GradMode, GruVariant, Mode};
 use crate::weights::{LayerGrads, LayerWeights};
 use crate::workspace::{Status, Workspace};
@@ -88,13 +90,13 @@ pub struct Layer<F> {
     /// The rayon pool a pass runs in, `None` for the calling thread only.
     pool: Option<std::sync::Arc<rayon::ThreadPool>>,
     /// `W_hhᵀ` packed for the forward step GEMM, made on first use after a weight change.
-    packed_forward: std::sync::OnceLock<Vec<F>>,
+    packed_forward: std::sync::OnceLock<AlignedBuf<F>>,
     /// `W_ihᵀ` packed for the input projection, made on first use after a weight change.
-    packed_input: std::sync::OnceLock<Vec<F>>,
+    packed_input: std::sync::OnceLock<AlignedBuf<F>>,
     /// `W_hh` packed for backward's `dG · W_hh`, made on first use after a weight change.
-    packed_backward: std::sync::OnceLock<Vec<F>>,
+    packed_backward: std::sync::OnceLock<AlignedBuf<F>>,
     /// `W_ih` packed for backward's `dX = dG · W_ih`, made on first use after a weight change.
-    packed_input_backward: std::sync::OnceLock<Vec<F>>,
+    packed_input_backward: std::sync::OnceLock<AlignedBuf<F>>,
 }
 
 /// Mutable view of a layer's parameters (for optimisers). Lengths are fixed.
@@ -261,7 +263,7 @@ impl<F: Float> Layer<F> {
     pub(crate) fn packed_forward(&self) -> &[F] {
         self.packed_forward.get_or_init(|| {
             let layout = forward_packing::<F>(self.cell, self.hidden_size, self.hidden_size);
-            let mut v = vec![F::ZERO; layout.len()];
+            let mut v = AlignedBuf::zeroed(layout.len());
             pack_transposed(&self.weight_hh, layout, &mut v);
             v
         })
@@ -272,7 +274,7 @@ impl<F: Float> Layer<F> {
     pub(crate) fn packed_input(&self) -> &[F] {
         self.packed_input.get_or_init(|| {
             let layout = self.input_packing();
-            let mut v = vec![F::ZERO; layout.len()];
+            let mut v = AlignedBuf::zeroed(layout.len());
             pack_transposed(&self.weight_ih, layout, &mut v);
             v
         })
@@ -297,7 +299,7 @@ impl<F: Float> Layer<F> {
         self.packed_backward.get_or_init(|| {
             let h = self.hidden_size;
             let layout = backward_packing::<F>(self.cell, h);
-            let mut v = vec![F::ZERO; layout.len()];
+            let mut v = AlignedBuf::zeroed(layout.len());
             layout.pack(&mut v, |r, c| self.weight_hh[r * h + c]);
             v
         })
@@ -309,7 +311,7 @@ impl<F: Float> Layer<F> {
         self.packed_input_backward.get_or_init(|| {
             let i = self.input_size;
             let layout = self.input_backward_packing();
-            let mut v = vec![F::ZERO; layout.len()];
+            let mut v = AlignedBuf::zeroed(layout.len());
             layout.pack(&mut v, |r, c| self.weight_ih[r * i + c]);
             v
         })

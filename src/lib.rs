@@ -44,7 +44,9 @@
 //! The f32 kernels use vectorized sigmoid and tanh with **at most 4 ULP** error against an f64
 //! reference over `[-30, 30]` (tested), exact special values, and no subnormal outputs. Two
 //! paths compute them: portable (`wide`) and AVX2+FMA (`core::arch`), chosen at run time
-//! ([`Isa`]); no RUSTFLAGS are needed. The f64 kernels use std's functions.
+//! ([`Isa`]); no RUSTFLAGS are needed. The f64 kernels use std's functions. A third path,
+//! [`Isa::Avx512`], runs the AVX2+FMA kernels with the GEMMs on AVX-512F registers, bit for bit
+//! the same results; it is the default where the CPU has AVX-512F.
 //!
 //! ## Correctness
 //!
@@ -132,14 +134,14 @@ pub struct ReadmeDoctests;
 pub mod bench_support {
     use crate::error::{Result, check_len};
     use crate::kernels::dispatch::StepKernels;
-    use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef};
+    use crate::kernels::step_gemm::{Accumulate, AlignedBuf, Operand, PackedLayout, PackedRef};
     use crate::{Error, Isa};
 
     /// A `[k, n]` right operand packed once for the per-step GEMM, as the layers pack `W_hhᵀ`.
     #[derive(Debug, Clone)]
     pub struct PackedStepGemm {
         layout: PackedLayout,
-        data: Vec<f32>,
+        data: AlignedBuf<f32>,
     }
 
     impl PackedStepGemm {
@@ -155,7 +157,7 @@ pub mod bench_support {
                 group_width: n,
                 nr: <f32 as StepKernels>::PANEL_WIDTH,
             };
-            let mut data = vec![0.0; layout.len()];
+            let mut data = AlignedBuf::zeroed(layout.len());
             layout.pack(&mut data, |p, c| w[p * n + c]);
             Ok(PackedStepGemm { layout, data })
         }

@@ -304,7 +304,7 @@ fn errors() {
             );
         }
     }
-    for isa in [Isa::Portable, Isa::Avx2Fma] {
+    for isa in [Isa::Portable, Isa::Avx2Fma, Isa::Avx512] {
         if !isa.is_available() {
             let mut y = [0.0f32; 9];
             let unavailable = Err(Error::IsaUnavailable { isa: isa.name() });

@@ -1,7 +1,7 @@
 //! Run-to-run determinism: the same inputs give the same bits, for every cell kind, f32 and
 //! f64, on every ISA path: forward + backward with fresh workspaces and with one reused
 //! workspace (and reused, dirty gradient buffers under `GradMode::Overwrite`), and the
-//! streaming layer stepped twice from `reset`.
+//! streaming layer stepped twice from `reset`. And the AVX-512 path gives the AVX2 path's bits.
 
 mod common;
 
@@ -164,6 +164,48 @@ fn streaming_is_deterministic() {
         for cell in CellKind::ALL {
             stream_twice::<f32>(cell, isa);
             stream_twice::<f64>(cell, isa);
+        }
+    }
+}
+
+/// The AVX-512 path runs the GEMMs on 512-bit registers and everything else as the AVX2 path
+/// does, and every GEMM output element is the same chain of fused multiply-adds: the results
+/// must be the AVX2 path's, bit for bit. The shapes reach every tile of the AVX-512 kernel: 1-6
+/// rows (B = 13 is two full 6-row tiles and one row; the weight-gradient GEMMs' rows are the
+/// gate columns), partial panels (H = 40, 70: not multiples of 16), panel counts that are not
+/// multiples of 4, K beyond one 256-deep chunk of the weight gradients (I + H = 370), and two
+/// threads (row shards, hidden-unit slices, split weight gradients, the streaming workers).
+#[test]
+fn avx512_path_equals_avx2_path_bit_for_bit() {
+    if !Isa::Avx512.is_available() {
+        println!("no AVX-512F on this CPU: nothing to compare");
+        return;
+    }
+    for cell in CellKind::ALL {
+        for (n, &(t, b, i, h)) in [(5, 13, 37, 40), (3, 1, 300, 70), (2, 7, 16, 16)]
+            .iter()
+            .enumerate()
+        {
+            let c = RandomCase::<f32>::new(cell, dims(t, b, i, h), 900 + n as u64);
+            for threads in [1, 2] {
+                let ctx = format!("{} T={t} B={b} I={i} H={h} threads={threads}", cell.name());
+                let run = |isa: Isa| {
+                    let mut layer = Layer::new(cell, i, h, c.weights()).unwrap();
+                    layer.set_isa(isa).unwrap();
+                    layer.set_threads(threads).unwrap();
+                    let mut ws = layer.workspace(t, b, Mode::Training).unwrap();
+                    let mut grads = layer.zero_grads();
+                    let mut out = forward_backward(&layer, &c, &mut ws, &mut grads);
+                    let mut s = StreamingLayer::new(layer, b).unwrap();
+                    let mut steps = Vec::new();
+                    for x_t in c.x.chunks_exact(b * i) {
+                        steps.extend(s.step(x_t).unwrap().iter().map(|a| a.to_f64().to_bits()));
+                    }
+                    out.push(("streamed h", steps));
+                    out
+                };
+                assert_same(&ctx, &run(Isa::Avx2Fma), &run(Isa::Avx512));
+            }
         }
     }
 }

@@ -383,7 +383,11 @@ fn backward_rejects_every_wrong_buffer_and_call_order() {
 #[test]
 fn unavailable_isa_is_an_error_not_a_crash() {
     let mut l = layer(CellKind::Lstm);
-    for isa in [fused_rnn::Isa::Portable, fused_rnn::Isa::Avx2Fma] {
+    for isa in [
+        fused_rnn::Isa::Portable,
+        fused_rnn::Isa::Avx2Fma,
+        fused_rnn::Isa::Avx512,
+    ] {
         let r = l.set_isa(isa);
         assert_eq!(r.is_ok(), isa.is_available());
         if !isa.is_available() {

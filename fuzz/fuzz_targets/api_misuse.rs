@@ -83,7 +83,7 @@ enum Op {
         seed: u64,
     },
     /// `Layer::set_isa`.
-    SetIsa(bool),
+    SetIsa(u8),
     /// `Workspace::new` (or `Layer::workspace`) into slot `slot % 3`.
     NewWorkspace {
         slot: u8,
@@ -364,11 +364,11 @@ fn run<F: Float>(ops: Vec<Op>) {
                     m.layer = Some((l, m.generation));
                 }
             }
-            Op::SetIsa(avx) => {
+            Op::SetIsa(which) => {
                 let Some((l, _)) = m.layer.as_mut() else {
                     continue;
                 };
-                let isa = if avx { Isa::Avx2Fma } else { Isa::Portable };
+                let isa = [Isa::Portable, Isa::Avx2Fma, Isa::Avx512][which as usize % 3];
                 let before = l.isa();
                 let r = l.set_isa(isa);
                 let v: &[Kind] = if isa.is_available() {

@@ -24,12 +24,40 @@ unsafe fn with_avx2_fma<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Runs `f` with AVX-512F (besides AVX2 and FMA) enabled for code generation.
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX2 and FMA: callers hold an `Avx512Token`, which only
+/// run-time detection creates.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// The AVX2+FMA instantiation of generic kernel `$name`, with AVX2 code generation.
+macro_rules! avx2_kernel {
+    ($t:expr, $name:ident($($arg:ident),*)) => {{
+        let s = super::simd_avx2::Avx2F32::new($t);
+        // SAFETY: the token is an Avx2FmaToken, created only after run-time detection found
+        // AVX2 and FMA on this CPU.
+        unsafe { with_avx2_fma(#[inline(always)] || $name(s, $($arg),*)) }
+    }};
+}
+
 macro_rules! step_kernels {
-    ($( $(#[$doc:meta])* fn $name:ident($($arg:ident : $ty:ty),* $(,)?); )*) => {
-        /// The fused step kernels for one element type (see `postgemm.rs` for each contract).
+    (
+        gemm { $( $(#[$gdoc:meta])* fn $gname:ident($($garg:ident : $gty:ty),* $(,)?); )* }
+        elementwise { $( $(#[$doc:meta])* fn $name:ident($($arg:ident : $ty:ty),* $(,)?); )* }
+    ) => {
+        /// The fused step kernels for one element type (see `step_gemm.rs` and `postgemm.rs`
+        /// for each contract).
         pub trait StepKernels: Sized {
             /// Panel width of packed weights: two vectors of the kernels' lane count.
             const PANEL_WIDTH: usize;
+            $( $(#[$gdoc])* #[allow(clippy::too_many_arguments)]
+               fn $gname(isa: IsaToken, $($garg: $gty),*); )*
             $( $(#[$doc])* #[allow(clippy::too_many_arguments)]
                fn $name(isa: IsaToken, $($arg: $ty),*); )*
         }
@@ -37,27 +65,51 @@ macro_rules! step_kernels {
         impl StepKernels for f64 {
             const PANEL_WIDTH: usize = 2;
             $( #[allow(clippy::too_many_arguments)]
+               fn $gname(_isa: IsaToken, $($garg: $gty),*) {
+                $gname(ScalarF64, $($garg),*)
+            } )*
+            $( #[allow(clippy::too_many_arguments)]
                fn $name(_isa: IsaToken, $($arg: $ty),*) {
                 $name(ScalarF64, $($arg),*)
             } )*
         }
 
         impl StepKernels for f32 {
-            // Both f32 paths have 8 lanes.
+            // Both 256-bit f32 paths have 8 lanes; the AVX-512 GEMM reads a panel as one
+            // 16-lane vector.
             const PANEL_WIDTH: usize = 16;
+            // The GEMMs have an AVX-512 version.
+            $( #[allow(clippy::too_many_arguments)]
+               fn $gname(isa: IsaToken, $($garg: $gty),*) {
+                match isa {
+                    IsaToken::Portable => $gname(PortableF32, $($garg),*),
+                    #[cfg(target_arch = "x86_64")]
+                    IsaToken::Avx2Fma(t) => avx2_kernel!(t, $gname($($garg),*)),
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: `t` is an Avx512Token, created only after run-time detection
+                    // found AVX-512F, AVX2 and FMA on this CPU.
+                    IsaToken::Avx512(t) => unsafe {
+                        with_avx512(#[inline(always)] || {
+                            super::step_gemm_avx512::$gname(t, $($garg),*)
+                        })
+                    },
+                    #[cfg(not(target_arch = "x86_64"))]
+                    IsaToken::Avx2Fma(_) | IsaToken::Avx512(_) => $gname(PortableF32, $($garg),*),
+                }
+            } )*
+            // The elementwise kernels run their AVX2 code on the AVX-512 path too (on Zen 4 a
+            // 512-bit operation is two 256-bit halves; the GEMMs gain from the 32 registers,
+            // these would not).
             $( #[allow(clippy::too_many_arguments)]
                fn $name(isa: IsaToken, $($arg: $ty),*) {
                 match isa {
                     IsaToken::Portable => $name(PortableF32, $($arg),*),
                     #[cfg(target_arch = "x86_64")]
-                    IsaToken::Avx2Fma(t) => {
-                        let s = super::simd_avx2::Avx2F32::new(t);
-                        // SAFETY: `t` is an Avx2FmaToken, created only after run-time
-                        // detection found AVX2 and FMA on this CPU.
-                        unsafe { with_avx2_fma(#[inline(always)] || $name(s, $($arg),*)) }
-                    }
+                    IsaToken::Avx2Fma(t) => avx2_kernel!(t, $name($($arg),*)),
+                    #[cfg(target_arch = "x86_64")]
+                    IsaToken::Avx512(t) => avx2_kernel!(t.avx2(), $name($($arg),*)),
                     #[cfg(not(target_arch = "x86_64"))]
-                    IsaToken::Avx2Fma(_) => $name(PortableF32, $($arg),*),
+                    IsaToken::Avx2Fma(_) | IsaToken::Avx512(_) => $name(PortableF32, $($arg),*),
                 }
             } )*
         }
@@ -75,10 +127,13 @@ use step_gemm::step_gemm;
 use step_gemm::step_gemm as step_gemm_tiles;
 
 step_kernels! {
+    gemm {
     /// Per-step GEMM `C (+)= A[m, k] · W` over packed weights.
     fn step_gemm(m: usize, k: usize, a: Operand<'_, Self>, w: PackedRef<'_, Self>, c: &mut [Self], ldc: usize, acc: Accumulate);
     /// [`step_gemm`](StepKernels::step_gemm) with A packed in row groups.
     fn step_gemm_tiles(m: usize, k: usize, a: OperandTiles<'_, Self>, w: PackedRef<'_, Self>, c: &mut [Self], ldc: usize, acc: Accumulate);
+    }
+    elementwise {
     /// RNN forward step.
     fn rnn_forward(sh: StepShape, act: RnnActivation, p: &[Self], acc: &[Self], bias: &[Self], h: &mut [Self]);
     /// LSTM forward step.
@@ -99,4 +154,5 @@ step_kernels! {
     fn gru_reset_before_backward_candidate(sh: StepShape, gates: &mut [Self], h_prev: &[Self], dh: &[Self], dh_prev: &mut [Self]);
     /// GRU reset-before backward, reset part.
     fn gru_reset_before_backward_reset(sh: StepShape, gates: &mut [Self], h_prev: &[Self], drh: &[Self], dh_prev: &mut [Self]);
+    }
 }

@@ -16,12 +16,19 @@ pub enum Isa {
     Portable,
     /// `core::arch` AVX2 + FMA code in `#[target_feature]` functions (x86-64 only).
     Avx2Fma,
+    /// [`Isa::Avx2Fma`] with the GEMMs (the per-step GEMM and the big ones built on its
+    /// micro-kernel) on 512-bit AVX-512F registers (x86-64 only). Results are bit for bit those
+    /// of `Avx2Fma`: every output element is the same chain of fused multiply-adds, in the same
+    /// order, only more of them run per instruction.
+    Avx512,
 }
 
 impl Isa {
     /// The fastest path this CPU supports.
     pub fn detect() -> Isa {
-        if Avx2FmaToken::try_new().is_some() {
+        if Avx512Token::try_new().is_some() {
+            Isa::Avx512
+        } else if Avx2FmaToken::try_new().is_some() {
             Isa::Avx2Fma
         } else {
             Isa::Portable
@@ -33,12 +40,13 @@ impl Isa {
         match self {
             Isa::Portable => true,
             Isa::Avx2Fma => Avx2FmaToken::try_new().is_some(),
+            Isa::Avx512 => Avx512Token::try_new().is_some(),
         }
     }
 
     /// Every path this CPU can run, portable first (tests run them all and compare).
     pub fn available() -> Vec<Isa> {
-        [Isa::Portable, Isa::Avx2Fma]
+        [Isa::Portable, Isa::Avx2Fma, Isa::Avx512]
             .into_iter()
             .filter(|i| i.is_available())
             .collect()
@@ -49,6 +57,7 @@ impl Isa {
         match self {
             Isa::Portable => "portable",
             Isa::Avx2Fma => "avx2_fma",
+            Isa::Avx512 => "avx512",
         }
     }
 
@@ -70,6 +79,10 @@ impl Isa {
                 Some(t) => IsaToken::Avx2Fma(t),
                 None => IsaToken::Portable,
             },
+            Isa::Avx512 => match Avx512Token::try_new() {
+                Some(t) => IsaToken::Avx512(t),
+                None => IsaToken::Portable,
+            },
         }
     }
 }
@@ -79,6 +92,7 @@ impl Isa {
 pub enum IsaToken {
     Portable,
     Avx2Fma(Avx2FmaToken),
+    Avx512(Avx512Token),
 }
 
 /// Zero-sized proof that the running CPU supports AVX2 and FMA. Only [`Avx2FmaToken::try_new`]
@@ -100,5 +114,33 @@ impl Avx2FmaToken {
             }
         }
         None
+    }
+}
+
+/// Zero-sized proof that the running CPU supports AVX-512F as well as AVX2 and FMA; only
+/// [`Avx512Token::try_new`] creates one, after run-time detection, so holding one makes calling
+/// `#[target_feature(enable = "avx512f,avx2,fma")]` functions sound.
+#[derive(Debug, Clone, Copy)]
+pub struct Avx512Token(Avx2FmaToken);
+
+impl Avx512Token {
+    /// Detects the features (std caches the CPUID result).
+    #[inline]
+    pub(crate) fn try_new() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if let Some(avx2) = Avx2FmaToken::try_new()
+                && std::arch::is_x86_feature_detected!("avx512f")
+            {
+                return Some(Avx512Token(avx2));
+            }
+        }
+        None
+    }
+
+    /// The AVX2+FMA proof it includes, for the kernels that have no AVX-512 version.
+    #[inline(always)]
+    pub(crate) fn avx2(self) -> Avx2FmaToken {
+        self.0
     }
 }

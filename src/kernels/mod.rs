@@ -11,3 +11,5 @@ pub(crate) mod simd;
 pub(crate) mod simd_avx2;
 pub(crate) mod simd_portable;
 pub(crate) mod step_gemm;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod step_gemm_avx512;

@@ -108,6 +108,69 @@ pub enum Accumulate {
     Yes,
 }
 
+/// A zero-initialised buffer of `len` elements whose first element sits on a 64-byte boundary
+/// (a cache line). Packed weights live in these: a panel row of 16 f32 is then exactly one line,
+/// and a 512-bit load of it never splits across two lines (a `Vec`'s heap block here starts 16
+/// bytes past a line, which splits every such load). Measured on the AVX-512 batch-1 GEMV,
+/// 1×256×1024: 51 GFLOP/s aligned against 48 at 16 bytes past a line. A clone is aligned anew.
+#[derive(Debug)]
+pub(crate) struct AlignedBuf<E> {
+    buf: Vec<E>,
+    start: usize,
+    len: usize,
+}
+
+impl<E: Copy + Default> AlignedBuf<E> {
+    /// `len` zeros (`E::default()`), the first on a line boundary.
+    pub(crate) fn zeroed(len: usize) -> Self {
+        let buf = vec![E::default(); len + LINE / size_of::<E>().max(1)];
+        let start = line_start(&buf);
+        AlignedBuf { buf, start, len }
+    }
+}
+
+/// Bytes per cache line.
+const LINE: usize = 64;
+
+/// The index of the first element of `buf` that sits on a line boundary. (`Vec` aligns to the
+/// element's alignment, a divisor of 64 for f32 and f64, so the distance to the next boundary
+/// is a whole number of elements; `buf` has a line's worth of spare elements.)
+fn line_start<E>(buf: &[E]) -> usize {
+    (LINE - buf.as_ptr().addr() % LINE) % LINE / size_of::<E>().max(1)
+}
+
+impl<E> core::ops::Deref for AlignedBuf<E> {
+    type Target = [E];
+    fn deref(&self) -> &[E] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+impl<E> core::ops::DerefMut for AlignedBuf<E> {
+    fn deref_mut(&mut self) -> &mut [E] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+}
+
+impl<E: Clone> Clone for AlignedBuf<E> {
+    fn clone(&self) -> Self {
+        let mut buf = self.buf.clone();
+        // The copy has an alignment of its own: rotate the elements onto its line boundary
+        // (what rotates out of the window is padding).
+        let start = line_start(&buf);
+        if start >= self.start {
+            buf.rotate_right(start - self.start);
+        } else {
+            buf.rotate_left(self.start - start);
+        }
+        AlignedBuf {
+            buf,
+            start,
+            len: self.len,
+        }
+    }
+}
+
 /// Layout of a packed matrix `W [K, N]` whose `N = groups · group_width` columns come in
 /// gate blocks ("groups"), each padded to whole panels of `nr` columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,58 +323,26 @@ pub(crate) fn step_gemm<S: SimdOps, A: AOperand<S::Elem>>(
     ldc: usize,
     acc: Accumulate,
 ) {
-    let l = S::LANES;
-    let lay = w.layout;
-    assert_eq!(lay.nr, 2 * l, "step_gemm: panel width must be two vectors");
-    assert!(
-        w.k0 + k <= lay.k && w.g0 + w.groups <= lay.groups,
-        "step_gemm: W range"
+    assert_eq!(
+        w.layout.nr,
+        2 * S::LANES,
+        "step_gemm: panel width must be two vectors"
     );
-    assert!(w.data.len() >= lay.len(), "step_gemm: W too short");
-    assert!(
-        w.u0 % lay.nr == 0 && w.u0 <= w.u1 && w.u1 <= lay.group_width,
-        "step_gemm: column range"
-    );
-    // Columns per gate block in C, and the panels (of each block) they come from.
-    let gw = w.u1 - w.u0;
-    let (q0, qn) = (w.u0 / lay.nr, gw.div_ceil(lay.nr));
-    let n = w.groups * gw;
-    if m == 0 || n == 0 {
+    let Some(walk) = PanelWalk::new(m, k, &a, w, c, ldc) else {
         return;
-    }
-    a.check(m, k);
-    assert!(c.len() >= (m - 1) * ldc + n, "step_gemm: C too short");
-    let ppg = lay.panels_per_group();
-    let panel_len = lay.k * lay.nr;
-    // Panel `j` of the selected ones: its packed rows `k0..k0 + k`, and where its columns go
-    // in C.
-    let panel_at = |j: usize| -> PanelRef<'_, S::Elem> {
-        let (gi, q) = (j / qn, j % qn);
-        let start = ((w.g0 + gi) * ppg + q0 + q) * panel_len + w.k0 * lay.nr;
-        PanelRef {
-            data: &w.data[start..start + k * lay.nr],
-            col0: gi * gw + q * lay.nr,
-            width: (gw - q * lay.nr).min(lay.nr),
-        }
     };
-    let panels = w.groups * qn;
+    let panels = walk.panels;
     // Up to four panels at a time (one 4-row tile over a panel is 8 accumulators; fewer rows
     // take more panels so that there are still 6-8 independent multiply-add chains: with one
     // row and one panel the loop would wait on the FMA latency, 4 cycles per k). Every C
     // element is still the sum over k in order, whatever the tile shape: results do not
     // depend on how the rows are tiled or split across threads.
-    let chunks = panels.div_ceil(4);
-    for chunk in 0..chunks {
-        let chunk = match w.order {
-            PanelOrder::Forward => chunk,
-            PanelOrder::Backward => chunks - 1 - chunk,
-        };
-        let j0 = chunk * 4;
+    for j0 in walk.chunks(4) {
         let np = (panels - j0).min(4);
         let ps: [PanelRef<'_, S::Elem>; 4] = array_from(
-            panel_at(j0),
+            walk.panel(j0),
             #[inline(always)]
-            |i| panel_at(j0 + i.min(np - 1)),
+            |i| walk.panel(j0 + i.min(np - 1)),
         );
         // Full blocks of 6 rows (then one of 4 if 4 or 5 rows are left), panel by panel: the
         // panel stays in L1 while the rows pass.
@@ -356,10 +387,99 @@ pub(crate) fn step_gemm<S: SimdOps, A: AOperand<S::Elem>>(
 /// One packed panel (`k × NR`, row-major) and where its columns go in C: columns
 /// `col0..col0 + width` (`width ≤ NR`; the rest of the panel is zero padding).
 #[derive(Clone, Copy)]
-struct PanelRef<'a, E> {
-    data: &'a [E],
-    col0: usize,
-    width: usize,
+pub(crate) struct PanelRef<'a, E> {
+    /// The panel's packed rows `k0..k0 + k`.
+    pub(crate) data: &'a [E],
+    /// Its first column in C.
+    pub(crate) col0: usize,
+    /// Its columns that exist (the rest are padding).
+    pub(crate) width: usize,
+}
+
+/// The panels a GEMM over a [`PackedRef`] walks, once its operands are checked: the part of
+/// the kernel every instruction-set path shares.
+pub(crate) struct PanelWalk<'a, E> {
+    w: PackedRef<'a, E>,
+    k: usize,
+    /// Columns per gate block in C, and the first panel and panel count per block.
+    gw: usize,
+    q0: usize,
+    qn: usize,
+    /// The selected panels, all gate blocks.
+    pub(crate) panels: usize,
+}
+
+impl<'a, E> PanelWalk<'a, E> {
+    /// Checks the operands of `C[m, ..] (+)= A[m, k] · w` and returns the walk, or `None` if
+    /// there is nothing to compute.
+    ///
+    /// Panics (a bug in the caller, never user input) if an operand is too short for its shape.
+    #[inline(always)]
+    pub(crate) fn new<A: AOperand<E>>(
+        m: usize,
+        k: usize,
+        a: &A,
+        w: PackedRef<'a, E>,
+        c: &[E],
+        ldc: usize,
+    ) -> Option<Self>
+    where
+        E: Copy,
+    {
+        let lay = w.layout;
+        assert!(
+            w.k0 + k <= lay.k && w.g0 + w.groups <= lay.groups,
+            "step_gemm: W range"
+        );
+        assert!(w.data.len() >= lay.len(), "step_gemm: W too short");
+        assert!(
+            w.u0.is_multiple_of(lay.nr) && w.u0 <= w.u1 && w.u1 <= lay.group_width,
+            "step_gemm: column range"
+        );
+        let gw = w.u1 - w.u0;
+        let (q0, qn) = (w.u0 / lay.nr, gw.div_ceil(lay.nr));
+        let n = w.groups * gw;
+        if m == 0 || n == 0 {
+            return None;
+        }
+        a.check(m, k);
+        assert!(c.len() >= (m - 1) * ldc + n, "step_gemm: C too short");
+        Some(PanelWalk {
+            w,
+            k,
+            gw,
+            q0,
+            qn,
+            panels: w.groups * qn,
+        })
+    }
+
+    /// Panel `j` of the selected ones: its packed rows `k0..k0 + k`, and where its columns go
+    /// in C.
+    #[inline(always)]
+    pub(crate) fn panel(&self, j: usize) -> PanelRef<'a, E> {
+        let (w, lay) = (&self.w, self.w.layout);
+        let (gi, q) = (j / self.qn, j % self.qn);
+        let panel_len = lay.k * lay.nr;
+        let start =
+            ((w.g0 + gi) * lay.panels_per_group() + self.q0 + q) * panel_len + w.k0 * lay.nr;
+        PanelRef {
+            data: &w.data[start..start + self.k * lay.nr],
+            col0: gi * self.gw + q * lay.nr,
+            width: (self.gw - q * lay.nr).min(lay.nr),
+        }
+    }
+
+    /// The first panels of the chunks of `size` panels, in the walk's [`PanelOrder`].
+    #[inline(always)]
+    pub(crate) fn chunks(&self, size: usize) -> impl Iterator<Item = usize> + use<E> {
+        let chunks = self.panels.div_ceil(size);
+        let order = self.w.order;
+        (0..chunks).map(move |i| match order {
+            PanelOrder::Forward => i * size,
+            PanelOrder::Backward => (chunks - 1 - i) * size,
+        })
+    }
 }
 
 /// Rows `i0..i0 + MR` of C over the first `NP` panels of `panels`: per `k`, `2·NP` panel
@@ -433,5 +553,35 @@ fn micro<S: SimdOps, A: AOperand<S::Elem>, const MR: usize, const NP: usize>(
                 row.copy_from_slice(&buf[..pj.width]);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AlignedBuf;
+
+    fn check<E: Copy + Default + PartialEq + core::fmt::Debug>(fill: impl Fn(usize) -> E) {
+        for len in [0, 1, 15, 16, 17, 1000] {
+            let mut a = AlignedBuf::<E>::zeroed(len);
+            assert_eq!(a.len(), len);
+            assert!(a.iter().all(|v| *v == E::default()));
+            assert_eq!(a.as_ptr().addr() % 64, 0, "len {len}");
+            for (k, v) in a.iter_mut().enumerate() {
+                *v = fill(k);
+            }
+            // Clones land wherever the allocator puts them; keep several alive so that they
+            // start at different offsets from a line.
+            let clones: Vec<AlignedBuf<E>> = (0..8).map(|_| a.clone()).collect();
+            for c in &clones {
+                assert_eq!(c.as_ptr().addr() % 64, 0, "clone, len {len}");
+                assert_eq!(&c[..], &a[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn aligned_buffers_start_on_a_line_and_clone_exactly() {
+        check(|k| k as f32 + 0.5);
+        check(|k| -(k as f64));
     }
 }
