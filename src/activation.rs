@@ -44,10 +44,12 @@
 //! `tanh`.
 
 use crate::error::{Result, check_len};
-use crate::kernels::isa::{Avx2FmaToken, Isa, IsaToken};
+use crate::kernels::isa::{Avx2FmaToken, Avx512Token, Isa, IsaToken};
 use crate::kernels::simd::{MAX_LANES, SimdOps};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::simd_avx2::Avx2F32;
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::simd_avx512::Avx512F32;
 use crate::kernels::simd_portable::PortableF32;
 
 /// Writes the logistic function `1 / (1 + e^-x)` of each element of `input` to `output`.
@@ -64,13 +66,12 @@ pub fn sigmoid(isa: Isa, input: &[f32], output: &mut [f32]) -> Result<()> {
         // SAFETY: the token proves the CPU supports AVX2 and FMA.
         IsaToken::Avx2Fma(t) => unsafe { sigmoid_avx2(t, input, output) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: an Avx512Token includes the AVX2+FMA proof. (The activations have no AVX-512
-        // version: on Zen 4, 512-bit operations run as two 256-bit halves.)
-        IsaToken::Avx512(t) => unsafe { sigmoid_avx2(t.avx2(), input, output) },
+        // SAFETY: the token proves the CPU supports AVX-512F.
+        IsaToken::Avx512(t) => unsafe { sigmoid_avx512(t, input, output) },
         #[cfg(not(target_arch = "x86_64"))]
         IsaToken::Avx2Fma(t) => unreachable_token(t),
         #[cfg(not(target_arch = "x86_64"))]
-        IsaToken::Avx512(t) => unreachable_token(t.avx2()),
+        IsaToken::Avx512(t) => unreachable_token(t),
     }
     Ok(())
 }
@@ -89,13 +90,12 @@ pub fn tanh(isa: Isa, input: &[f32], output: &mut [f32]) -> Result<()> {
         // SAFETY: the token proves the CPU supports AVX2 and FMA.
         IsaToken::Avx2Fma(t) => unsafe { tanh_avx2(t, input, output) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: an Avx512Token includes the AVX2+FMA proof. (The activations have no AVX-512
-        // version: on Zen 4, 512-bit operations run as two 256-bit halves.)
-        IsaToken::Avx512(t) => unsafe { tanh_avx2(t.avx2(), input, output) },
+        // SAFETY: the token proves the CPU supports AVX-512F.
+        IsaToken::Avx512(t) => unsafe { tanh_avx512(t, input, output) },
         #[cfg(not(target_arch = "x86_64"))]
         IsaToken::Avx2Fma(t) => unreachable_token(t),
         #[cfg(not(target_arch = "x86_64"))]
-        IsaToken::Avx512(t) => unreachable_token(t.avx2()),
+        IsaToken::Avx512(t) => unreachable_token(t),
     }
     Ok(())
 }
@@ -112,13 +112,12 @@ pub fn sigmoid_in_place(isa: Isa, data: &mut [f32]) -> Result<()> {
         // SAFETY: the token proves the CPU supports AVX2 and FMA.
         IsaToken::Avx2Fma(t) => unsafe { sigmoid_in_place_avx2(t, data) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: an Avx512Token includes the AVX2+FMA proof. (The activations have no AVX-512
-        // version: on Zen 4, 512-bit operations run as two 256-bit halves.)
-        IsaToken::Avx512(t) => unsafe { sigmoid_in_place_avx2(t.avx2(), data) },
+        // SAFETY: the token proves the CPU supports AVX-512F.
+        IsaToken::Avx512(t) => unsafe { sigmoid_in_place_avx512(t, data) },
         #[cfg(not(target_arch = "x86_64"))]
         IsaToken::Avx2Fma(t) => unreachable_token(t),
         #[cfg(not(target_arch = "x86_64"))]
-        IsaToken::Avx512(t) => unreachable_token(t.avx2()),
+        IsaToken::Avx512(t) => unreachable_token(t),
     }
     Ok(())
 }
@@ -135,21 +134,20 @@ pub fn tanh_in_place(isa: Isa, data: &mut [f32]) -> Result<()> {
         // SAFETY: the token proves the CPU supports AVX2 and FMA.
         IsaToken::Avx2Fma(t) => unsafe { tanh_in_place_avx2(t, data) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: an Avx512Token includes the AVX2+FMA proof. (The activations have no AVX-512
-        // version: on Zen 4, 512-bit operations run as two 256-bit halves.)
-        IsaToken::Avx512(t) => unsafe { tanh_in_place_avx2(t.avx2(), data) },
+        // SAFETY: the token proves the CPU supports AVX-512F.
+        IsaToken::Avx512(t) => unsafe { tanh_in_place_avx512(t, data) },
         #[cfg(not(target_arch = "x86_64"))]
         IsaToken::Avx2Fma(t) => unreachable_token(t),
         #[cfg(not(target_arch = "x86_64"))]
-        IsaToken::Avx512(t) => unreachable_token(t.avx2()),
+        IsaToken::Avx512(t) => unreachable_token(t),
     }
     Ok(())
 }
 
-/// Off x86-64 no token can be created (`Avx2FmaToken::try_new` returns `None`).
+/// Off x86-64 no AVX token can be created (their `try_new` returns `None`).
 #[cfg(not(target_arch = "x86_64"))]
-fn unreachable_token(_: Avx2FmaToken) {
-    unreachable!("an Avx2FmaToken exists only on x86-64")
+fn unreachable_token<T>(_: T) {
+    unreachable!("AVX tokens exist only on x86-64")
 }
 
 /// # Safety
@@ -182,6 +180,38 @@ unsafe fn sigmoid_in_place_avx2(t: Avx2FmaToken, data: &mut [f32]) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tanh_in_place_avx2(t: Avx2FmaToken, data: &mut [f32]) {
     tanh_slice_in_place(Avx2F32::new(t), data)
+}
+
+/// # Safety
+/// The CPU must support AVX-512F (the token proves it).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn sigmoid_avx512(t: Avx512Token, input: &[f32], output: &mut [f32]) {
+    sigmoid_slice(Avx512F32::new(t), input, output)
+}
+
+/// # Safety
+/// The CPU must support AVX-512F (the token proves it).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn tanh_avx512(t: Avx512Token, input: &[f32], output: &mut [f32]) {
+    tanh_slice(Avx512F32::new(t), input, output)
+}
+
+/// # Safety
+/// The CPU must support AVX-512F (the token proves it).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn sigmoid_in_place_avx512(t: Avx512Token, data: &mut [f32]) {
+    sigmoid_slice_in_place(Avx512F32::new(t), data)
+}
+
+/// # Safety
+/// The CPU must support AVX-512F (the token proves it).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn tanh_in_place_avx512(t: Avx512Token, data: &mut [f32]) {
+    tanh_slice_in_place(Avx512F32::new(t), data)
 }
 
 /// `output[i] = sigmoid(input[i])`; the slices have equal lengths.

@@ -45,7 +45,7 @@
 //! reference over `[-30, 30]` (tested), exact special values, and no subnormal outputs. Two
 //! paths compute them: portable (`wide`) and AVX2+FMA (`core::arch`), chosen at run time
 //! ([`Isa`]); no RUSTFLAGS are needed. The f64 kernels use std's functions. A third path,
-//! [`Isa::Avx512`], runs the AVX2+FMA kernels with the GEMMs on AVX-512F registers, bit for bit
+//! [`Isa::Avx512`], runs the AVX2+FMA kernels' operations on AVX-512F registers, bit for bit
 //! the same results; it is the default where the CPU has AVX-512F.
 //!
 //! ## Correctness

@@ -252,12 +252,13 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
 
 #[test]
 fn every_length_matches_elementwise_and_in_place() {
-    // Lengths up to 75 cover two 4-vector iterations, single vectors and a partial tail.
+    // Lengths up to 150 cover two 4-vector iterations, single vectors and a partial tail on
+    // every path (8 lanes, and 16 on AVX-512).
     type InPlace = fn(Isa, &mut [f32]) -> fused_rnn::Result<()>;
     let pairs: [(Kernel, InPlace); 2] = [(sigmoid, sigmoid_in_place), (tanh, tanh_in_place)];
     for isa in Isa::available() {
         for (k, (out_of_place, in_place)) in pairs.iter().enumerate() {
-            for len in 0..=75 {
+            for len in 0..=150 {
                 let x = inputs(len, 17 + len as u64);
                 // NaN sentinels prove every output element is written.
                 let mut y = vec![f32::from_bits(0x7fc0_dead); len];
@@ -312,6 +313,47 @@ fn errors() {
             assert_eq!(tanh(isa, &x, &mut y), unavailable);
             assert_eq!(sigmoid_in_place(isa, &mut y), unavailable);
             assert_eq!(tanh_in_place(isa, &mut y), unavailable);
+        }
+    }
+}
+
+/// The AVX-512 activations are the AVX2 ones, operation for operation, on 16 lanes: every
+/// output must have the AVX2 output's bits. Checked on every 13th f32 bit pattern (all
+/// magnitudes and signs, infinities, NaNs with many payloads), in slices long enough for the
+/// 4-vector loops, and on a short tail.
+#[test]
+fn avx512_activations_equal_avx2_bit_for_bit() {
+    if !Isa::Avx512.is_available() {
+        println!("no AVX-512F on this CPU: nothing to compare");
+        return;
+    }
+    let kernels: [(&str, Kernel); 2] = [("sigmoid", sigmoid), ("tanh", tanh)];
+    const CHUNK: usize = 1 << 20;
+    let mut xs = Vec::with_capacity(CHUNK);
+    let (mut a, mut b) = (vec![0.0f32; CHUNK], vec![0.0f32; CHUNK]);
+    let mut bits: u64 = 0;
+    while bits <= u32::MAX as u64 {
+        xs.clear();
+        while xs.len() < CHUNK && bits <= u32::MAX as u64 {
+            xs.push(f32::from_bits(bits as u32));
+            bits += 13;
+        }
+        // A tail shorter than one vector as well.
+        let n = xs.len();
+        for (name, k) in &kernels {
+            for len in [n, n % 37] {
+                k(Isa::Avx2Fma, &xs[..len], &mut a[..len]).unwrap();
+                k(Isa::Avx512, &xs[..len], &mut b[..len]).unwrap();
+                if let Some(i) = (0..len).find(|&i| a[i].to_bits() != b[i].to_bits()) {
+                    panic!(
+                        "{name}({:e} = {:#x}): AVX2 {:#x}, AVX-512 {:#x}",
+                        xs[i],
+                        xs[i].to_bits(),
+                        a[i].to_bits(),
+                        b[i].to_bits()
+                    );
+                }
+            }
         }
     }
 }

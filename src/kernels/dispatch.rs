@@ -97,9 +97,8 @@ macro_rules! step_kernels {
                     IsaToken::Avx2Fma(_) | IsaToken::Avx512(_) => $gname(PortableF32, $($garg),*),
                 }
             } )*
-            // The elementwise kernels run their AVX2 code on the AVX-512 path too (on Zen 4 a
-            // 512-bit operation is two 256-bit halves; the GEMMs gain from the 32 registers,
-            // these would not).
+            // The elementwise kernels are generic: AVX-512 runs them on 16 lanes, with the same
+            // operations per lane as AVX2 (see `simd_avx512.rs`).
             $( #[allow(clippy::too_many_arguments)]
                fn $name(isa: IsaToken, $($arg: $ty),*) {
                 match isa {
@@ -107,7 +106,12 @@ macro_rules! step_kernels {
                     #[cfg(target_arch = "x86_64")]
                     IsaToken::Avx2Fma(t) => avx2_kernel!(t, $name($($arg),*)),
                     #[cfg(target_arch = "x86_64")]
-                    IsaToken::Avx512(t) => avx2_kernel!(t.avx2(), $name($($arg),*)),
+                    IsaToken::Avx512(t) => {
+                        let s = super::simd_avx512::Avx512F32::new(t);
+                        // SAFETY: `t` is an Avx512Token, created only after run-time detection
+                        // found AVX-512F, AVX2 and FMA on this CPU.
+                        unsafe { with_avx512(#[inline(always)] || $name(s, $($arg),*)) }
+                    }
                     #[cfg(not(target_arch = "x86_64"))]
                     IsaToken::Avx2Fma(_) | IsaToken::Avx512(_) => $name(PortableF32, $($arg),*),
                 }

@@ -16,10 +16,11 @@ pub enum Isa {
     Portable,
     /// `core::arch` AVX2 + FMA code in `#[target_feature]` functions (x86-64 only).
     Avx2Fma,
-    /// [`Isa::Avx2Fma`] with the GEMMs (the per-step GEMM and the big ones built on its
-    /// micro-kernel) on 512-bit AVX-512F registers (x86-64 only). Results are bit for bit those
-    /// of `Avx2Fma`: every output element is the same chain of fused multiply-adds, in the same
-    /// order, only more of them run per instruction.
+    /// The AVX2+FMA kernels on 512-bit AVX-512F registers (x86-64 only): the GEMMs (the
+    /// per-step GEMM and the big ones built on its micro-kernel) with wider register tiles, the
+    /// activations and state updates on 16 lanes. Results are bit for bit those of `Avx2Fma`:
+    /// every output element comes from the same operations in the same order, only more
+    /// elements per instruction. The default where the CPU has AVX-512F.
     Avx512,
 }
 
@@ -121,7 +122,7 @@ impl Avx2FmaToken {
 /// [`Avx512Token::try_new`] creates one, after run-time detection, so holding one makes calling
 /// `#[target_feature(enable = "avx512f,avx2,fma")]` functions sound.
 #[derive(Debug, Clone, Copy)]
-pub struct Avx512Token(Avx2FmaToken);
+pub struct Avx512Token(());
 
 impl Avx512Token {
     /// Detects the features (std caches the CPUID result).
@@ -129,18 +130,10 @@ impl Avx512Token {
     pub(crate) fn try_new() -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
         {
-            if let Some(avx2) = Avx2FmaToken::try_new()
-                && std::arch::is_x86_feature_detected!("avx512f")
-            {
-                return Some(Avx512Token(avx2));
+            if Avx2FmaToken::try_new().is_some() && std::arch::is_x86_feature_detected!("avx512f") {
+                return Some(Avx512Token(()));
             }
         }
         None
-    }
-
-    /// The AVX2+FMA proof it includes, for the kernels that have no AVX-512 version.
-    #[inline(always)]
-    pub(crate) fn avx2(self) -> Avx2FmaToken {
-        self.0
     }
 }

@@ -9,6 +9,8 @@ pub(crate) mod postgemm;
 pub(crate) mod simd;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod simd_avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod simd_avx512;
 pub(crate) mod simd_portable;
 pub(crate) mod step_gemm;
 #[cfg(target_arch = "x86_64")]

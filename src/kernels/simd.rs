@@ -99,7 +99,7 @@ impl OneElem for f64 {
 }
 
 /// Upper bound of [`SimdOps::LANES`] over all implementations (tail buffers use it).
-pub(crate) const MAX_LANES: usize = 8;
+pub(crate) const MAX_LANES: usize = 16;
 
 /// One f64 lane with std's functions: the accurate precision path.
 #[derive(Debug, Clone, Copy)]
