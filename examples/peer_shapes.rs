@@ -110,7 +110,7 @@ fn main() -> Result<(), fused_rnn::Error> {
         };
         let flops = 2.0 * (t * b * cell.gates() * h * (i + h)) as f64;
         println!(
-            "| {} T={t} B={b} I={i} H={h} | fwd | {ms:.3} | {:.1} | {best:.3} |",
+            "| {} T={t} B={b} I={i} H={h} | fwd | {ms:.4} | {:.1} | {best:.4} |",
             cell.name(),
             flops / ms / 1e6
         );

@@ -134,9 +134,9 @@ def main():
         fl = flops(cell, t, b, i, h) * (3 if train else 1)
         reps = 5 if fl > 5e10 else 21
         pt = torch_case(cell, t, b, i, h, train, reps) if torch else None
-        pt_cols = f"{pt:.3f} | {fl / pt / 1e6:.1f} | {BEST[0]:.3f}" if pt else "– | – | –"
+        pt_cols = f"{pt:.4f} | {fl / pt / 1e6:.1f} | {BEST[0]:.4f}" if pt else "– | – | –"
         ot = None if train else ort_case(cell, t, b, i, h, reps, args.threads)
-        ort_cols = f"{ot:.3f} | {fl / ot / 1e6:.1f} | {BEST[0]:.3f}" if ot else "– | – | –"
+        ort_cols = f"{ot:.4f} | {fl / ot / 1e6:.1f} | {BEST[0]:.4f}" if ot else "– | – | –"
         print(f"| {cell} T={t} B={b} I={i} H={h} | {'fwd+bwd' if train else 'fwd'} | "
               f"{pt_cols} | {ort_cols} |")
 
