@@ -11,6 +11,10 @@
 //! row blocks (one `4 × 1` where 4 or 5 rows are left), and
 //! for the 1-3 leftover rows (all of them at batch 1) two or four panels at once, so that there
 //! are always at least six independent multiply-add chains to hide the FMA latency.
+//!
+//! `step_gemm_avx512.rs` reads the same panels as one 512-bit vector each, in `6 × 4`-panel
+//! tiles; both share [`PanelWalk`] (operand checks, panel addressing, walk order). Packed
+//! buffers are [`AlignedBuf`]s, so that every panel row starts on a cache line.
 
 use super::simd::{MAX_LANES, SimdOps, array_from};
 
