@@ -1,7 +1,9 @@
 //! `StreamingLayer` under random interleavings of `step`, `run`, `reset`, `set_state` and state
 //! reads, against a model that recomputes everything with `Layer::forward`.
 //!
-//! Decodes a cell kind, f32 or f64, an available ISA, `B` 1..=4, `I` 1..=8, `H` 1..=16, weights
+//! Decodes a cell kind, f32 or f64, an available ISA, `B` 1..=4, `I` 1..=8, `H` 1..=16 (or, one
+//! case in eight, a layer on two threads big enough for the stream to split each step over its
+//! worker thread: `B` = 4, `I` = `H` in 72..=87, 112..=127 for the RNN), weights
 //! scaled as in `cell_forward_backward` (every weight and bias `v · P / (I + H + 2)`, `|v| <= 1`,
 //! `P` in (0, 2]; every value exact in f32), then up to 24 operations. Inputs and set states
 //! lie in [-1, 1].
@@ -76,6 +78,8 @@ struct Case {
     batch: usize,
     input: usize,
     hidden: usize,
+    /// Threads of the layer (2 only with the big dims).
+    threads: usize,
     seed: u64,
     p_scale: f64,
     ops: Vec<Op>,
@@ -85,9 +89,20 @@ fn decode(u: &mut Unstructured<'_>) -> arbitrary::Result<Case> {
     let cell = pick_cell(u)?;
     let isa = pick_isa(u)?;
     let f64: bool = u.arbitrary()?;
-    let batch = u.int_in_range(1..=4)?;
-    let input = u.int_in_range(1..=8)?;
-    let hidden = u.int_in_range(1..=16)?;
+    let (batch, input, hidden, threads) = if u.ratio(1, 8)? {
+        // At least the 3·2^15 multiply-adds per step from which a stream on two threads splits
+        // its steps by hidden units (H not a multiple of the 16-unit panel: a partial one).
+        let base = if cell.gates() == 1 { 112 } else { 72 };
+        let h = base + u.int_in_range(0..=15)?;
+        (4, h, h, 2)
+    } else {
+        (
+            u.int_in_range(1..=4)?,
+            u.int_in_range(1..=8)?,
+            u.int_in_range(1..=16)?,
+            1,
+        )
+    };
     let seed = u.arbitrary()?;
     let p_scale = 2.0 * (f64::from(u.arbitrary::<u8>()?) + 1.0) / 256.0;
     let n = u.int_in_range(1..=24)?;
@@ -101,6 +116,7 @@ fn decode(u: &mut Unstructured<'_>) -> arbitrary::Result<Case> {
         batch,
         input,
         hidden,
+        threads,
         seed,
         p_scale,
         ops,
@@ -320,6 +336,7 @@ fn run_case<F: Float>(case: &Case) {
     )
     .expect("Layer::new");
     layer.set_isa(case.isa).expect("available ISA");
+    layer.set_threads(case.threads).expect("1 or 2 threads");
     let mut s = StreamingLayer::new(layer.clone(), b).expect("StreamingLayer::new");
     assert_eq!(s.batch(), b);
     let ctx = Ctx {
