@@ -258,12 +258,17 @@ pub(crate) struct ColumnPass<'a, F> {
     pub isa: IsaToken,
     pub batch: usize,
     pub hidden: usize,
-    /// `W_hhᵀ` packed with `forward_packing`, and its layout.
+    /// `W_hhᵀ` packed with `forward_packing`, and its layout: all hidden units, or (a
+    /// streaming worker's) only units `w_origin..w_origin + layout.group_width`.
     pub w_hh_t: &'a [F],
     pub layout: PackedLayout,
-    /// `[G*H]`, as the post-GEMM kernels take it (see `fused_bias`).
+    /// The first hidden unit the packed weights hold (`W_hh`'s here, and `W_ih`'s passed to
+    /// [`step_slice`]): 0 for whole matrices.
+    pub w_origin: usize,
+    /// `[G*H]`, as the post-GEMM kernels take it (see `fused_bias`). Read by
+    /// [`SliceState::new`] only (a slice keeps its own part).
     pub bias: &'a [F],
-    /// The reset-after GRU's `b_hn [H]` (empty otherwise).
+    /// The reset-after GRU's `b_hn [H]` (empty otherwise); read as `bias`.
     pub b_hn: &'a [F],
 }
 
@@ -279,6 +284,7 @@ impl<'a, F: Float> ColumnPass<'a, F> {
             hidden: h,
             w_hh_t: layer.packed_forward(),
             layout: forward_packing::<F>(cell, h, h),
+            w_origin: 0,
             bias,
             b_hn: layer.gru_b_hn(),
         }
@@ -432,7 +438,7 @@ unsafe fn scatter_columns<F: Copy>(
 }
 
 /// One slice's part of a streaming step: its columns of `x_t · W_ihᵀ` (`w_ih_t` packed by
-/// `ih_layout`) and `h_prev · W_hhᵀ` (both walked in `order`) and its part of the update, from
+/// `ih_layout`, holding the units `pass.w_hh_t` holds) and `h_prev · W_hhᵀ` (both walked in `order`) and its part of the update, from
 /// `c_prev [B, H]` (LSTM) to the slice's `h` and `c[1]` (see [`SliceState::outputs`]). `gates`
 /// is the slice's `[B, G*hc]` buffer for the input projection. Slices need nothing from each
 /// other within a step.
@@ -452,14 +458,16 @@ pub(crate) fn step_slice<F: Float>(
     let (u0, u1) = (sl.u0, sl.u1);
     let ldc = g * (u1 - u0);
     let i = ih_layout.k;
+    // The slice's columns within the packed weights.
+    let (w0, w1) = (u0 - pass.w_origin, u1 - pass.w_origin);
     let w_ih = PackedRef {
         order,
-        ..PackedRef::columns(w_ih_t, ih_layout, u0, u1)
+        ..PackedRef::columns(w_ih_t, ih_layout, w0, w1)
     };
     let x = Operand { data: x_t, ld: i };
     let w_hh = PackedRef {
         order,
-        ..PackedRef::columns(pass.w_hh_t, pass.layout, u0, u1)
+        ..PackedRef::columns(pass.w_hh_t, pass.layout, w0, w1)
     };
     let hp = Operand {
         data: h_prev,
@@ -533,7 +541,12 @@ pub(crate) fn forward_columns<F: Float>(
         SliceState<F>,
         &mut [F],
     )| {
-        let w = PackedRef::columns(w_ih_t.data, w_ih_t.layout, sl.u0, sl.u1);
+        let w = PackedRef::columns(
+            w_ih_t.data,
+            w_ih_t.layout,
+            sl.u0 - pass.w_origin,
+            sl.u1 - pass.w_origin,
+        );
         input_projection(pass.isa, 1, x, i, w, mine);
     });
     let y = SharedBuf::new(y);
@@ -550,7 +563,12 @@ pub(crate) fn forward_columns<F: Float>(
         };
         let w = PackedRef {
             order: PanelOrder::alternating(t),
-            ..PackedRef::columns(pass.w_hh_t, pass.layout, u0, u1)
+            ..PackedRef::columns(
+                pass.w_hh_t,
+                pass.layout,
+                u0 - pass.w_origin,
+                u1 - pass.w_origin,
+            )
         };
         let a = Operand {
             data: h_prev,

@@ -222,25 +222,6 @@ impl<F: Float> Layer<F> {
             bias_hh: &mut self.bias_hh,
         }
     }
-    /// A clone without the packed copies of the weights (they are made on first use, by
-    /// whichever thread uses them first), for a streaming worker.
-    pub(crate) fn clone_unpacked(&self) -> Self {
-        Layer {
-            cell: self.cell,
-            input_size: self.input_size,
-            hidden_size: self.hidden_size,
-            weight_ih: self.weight_ih.clone(),
-            weight_hh: self.weight_hh.clone(),
-            bias_ih: self.bias_ih.clone(),
-            bias_hh: self.bias_hh.clone(),
-            isa: self.isa,
-            pool: self.pool.clone(),
-            packed_forward: std::sync::OnceLock::new(),
-            packed_input: std::sync::OnceLock::new(),
-            packed_backward: std::sync::OnceLock::new(),
-            packed_input_backward: std::sync::OnceLock::new(),
-        }
-    }
 
     /// Drops the packed copies of the weights (they are rebuilt on first use).
     fn drop_packed(&mut self) {

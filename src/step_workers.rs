@@ -3,8 +3,9 @@
 //! A streaming step is short (12-30 µs at H = 256), too short to enter a rayon pool from
 //! outside: the caller then sleeps on a latch and waking it costs more than the second core
 //! gains (measured 38-45 µs against 31 µs on one thread). Here each extra slice has its own
-//! thread, which keeps its own copy of the layer (so its weight panels are its own and stay in
-//! its core's cache) and spins for [`SPIN_WINDOW`] after each step waiting for the next, then
+//! thread, which keeps its own packed copy of its units' columns of the weights (its panels
+//! are its own and stay in its core's cache; it holds `1/threads` of the packed layer and none
+//! of the unpacked weights) and spins for [`SPIN_WINDOW`] after each step waiting for the next, then
 //! parks. A step is handed over through atomics and two mutexes, no syscall while the worker
 //! spins:
 //!
@@ -32,8 +33,10 @@ use std::time::{Duration, Instant};
 use crate::column_split::{ColumnPass, SliceState, put_columns, step_slice};
 use crate::error::{Error, Result, try_zeroed};
 use crate::float::Float;
-use crate::kernels::step_gemm::PanelOrder;
-use crate::layer::Layer;
+use crate::kernels::isa::IsaToken;
+use crate::kernels::step_gemm::{AlignedBuf, PackedLayout, PanelOrder};
+use crate::layer::{Layer, forward_packing};
+use crate::shape::CellKind;
 
 /// How long a worker spins for the next step before it parks. Steps that come back to back
 /// (a stream fed as fast as it runs) find it awake; after a pause the first step runs the
@@ -114,29 +117,68 @@ impl<F> core::fmt::Debug for StepWorkers<F> {
     }
 }
 
-/// The slice a worker computes, with the layer and buffers it computes it from.
+/// The slice a worker computes, with the weights and buffers it computes it from: only its
+/// own units' columns of `W_ihᵀ` and `W_hhᵀ`, packed (a `1/threads` share of the layer's
+/// packed weights, and no copy of the unpacked ones).
 struct WorkerSlice<F> {
-    layer: Layer<F>,
+    cell: CellKind,
+    isa: IsaToken,
     batch: usize,
-    bias: Vec<F>,
+    input: usize,
+    hidden: usize,
+    /// The slice's columns of `W_ihᵀ` and `W_hhᵀ`, packed, and their layouts.
+    w_ih: AlignedBuf<F>,
+    ih_layout: PackedLayout,
+    w_hh: AlignedBuf<F>,
+    hh_layout: PackedLayout,
     slice: SliceState<F>,
     gates: Vec<F>,
+}
+
+/// Columns `u0..u1` of every gate block of `W [G*H, K]` (PyTorch layout, `hidden = H`),
+/// transposed and packed as the whole matrix would be (the same panels, so the same bits):
+/// `u0` is a multiple of the panel width, and `u1` one or `H`.
+fn pack_unit_columns<F: Float>(
+    cell: CellKind,
+    w: &[F],
+    k: usize,
+    hidden: usize,
+    (u0, u1): (usize, usize),
+) -> (AlignedBuf<F>, PackedLayout) {
+    let hc = u1 - u0;
+    let layout = forward_packing::<F>(cell, k, hc);
+    let mut packed = AlignedBuf::zeroed(layout.len());
+    layout.pack(&mut packed, |p, n| {
+        let (g, off) = (n / hc, n % hc);
+        w[(g * hidden + u0 + off) * k + p]
+    });
+    (packed, layout)
 }
 
 impl<F: Float> WorkerSlice<F> {
     /// Computes the slice for step `s` from `input` into `output`.
     fn run(&mut self, s: usize, input: &[F], output: &mut [F]) {
-        let (i, h) = (self.layer.input_size(), self.layer.hidden_size());
-        let b = self.batch;
-        let lstm = self.layer.cell().has_cell_state();
+        let (b, i, h) = (self.batch, self.input, self.hidden);
+        let lstm = self.cell.has_cell_state();
         let (x_t, rest) = input.split_at(b * i);
         let (h_prev, c_prev) = rest.split_at(b * h);
-        let pass = ColumnPass::new(&self.layer, b, &self.bias);
+        let pass = ColumnPass {
+            cell: self.cell,
+            isa: self.isa,
+            batch: b,
+            hidden: h,
+            w_hh_t: &self.w_hh,
+            layout: self.hh_layout,
+            w_origin: self.slice.units().0,
+            // Read by `SliceState::new` only; the slice holds its part.
+            bias: &[],
+            b_hn: &[],
+        };
         step_slice(
             &pass,
             PanelOrder::alternating(s),
-            self.layer.packed_input(),
-            self.layer.input_packing(),
+            &self.w_ih,
+            self.ih_layout,
             x_t,
             h_prev,
             c_prev,
@@ -242,21 +284,27 @@ impl<F: Float> StepWorkers<F> {
                     batch * hc * if lstm { 2 } else { 1 },
                 )?),
             });
+            let wts = layer.weights();
+            let (w_ih, ih_layout) = pack_unit_columns(cell, wts.weight_ih, i, h, units);
+            let (w_hh, hh_layout) = pack_unit_columns(cell, wts.weight_hh, h, h, units);
             let ws = WorkerSlice {
-                layer: layer.clone_unpacked(),
+                cell,
+                isa: layer.isa().resolve(),
                 batch,
-                bias: bias.to_vec(),
+                input: i,
+                hidden: h,
+                w_ih,
+                ih_layout,
+                w_hh,
+                hh_layout,
                 slice: SliceState::new(&ColumnPass::new(layer, batch, bias), units, None)?,
                 gates: try_zeroed("worker gates", batch * cell.gates() * hc)?,
             };
-            // The clone has no packed weights yet: the worker packs them.
             let theirs = Arc::clone(&shared);
             let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
             let handle = std::thread::Builder::new()
                 .name("fused-rnn-stream".into())
                 .spawn(move || {
-                    ws.layer.packed_forward();
-                    ws.layer.packed_input();
                     // Ready: nothing more is allocated from here on.
                     let _ = ready_tx.send(());
                     worker_loop(&theirs, ws)
@@ -265,11 +313,10 @@ impl<F: Float> StepWorkers<F> {
                     what: "threads",
                     why: format!("could not start a streaming worker thread: {e}"),
                 })?;
-            // Wait until the worker has packed its weights, so that the first steps neither
-            // find it busy nor share the core with its packing.
+            // Wait until the worker runs, so that the first steps find it spinning.
             ready_rx.recv().map_err(|_| Error::InvalidArgument {
                 what: "threads",
-                why: "a streaming worker thread failed while packing its weights".into(),
+                why: "a streaming worker thread failed to start".into(),
             })?;
             workers.push(Worker {
                 shared,
