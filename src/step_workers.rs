@@ -5,8 +5,8 @@
 //! gains (measured 38-45 µs against 31 µs on one thread). Here each extra slice has its own
 //! thread, which keeps its own packed copy of its units' columns of the weights (its panels
 //! are its own and stay in its core's cache; it holds `1/threads` of the packed layer and none
-//! of the unpacked weights) and spins for [`SPIN_WINDOW`] after each step waiting for the next, then
-//! parks. A step is handed over through atomics and two mutexes, no syscall while the worker
+//! of the unpacked weights) and spins for [`SPIN_WINDOW`] after each step waiting for the
+//! next, then parks. A step is handed over through atomics and two mutexes, no syscall while the worker
 //! spins:
 //!
 //! 1. The caller copies `x_t`, `h_{t-1}`, `c_{t-1}` into the worker's `input`, opens step `s`
