@@ -1,5 +1,5 @@
 //! Instruction-set selection: detected once at run time, never from compile-time flags, so a
-//! library built without RUSTFLAGS still runs AVX2+FMA code where the CPU has it.
+//! library built without RUSTFLAGS still runs AVX2+FMA (or AVX-512) code where the CPU has it.
 
 use crate::error::{Error, Result};
 
@@ -9,7 +9,11 @@ use crate::error::{Error, Result};
 /// in the last bits (e.g. the portable path's multiply-add is not fused). Force
 /// [`Isa::Portable`] for results that do not depend on the CPU. f64 kernels are scalar and
 /// ignore this choice.
+///
+/// Non-exhaustive: paths are added as CPUs gain instruction sets (`Avx512` was), so a `match`
+/// outside this crate needs a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Isa {
     /// `wide::f32x8` code, whatever the compile-time target features give it (SSE2 on a plain
     /// x86-64 build, with unfused multiply-add).
