@@ -289,6 +289,11 @@ impl<'a, F: Float> ColumnPass<'a, F> {
             b_hn: layer.gru_b_hn(),
         }
     }
+
+    /// Where hidden units `u0..u1` are within the packed weights' columns.
+    pub(crate) fn weight_columns(&self, u0: usize, u1: usize) -> (usize, usize) {
+        (u0 - self.w_origin, u1 - self.w_origin)
+    }
 }
 
 /// One slice's units `u0..u1` and its buffers (`hc = u1 - u0` units, `B` rows).
@@ -458,8 +463,7 @@ pub(crate) fn step_slice<F: Float>(
     let (u0, u1) = (sl.u0, sl.u1);
     let ldc = g * (u1 - u0);
     let i = ih_layout.k;
-    // The slice's columns within the packed weights.
-    let (w0, w1) = (u0 - pass.w_origin, u1 - pass.w_origin);
+    let (w0, w1) = pass.weight_columns(u0, u1);
     let w_ih = PackedRef {
         order,
         ..PackedRef::columns(w_ih_t, ih_layout, w0, w1)
@@ -541,12 +545,8 @@ pub(crate) fn forward_columns<F: Float>(
         SliceState<F>,
         &mut [F],
     )| {
-        let w = PackedRef::columns(
-            w_ih_t.data,
-            w_ih_t.layout,
-            sl.u0 - pass.w_origin,
-            sl.u1 - pass.w_origin,
-        );
+        let (w0, w1) = pass.weight_columns(sl.u0, sl.u1);
+        let w = PackedRef::columns(w_ih_t.data, w_ih_t.layout, w0, w1);
         input_projection(pass.isa, 1, x, i, w, mine);
     });
     let y = SharedBuf::new(y);
@@ -561,14 +561,10 @@ pub(crate) fn forward_columns<F: Float>(
             // every slice of the earlier steps finished), and no slice writes row t - 1 again.
             unsafe { y.get((t - 1) * b * h, b * h) }
         };
+        let (w0, w1) = pass.weight_columns(u0, u1);
         let w = PackedRef {
             order: PanelOrder::alternating(t),
-            ..PackedRef::columns(
-                pass.w_hh_t,
-                pass.layout,
-                u0 - pass.w_origin,
-                u1 - pass.w_origin,
-            )
+            ..PackedRef::columns(pass.w_hh_t, pass.layout, w0, w1)
         };
         let a = Operand {
             data: h_prev,

@@ -243,10 +243,8 @@ impl<F: Float> Layer<F> {
     /// `W_hhᵀ` packed for the forward step GEMM (packed once per weight update).
     pub(crate) fn packed_forward(&self) -> &[F] {
         self.packed_forward.get_or_init(|| {
-            let layout = forward_packing::<F>(self.cell, self.hidden_size, self.hidden_size);
-            let mut v = AlignedBuf::zeroed(layout.len());
-            pack_transposed(&self.weight_hh, layout, &mut v);
-            v
+            let h = self.hidden_size;
+            pack_forward(self.cell, &self.weight_hh, h, h, (0, h)).0
         })
     }
 
@@ -254,10 +252,8 @@ impl<F: Float> Layer<F> {
     /// [`Layer::input_packing`].
     pub(crate) fn packed_input(&self) -> &[F] {
         self.packed_input.get_or_init(|| {
-            let layout = self.input_packing();
-            let mut v = AlignedBuf::zeroed(layout.len());
-            pack_transposed(&self.weight_ih, layout, &mut v);
-            v
+            let (i, h) = (self.input_size, self.hidden_size);
+            pack_forward(self.cell, &self.weight_ih, i, h, (0, h)).0
         })
     }
 
@@ -979,10 +975,26 @@ pub(crate) fn backward_packing<F: Float>(cell: CellKind, hidden: usize) -> Packe
     }
 }
 
-/// Packs `W [N, K]` (a PyTorch weight, row-major) as `Wᵀ [K, N]` in `layout`.
-pub(crate) fn pack_transposed<F: Float>(w: &[F], layout: PackedLayout, out: &mut [F]) {
-    let k = layout.k;
-    layout.pack(&mut out[..layout.len()], |p, n| w[n * k + p]);
+/// Hidden units `u0..u1` of every gate block of `W [G*H, K]` (a PyTorch weight, row-major,
+/// `hidden = H`), transposed and packed with [`forward_packing`] for `u1 - u0` units: all of
+/// `W` for `0..H` (the layer's packed weights), or a streaming worker's columns, in the same
+/// panels as the whole packing (so the same bits), `u0` being a multiple of the panel width
+/// and `u1` one or `H`.
+pub(crate) fn pack_forward<F: Float>(
+    cell: CellKind,
+    w: &[F],
+    k: usize,
+    hidden: usize,
+    (u0, u1): (usize, usize),
+) -> (AlignedBuf<F>, PackedLayout) {
+    let hc = u1 - u0;
+    let layout = forward_packing::<F>(cell, k, hc);
+    let mut packed = AlignedBuf::zeroed(layout.len());
+    layout.pack(&mut packed, |p, n| {
+        let (g, off) = (n / hc, n % hc);
+        w[(g * hidden + u0 + off) * k + p]
+    });
+    (packed, layout)
 }
 
 /// `P[rows, G*H] = X[rows, I] · W_ihᵀ` on the packed step GEMM (measured faster than

@@ -35,7 +35,7 @@ use crate::error::{Error, Result, try_zeroed};
 use crate::float::Float;
 use crate::kernels::isa::IsaToken;
 use crate::kernels::step_gemm::{AlignedBuf, PackedLayout, PanelOrder};
-use crate::layer::{Layer, forward_packing};
+use crate::layer::{Layer, pack_forward};
 use crate::shape::CellKind;
 
 /// How long a worker spins for the next step before it parks. Steps that come back to back
@@ -133,26 +133,6 @@ struct WorkerSlice<F> {
     hh_layout: PackedLayout,
     slice: SliceState<F>,
     gates: Vec<F>,
-}
-
-/// Columns `u0..u1` of every gate block of `W [G*H, K]` (PyTorch layout, `hidden = H`),
-/// transposed and packed as the whole matrix would be (the same panels, so the same bits):
-/// `u0` is a multiple of the panel width, and `u1` one or `H`.
-fn pack_unit_columns<F: Float>(
-    cell: CellKind,
-    w: &[F],
-    k: usize,
-    hidden: usize,
-    (u0, u1): (usize, usize),
-) -> (AlignedBuf<F>, PackedLayout) {
-    let hc = u1 - u0;
-    let layout = forward_packing::<F>(cell, k, hc);
-    let mut packed = AlignedBuf::zeroed(layout.len());
-    layout.pack(&mut packed, |p, n| {
-        let (g, off) = (n / hc, n % hc);
-        w[(g * hidden + u0 + off) * k + p]
-    });
-    (packed, layout)
 }
 
 impl<F: Float> WorkerSlice<F> {
@@ -285,8 +265,8 @@ impl<F: Float> StepWorkers<F> {
                 )?),
             });
             let wts = layer.weights();
-            let (w_ih, ih_layout) = pack_unit_columns(cell, wts.weight_ih, i, h, units);
-            let (w_hh, hh_layout) = pack_unit_columns(cell, wts.weight_hh, h, h, units);
+            let (w_ih, ih_layout) = pack_forward(cell, wts.weight_ih, i, h, units);
+            let (w_hh, hh_layout) = pack_forward(cell, wts.weight_hh, h, h, units);
             let ws = WorkerSlice {
                 cell,
                 isa: layer.isa().resolve(),

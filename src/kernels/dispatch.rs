@@ -1,9 +1,11 @@
 //! Per-element-type, per-ISA entry points of the fused step kernels.
 //!
 //! f64 runs the generic kernels on [`ScalarF64`] (std's accurate functions). f32 picks the
-//! portable `wide` path or the AVX2+FMA path from the layer's resolved [`IsaToken`]; the AVX2
-//! instantiation runs inside a `#[target_feature(enable = "avx2,fma")]` function so that the
-//! `#[inline(always)]` kernel and its intrinsics inline into AVX2+FMA code.
+//! portable `wide` path, the AVX2+FMA path or the AVX-512 path from the layer's resolved
+//! [`IsaToken`]; each AVX instantiation runs inside a `#[target_feature]` function so that the
+//! `#[inline(always)]` kernel and its intrinsics inline into that instruction set's code. The
+//! AVX-512 path runs the GEMMs on their own kernel (`step_gemm_avx512.rs`) and the elementwise
+//! kernels on the generic ones with 16 lanes.
 
 use super::isa::IsaToken;
 use super::postgemm::{self, StepShape};
