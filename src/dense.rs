@@ -14,7 +14,7 @@
 use crate::float::Float;
 use crate::kernels::isa::IsaToken;
 use crate::kernels::step_gemm::{
-    Accumulate, AlignedBuf, Operand, OperandTiles, PackedLayout, PackedRef, TILE_ROWS,
+    Accumulate, Operand, OperandTiles, PackedLayout, PackedRef, TILE_ROWS,
 };
 
 /// Rows of A per block of [`gemm_packed_rows`]: the block (48 KiB of f32 with a `k` chunk of
@@ -120,8 +120,10 @@ impl<'a, F> GradTerm<'a, F> {
 /// A's blocks are packed transposed (see [`OperandTiles`]) and serve every term over the same
 /// columns; each term's B is packed into panels per `k` chunk and serves every block of A.
 /// Each term's C rows are split evenly over `shards` threads (so each C element is still one
-/// chain over `k`), each thread packing B for itself.
-/// `acc` says whether the first chunk adds to C or overwrites it.
+/// chain over `k`), each thread packing B for itself into its part of `scratch`, which must
+/// hold `shards ·` [`weight_grad_scratch_len`] elements for these terms' widths (a caller's
+/// bug otherwise: panics). `acc` says whether the first chunk adds to C or overwrites it.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn weight_grad<F: Float>(
     isa: IsaToken,
     shards: usize,
@@ -130,6 +132,7 @@ pub(crate) fn weight_grad<F: Float>(
     k: usize,
     terms: Vec<GradTerm<'_, F>>,
     acc: Accumulate,
+    scratch: &mut [F],
 ) {
     if k == 0 {
         if acc == Accumulate::No {
@@ -166,10 +169,19 @@ pub(crate) fn weight_grad<F: Float>(
             });
         }
     }
-    let run = |terms: Vec<GradTerm<'_, F>>| weight_grad_one(isa, a, lda, k, terms, acc);
-    let mut jobs = jobs.into_iter();
-    let first = jobs.next().unwrap_or_default();
-    let rest: Vec<_> = jobs.filter(|j| !j.is_empty()).collect();
+    let widths: Vec<usize> = jobs[0].iter().map(|t| t.n).collect();
+    let per_thread = weight_grad_scratch_len::<F>(k, &widths);
+    assert!(
+        scratch.len() >= shards * per_thread,
+        "weight_grad: scratch for {shards} threads of {per_thread}, got {}",
+        scratch.len()
+    );
+    let run = |(terms, scratch): (Vec<GradTerm<'_, F>>, &mut [F])| {
+        weight_grad_one(isa, a, lda, k, terms, acc, scratch)
+    };
+    let mut jobs = jobs.into_iter().zip(scratch.chunks_mut(per_thread));
+    let first = jobs.next().expect("at least one thread");
+    let rest: Vec<_> = jobs.filter(|(j, _)| !j.is_empty()).collect();
     if rest.is_empty() {
         run(first);
     } else {
@@ -182,6 +194,44 @@ pub(crate) fn weight_grad<F: Float>(
     }
 }
 
+/// Elements of scratch one thread of [`weight_grad`] needs over `k` rows, for terms whose B
+/// has `widths` columns: a packed `k` chunk of each B and a block of A, each with a line's
+/// slack to start on a line (as the packed weights; a 512-bit load must not split lines).
+///
+/// The scratch lives in the workspace, so that backward allocates nothing after its first
+/// call: fresh buffers per call cost page faults on every call (1-2% of an RNN backward in
+/// `perf`, kernel time clearing and mapping pages).
+pub(crate) fn weight_grad_scratch_len<F: Float>(k: usize, widths: &[usize]) -> usize {
+    let kc = K_CHUNK.min(k);
+    let slack = 64 / core::mem::size_of::<F>();
+    let b: usize = widths
+        .iter()
+        .map(|&n| b_chunk_layout::<F>(kc, n).len() + slack)
+        .sum();
+    b + kc * M_BLOCK + slack
+}
+
+/// The layout of one `k` chunk of B (`kc` rows of `n` columns) in panels.
+fn b_chunk_layout<F: Float>(kc: usize, n: usize) -> PackedLayout {
+    PackedLayout {
+        k: kc,
+        groups: 1,
+        group_width: n,
+        nr: F::PANEL_WIDTH,
+    }
+}
+
+/// Splits `len` elements starting on a 64-byte line off the front of `buf` (`buf` has a
+/// line's slack for it; see [`weight_grad_scratch_len`]).
+fn take_aligned<'a, F>(buf: &mut &'a mut [F], len: usize) -> &'a mut [F] {
+    let size = core::mem::size_of::<F>();
+    let skip = (64 - buf.as_ptr().addr() % 64) % 64 / size;
+    let (_, rest) = core::mem::take(buf).split_at_mut(skip);
+    let (piece, rest) = rest.split_at_mut(len);
+    *buf = rest;
+    piece
+}
+
 /// [`weight_grad`] on one thread, for terms whose row ranges are this thread's.
 fn weight_grad_one<F: Float>(
     isa: IsaToken,
@@ -190,6 +240,7 @@ fn weight_grad_one<F: Float>(
     k: usize,
     mut terms: Vec<GradTerm<'_, F>>,
     acc: Accumulate,
+    mut scratch: &mut [F],
 ) {
     let Some(m_lo) = terms.iter().map(|t| t.m0).min() else {
         return;
@@ -197,21 +248,16 @@ fn weight_grad_one<F: Float>(
     let m_hi = terms.iter().map(|t| t.m1).max().unwrap_or(m_lo);
     let layouts: Vec<PackedLayout> = terms
         .iter()
-        .map(|t| PackedLayout {
-            k: K_CHUNK.min(k),
-            groups: 1,
-            group_width: t.n,
-            nr: F::PANEL_WIDTH,
-        })
+        .map(|t| b_chunk_layout::<F>(K_CHUNK.min(k), t.n))
         .collect();
-    let mut packed: Vec<AlignedBuf<F>> = layouts
+    let mut packed: Vec<&mut [F]> = layouts
         .iter()
-        .map(|l| AlignedBuf::zeroed(l.len()))
+        .map(|l| take_aligned(&mut scratch, l.len()))
         .collect();
     // A's block, columns `lo..hi` of rows `k0..k0 + kc`, packed as an [`OperandTiles`]: each
     // micro-tile then reads one contiguous run (read in place, A's row stride of 8 KiB for
     // G*H = 2048 would put every `k` of a tile in the same cache set).
-    let mut ablk = vec![F::ZERO; K_CHUNK.min(k) * M_BLOCK];
+    let ablk = take_aligned(&mut scratch, K_CHUNK.min(k) * M_BLOCK);
     for k0 in (0..k).step_by(K_CHUNK) {
         let kc = (k - k0).min(K_CHUNK);
         for ((t, lay), buf) in terms.iter().zip(&layouts).zip(&mut packed) {
@@ -230,11 +276,11 @@ fn weight_grad_one<F: Float>(
                     continue;
                 }
                 if have != (lo, hi) {
-                    pack_strips(&a[k0 * lda + lo..], lda, kc, hi - lo, TILE_ROWS, &mut ablk);
+                    pack_strips(&a[k0 * lda + lo..], lda, kc, hi - lo, TILE_ROWS, ablk);
                     have = (lo, hi);
                 }
                 let lay = PackedLayout { k: kc, ..*lay };
-                let op = OperandTiles { data: &ablk, k: kc };
+                let op = OperandTiles { data: ablk, k: kc };
                 let c = &mut t.c[(lo - t.m0) * t.n..(hi - t.m0) * t.n];
                 let w = PackedRef::all(&buf[..lay.len()], lay);
                 F::step_gemm_tiles(isa, hi - lo, kc, op, w, c, t.n, chunk_acc);
@@ -247,19 +293,56 @@ fn weight_grad_one<F: Float>(
 /// columns, each strip `k × width` row-major and the last one zero-padded: B's panels
 /// (`width` = the panel width, as [`PackedLayout::pack`] for one gate block) and A's
 /// [`OperandTiles`] groups (`width` = [`TILE_ROWS`]).
+///
+/// B (`x`, `h`: megabytes, read from L3 or memory) is read row by row; A's block (a few
+/// hundred columns of the gate gradients) strip by strip, which measured the same or slightly
+/// better there (RNN backward at T=128 B=32 I=H=512, 2 threads: 42.2-43.6 against
+/// 42.7-43.6 ms row by row).
 fn pack_strips<F: Float>(m: &[F], ld: usize, k: usize, n: usize, width: usize, out: &mut [F]) {
     // Full rows of a strip copied with a width known at compile time: a copy of a run-time
     // length becomes a call to memcpy per row, which cost 4% of an RNN backward.
     match width {
-        2 => pack_strips_of::<F, 2>(m, ld, k, n, out),
-        6 => pack_strips_of::<F, 6>(m, ld, k, n, out),
-        16 => pack_strips_of::<F, 16>(m, ld, k, n, out),
+        2 => pack_strips_by_strip::<F, 2>(m, ld, k, n, out),
+        6 => pack_strips_by_strip::<F, 6>(m, ld, k, n, out),
+        16 => pack_strips_by_row::<F, 16>(m, ld, k, n, out),
         _ => unreachable!("pack_strips: no strip width {width}"),
     }
 }
 
-/// [`pack_strips`] for strips of `W` columns.
-fn pack_strips_of<F: Float, const W: usize>(m: &[F], ld: usize, k: usize, n: usize, out: &mut [F]) {
+/// [`pack_strips`] for strips of `W` columns, row by row of `M`.
+///
+/// Row by row of `M` (each read front to back, which the hardware prefetcher follows), each
+/// row's pieces written to every strip: strip by strip, reading `k` rows at a stride of `ld`
+/// per strip, spent 70% of the packing's time waiting on those reads (a quarter of an RNN's
+/// weight gradients, measured by `perf`).
+fn pack_strips_by_row<F: Float, const W: usize>(m: &[F], ld: usize, k: usize, n: usize, out: &mut [F]) {
+    let full = n / W;
+    let tail = n - full * W;
+    let strips = n.div_ceil(W);
+    let out = &mut out[..strips * k * W];
+    for p in 0..k {
+        let src = &m[p * ld..p * ld + n];
+        for q in 0..full {
+            let row: &[F; W] = src[q * W..q * W + W].try_into().expect("W elements");
+            out[(q * k + p) * W..(q * k + p + 1) * W].copy_from_slice(row);
+        }
+        if tail > 0 {
+            let dst = &mut out[(full * k + p) * W..(full * k + p + 1) * W];
+            dst[..tail].copy_from_slice(&src[full * W..]);
+            dst[tail..].fill(F::ZERO);
+        }
+    }
+}
+
+/// [`pack_strips`] for strips of `W` columns, strip by strip (each strip's `k` rows at a
+/// stride of `ld`).
+fn pack_strips_by_strip<F: Float, const W: usize>(
+    m: &[F],
+    ld: usize,
+    k: usize,
+    n: usize,
+    out: &mut [F],
+) {
     for (q, strip) in out[..n.div_ceil(W) * k * W]
         .chunks_exact_mut(k * W)
         .enumerate()
@@ -389,9 +472,13 @@ mod tests {
                         .num_threads(shards)
                         .build()
                         .unwrap();
+                    // Scratch left over from other data, as a workspace's is on later calls.
+                    let mut scratch =
+                        vec![f32::NAN; shards * weight_grad_scratch_len::<f32>(k, &[n])];
                     pool.install(|| {
-                        weight_grad(tok, shards, &at32, m, k, vec![t0], Accumulate::No);
-                        weight_grad(tok, shards, &at32, m, k, vec![t1], Accumulate::Yes);
+                        let s = &mut scratch;
+                        weight_grad(tok, shards, &at32, m, k, vec![t0], Accumulate::No, s);
+                        weight_grad(tok, shards, &at32, m, k, vec![t1], Accumulate::Yes, s);
                     });
                     for idx in 0..m * n {
                         let extra = if idx >= split * n { 1.0 } else { 0.0 };

@@ -6,8 +6,11 @@
 //! `(T+1)·B·H`, for GRU one more `T·B·H` (`W_hn h + b_hn` for reset-after, `r * h_{t-1}` for
 //! reset-before). Elements: LSTM `(4 + 1 + 1)·T·B·H`, GRU `(3 + 1 + 1)·T·B·H`, RNN
 //! `(1 + 1)·T·B·H`, plus `O(B·G·H)` per-step scratch. (The packed recurrent weights live in
-//! the [`Layer`](crate::Layer), packed once per weight update.) Inference keeps the input projection
-//! `G·T·B·H` plus `O(B·G·H)`.
+//! the [`Layer`](crate::Layer), packed once per weight update.) The first backward adds the
+//! weight gradients' packing scratch, independent of `T`: per thread, 256 time-step rows of
+//! `x` and `h` in panels (`256·(I + H)` elements, the reset-before GRU `256·(I + 2H)`) and a
+//! `256 × 120` block of the gate gradients. Inference keeps the input projection `G·T·B·H`
+//! plus `O(B·G·H)`.
 
 use core::ops::Range;
 
@@ -113,6 +116,8 @@ pub(crate) struct WsParts<'a, F> {
     pub dh_b: &'a mut [F],
     pub dc: &'a mut [F],
     pub drh: &'a mut [F],
+    /// Backward's weight-gradient packing scratch (see [`Workspace::reserve_grad_scratch`]).
+    pub grad_scratch: &'a mut [F],
 }
 
 /// Scratch and saved state for one layer's forward (and backward) over fixed dimensions.
@@ -130,6 +135,9 @@ pub struct Workspace<F> {
     pub(crate) status: Status,
     pub(crate) layout: WsLayout,
     buf: Vec<F>,
+    /// Backward's packing scratch for the weight gradients, sized by the first backward (it
+    /// depends on the layer's thread count, which the workspace does not know).
+    grad_scratch: Vec<F>,
 }
 
 impl<F: Float> Workspace<F> {
@@ -143,7 +151,9 @@ impl<F: Float> Workspace<F> {
         }
     }
 
-    /// Allocates a workspace (the only allocation a forward/backward pair needs).
+    /// Allocates a workspace: the only large allocation a forward/backward pair needs, but for
+    /// the weight gradients' packing scratch (a few MiB at most, independent of `T`), which
+    /// the first [`Layer::backward`](crate::Layer::backward) adds to it and later ones reuse.
     pub fn new(cell: CellKind, dims: Dims, mode: Mode) -> Result<Self> {
         let layout = WsLayout::new(cell, &dims, mode)?;
         Ok(Workspace {
@@ -152,6 +162,7 @@ impl<F: Float> Workspace<F> {
             mode,
             status: Status::Fresh,
             buf: try_zeroed("workspace", layout.total)?,
+            grad_scratch: Vec::new(),
             layout,
         })
     }
@@ -171,9 +182,20 @@ impl<F: Float> Workspace<F> {
         self.mode
     }
 
-    /// Size in bytes.
+    /// Size in bytes, including the weight-gradient scratch that the first
+    /// [`Layer::backward`](crate::Layer::backward) adds (a few MiB at most: a chunk of 256
+    /// time-step rows of `x` and `h` per thread, independent of `T`).
     pub fn bytes(&self) -> usize {
-        self.buf.len() * core::mem::size_of::<F>()
+        (self.buf.len() + self.grad_scratch.len()) * core::mem::size_of::<F>()
+    }
+
+    /// Grows the weight-gradient scratch to at least `len` elements (once: later backward
+    /// calls with the same layer find it large enough and allocate nothing).
+    pub(crate) fn reserve_grad_scratch(&mut self, len: usize) -> Result<()> {
+        if self.grad_scratch.len() < len {
+            self.grad_scratch = try_zeroed("weight-gradient scratch", len)?;
+        }
+        Ok(())
     }
 
     /// Checks the workspace serves `cell` with `input`/`hidden` widths in `mode` (any mode if
@@ -223,6 +245,7 @@ impl<F: Float> Workspace<F> {
         let (dc, rest) = rest.split_at_mut(l.dc.len());
         let (drh, _) = rest.split_at_mut(l.drh.len());
         WsParts {
+            grad_scratch: &mut self.grad_scratch,
             bias,
             gates,
             h_all,

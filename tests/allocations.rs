@@ -1,6 +1,7 @@
 //! Forward and backward allocate nothing inside the time loop: counted through a global
-//! allocator. The big GEMMs outside the loop allocate their packing buffers once per
-//! call, a fixed number per pass, so the proof is that the count does not grow with `T`.
+//! allocator. Outside the loop a pass makes a fixed number of small allocations (the
+//! per-thread job lists; the weight gradients' packing scratch is in the workspace, grown by
+//! its first backward), so the proof is that the count does not grow with `T`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

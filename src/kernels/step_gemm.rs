@@ -355,6 +355,7 @@ pub(crate) fn step_gemm<S: SimdOps, A: AOperand<S::Elem>>(
         for p in &ps[..np] {
             let p = core::slice::from_ref(p);
             for i0 in (0..six).step_by(6) {
+                prefetch_c_rows(i0 + 6..m.min(i0 + 12), p, c, ldc);
                 micro::<S, A, 6, 1>(s, i0, k, a, p, c, ldc, acc);
             }
             if full > six {
@@ -384,6 +385,35 @@ pub(crate) fn step_gemm<S: SimdOps, A: AOperand<S::Elem>>(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Asks for the C lines of `rows` over the panels `ps` (the next tile's) to come into L2
+/// while the current tile computes. A tile that adds to C otherwise starts with loads that
+/// miss to L3: the weight gradients pass over C once per `k` chunk, and C (megabytes) does
+/// not stay in L2 between passes. Measured on the AVX-512 path (GRU backward at T=128 B=32
+/// I=H=512, 2 threads): weight gradients 70.6-73.5 → 68.1-71.0 ms.
+#[inline(always)]
+pub(crate) fn prefetch_c_rows<E>(
+    rows: core::ops::Range<usize>,
+    ps: &[PanelRef<'_, E>],
+    c: &[E],
+    ldc: usize,
+) {
+    for r in rows {
+        for pj in ps {
+            let row = &c[r * ldc + pj.col0..][..pj.width];
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: SSE is part of x86_64; a prefetch only hints (it never faults), and both
+            // addresses are inside `row`.
+            unsafe {
+                use core::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+                _mm_prefetch::<_MM_HINT_T1>(row.as_ptr().cast());
+                _mm_prefetch::<_MM_HINT_T1>(row[pj.width - 1..].as_ptr().cast());
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = row;
         }
     }
 }

@@ -17,7 +17,7 @@ use core::arch::x86_64::*;
 
 use super::isa::Avx512Token;
 use super::simd::array_from;
-use super::step_gemm::{AOperand, Accumulate, PackedRef, PanelRef, PanelWalk};
+use super::step_gemm::{AOperand, Accumulate, PackedRef, PanelRef, PanelWalk, prefetch_c_rows};
 
 /// Columns per panel: one 512-bit vector of f32.
 const NR: usize = 16;
@@ -86,6 +86,7 @@ fn panel_rows<A: AOperand<f32>, const NP: usize>(
         |j| walk.panel(j0 + j),
     );
     for i0 in (0..m).step_by(MR) {
+        prefetch_c_rows(i0 + MR..m.min(i0 + 2 * MR), &ps, c, ldc);
         match (m - i0).min(MR) {
             1 => micro::<A, 1, NP>(t, i0, k, a, &ps, c, ldc, acc),
             2 => micro::<A, 2, NP>(t, i0, k, a, &ps, c, ldc, acc),
