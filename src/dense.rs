@@ -315,7 +315,13 @@ fn pack_strips<F: Float>(m: &[F], ld: usize, k: usize, n: usize, width: usize, o
 /// row's pieces written to every strip: strip by strip, reading `k` rows at a stride of `ld`
 /// per strip, spent 70% of the packing's time waiting on those reads (a quarter of an RNN's
 /// weight gradients, measured by `perf`).
-fn pack_strips_by_row<F: Float, const W: usize>(m: &[F], ld: usize, k: usize, n: usize, out: &mut [F]) {
+fn pack_strips_by_row<F: Float, const W: usize>(
+    m: &[F],
+    ld: usize,
+    k: usize,
+    n: usize,
+    out: &mut [F],
+) {
     let full = n / W;
     let tail = n - full * W;
     let strips = n.div_ceil(W);
