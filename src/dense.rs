@@ -309,12 +309,11 @@ fn pack_strips<F: Float>(m: &[F], ld: usize, k: usize, n: usize, width: usize, o
     }
 }
 
-/// [`pack_strips`] for strips of `W` columns, row by row of `M`.
-///
-/// Row by row of `M` (each read front to back, which the hardware prefetcher follows), each
-/// row's pieces written to every strip: strip by strip, reading `k` rows at a stride of `ld`
-/// per strip, spent 70% of the packing's time waiting on those reads (a quarter of an RNN's
-/// weight gradients, measured by `perf`).
+/// [`pack_strips`] for strips of `W` columns, row by row of `M`: each row is read front to
+/// back (which the hardware prefetcher follows) and its pieces go to every strip. Strip by
+/// strip instead, reading `k` rows at a stride of `ld` per strip, B's packing spent 70% of
+/// its time waiting on those reads (`perf`; the packing was 15% of the time of an RNN's
+/// weight gradients).
 fn pack_strips_by_row<F: Float, const W: usize>(
     m: &[F],
     ld: usize,

@@ -1032,8 +1032,6 @@ pub(crate) fn fused_bias<F: Float>(cell: CellKind, b_ih: &[F], b_hh: &[F], out: 
     }
 }
 
-/// Row ranges `[start, end)` of `b` rows in up to `shards` blocks (multiples of four rows,
-/// the GEMM micro-tile, where possible).
 /// Scratch elements per thread for backward's weight gradients: B's packed chunks for the
 /// widest call (`[I, H]` operands; the reset-before GRU's three, `[I, H, H]`).
 fn backward_scratch_len<F: Float>(cell: CellKind, d: &Dims) -> usize {
@@ -1044,6 +1042,8 @@ fn backward_scratch_len<F: Float>(cell: CellKind, d: &Dims) -> usize {
     dense::weight_grad_scratch_len::<F>(d.seq_len * d.batch, widths)
 }
 
+/// Row ranges `[start, end)` of `b` rows in up to `shards` blocks (multiples of four rows,
+/// the GEMM micro-tile, where possible).
 fn row_ranges(b: usize, shards: usize) -> Vec<(usize, usize)> {
     let shards = shards.clamp(1, b.max(1));
     let mut out = Vec::with_capacity(shards);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{RandomCase, dims, inference_forward};
+use common::{RandomCase, dims, inference_forward, training_pass_in};
 use fused_rnn::{
     CellKind, FinalState, Float, GradMode, InitialState, InputGrads, Isa, Layer, Mode,
     StreamingLayer, Upstream,
@@ -205,4 +205,47 @@ fn zero_threads_is_an_error() {
     let mut l = Layer::<f32>::with_seeded_init(CellKind::Lstm, 3, 4, 1).unwrap();
     assert!(l.set_threads(0).is_err());
     assert_eq!(l.threads(), 1);
+}
+
+/// One training pass of `layer` over `c` in the given workspace: the gradients' bits.
+fn pass_in<F: Float>(
+    layer: &Layer<F>,
+    ws: &mut fused_rnn::Workspace<F>,
+    c: &RandomCase<F>,
+) -> Vec<u64> {
+    let (_, dx, g) = training_pass_in(layer, ws, &c.x, &c.dy);
+    [dx, g.weight_ih, g.weight_hh, g.bias_ih, g.bias_hh]
+        .iter()
+        .flatten()
+        .map(|v| v.to_f64().to_bits())
+        .collect()
+}
+
+#[test]
+fn one_workspace_serves_layers_of_any_thread_count() {
+    // The weight gradients' packing scratch lives in the workspace, sized by the first
+    // backward for that layer's threads: a layer with more threads grows it, one with fewer
+    // finds it large (and holding another pass's data). Results stay the same bits.
+    let d = dims(4, 27, 50, 120);
+    for (ci, &cell) in CellKind::ALL.iter().enumerate() {
+        let c = RandomCase::<f32>::new(cell, d, 60 + ci as u64);
+        let layer = |threads| {
+            let mut l = Layer::new(cell, d.input, d.hidden, c.weights()).unwrap();
+            l.set_threads(threads).unwrap();
+            l
+        };
+        let (one, three) = (layer(1), layer(3));
+        let mut ws = one.workspace(d.seq_len, d.batch, Mode::Training).unwrap();
+        let first = pass_in(&one, &mut ws, &c);
+        assert!(
+            first == pass_in(&three, &mut ws, &c),
+            "{}: 3 threads after 1",
+            cell.name()
+        );
+        assert!(
+            first == pass_in(&one, &mut ws, &c),
+            "{}: 1 thread after 3",
+            cell.name()
+        );
+    }
 }

@@ -260,13 +260,23 @@ pub fn training_pass<F: Float>(
     seq_len: usize,
     batch: usize,
 ) -> (Vec<F>, Vec<F>, fused_rnn::LayerGrads<F>) {
-    let (i, h) = (layer.input_size(), layer.hidden_size());
     let mut ws = layer.workspace(seq_len, batch, Mode::Training).unwrap();
-    let mut y = vec![F::ZERO; seq_len * batch * h];
-    let mut dx = vec![F::ZERO; seq_len * batch * i];
+    training_pass_in(layer, &mut ws, x, dy)
+}
+
+/// [`training_pass`] in a given workspace (its dimensions say `T` and `B`).
+pub fn training_pass_in<F: Float>(
+    layer: &Layer<F>,
+    ws: &mut fused_rnn::Workspace<F>,
+    x: &[F],
+    dy: &[F],
+) -> (Vec<F>, Vec<F>, fused_rnn::LayerGrads<F>) {
+    let d = ws.dims();
+    let mut y = vec![F::ZERO; d.y_len()];
+    let mut dx = vec![F::ZERO; d.x_len()];
     layer
         .forward(
-            &mut ws,
+            ws,
             x,
             InitialState::default(),
             &mut y,
@@ -283,7 +293,7 @@ pub fn training_pass<F: Float>(
         ..Default::default()
     };
     layer
-        .backward(&mut ws, x, up, &mut grads, inputs, GradMode::Overwrite)
+        .backward(ws, x, up, &mut grads, inputs, GradMode::Overwrite)
         .unwrap();
     (y, dx, grads)
 }
