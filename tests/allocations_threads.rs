@@ -46,6 +46,13 @@ fn threaded_paths_allocate_nothing_per_step() {
     let (i, h) = (256, 256);
     let mut layer = Layer::<f32>::with_seeded_init(CellKind::Lstm, i, h, 5).unwrap();
     layer.set_threads(2).unwrap();
+    // `set_threads` returns once the pool's threads have started: nothing of their start-up
+    // (6 allocations for two rayon threads) is left to happen later, e.g. during a step.
+    let n = allocations(|| std::thread::sleep(std::time::Duration::from_millis(20)));
+    assert_eq!(
+        n, 0,
+        "the pool's threads allocated {n} times after set_threads returned"
+    );
     let mut s = StreamingLayer::new(layer.clone(), 1).unwrap();
     let x = vec![0.1f32; i];
     s.step(&x).unwrap();
