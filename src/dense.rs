@@ -145,6 +145,10 @@ pub(crate) fn weight_grad<F: Float>(
     // Every term's rows split evenly over the threads, at whole micro-tiles (terms over
     // different column ranges, as the GRU's, would otherwise load one thread more: a split
     // of A's columns gave the GRU's threads 60% and 40%).
+    // Scratch per thread for every term: a thread's job holds a subset of them (a short
+    // term can leave a thread out while another thread has it).
+    let widths: Vec<usize> = terms.iter().map(|t| t.n).collect();
+    let per_thread = weight_grad_scratch_len::<F>(k, &widths);
     let most = terms.iter().map(|t| t.m1 - t.m0).max().unwrap_or(0);
     let shards = shards.clamp(1, most.div_ceil(6).max(1));
     let mut jobs: Vec<Vec<GradTerm<'_, F>>> = (0..shards).map(|_| Vec::new()).collect();
@@ -169,8 +173,6 @@ pub(crate) fn weight_grad<F: Float>(
             });
         }
     }
-    let widths: Vec<usize> = jobs[0].iter().map(|t| t.n).collect();
-    let per_thread = weight_grad_scratch_len::<F>(k, &widths);
     assert!(
         scratch.len() >= shards * per_thread,
         "weight_grad: scratch for {shards} threads of {per_thread}, got {}",

@@ -249,3 +249,15 @@ fn one_workspace_serves_layers_of_any_thread_count() {
         );
     }
 }
+
+#[test]
+fn weight_gradient_terms_of_unequal_height_split_over_threads() {
+    // The reset-before GRU's weight gradients have a term over H rows beside terms over
+    // 2H and 3H: at H = 8 on 4 threads its 2 micro-tiles leave the first thread without it
+    // while another thread has it. (I = 1400 makes a step big enough to split by rows.)
+    let d = dims(2, 8, 1400, 8);
+    let cell = CellKind::Gru(fused_rnn::GruVariant::ResetBefore);
+    let c = RandomCase::<f32>::new(cell, d, 81);
+    let one = run(&c, Isa::Portable, 1);
+    assert!(one == run(&c, Isa::Portable, 4), "4 threads differ");
+}
