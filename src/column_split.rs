@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Result, try_zeroed};
 use crate::float::Float;
+use crate::kernels::dispatch::{FOLD_ROWS, FoldPiece};
 use crate::kernels::isa::IsaToken;
 use crate::kernels::postgemm::StepShape;
 use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef, PanelOrder};
@@ -495,6 +496,87 @@ pub(crate) fn step_slice<F: Float>(
     sl.update(pass, gates, h_prev, 0);
 }
 
+/// Which piece of the input projection folds into which GEMV chunk of a batch-1 pass, where
+/// the kernel can (`gemv_fold_avx512.rs`). The steps go in blocks of [`FOLD_ROWS`]: the rows
+/// of a block (one row per step at batch 1) are projected during the block before it, tile by
+/// tile (the block's rows by a pair of panels), each tile cut along `k` into pieces spread
+/// evenly over the block's GEMV chunks, so that a step's row is complete before the step
+/// starts. The first block and the rows after the last full one are projected before the
+/// loop.
+#[derive(Debug, Clone, Copy)]
+struct FoldPlan {
+    /// Full blocks of `FOLD_ROWS` steps.
+    blocks: usize,
+    /// GEMV chunks (of four panels) per step, panels per slice, and their pairs (the last
+    /// one a single panel if the count is odd).
+    chunks: usize,
+    panels: usize,
+    pairs: usize,
+    /// Input columns (`I`), the terms per piece, and pieces per tile.
+    i: usize,
+    kp: usize,
+    k_pieces: usize,
+}
+
+impl FoldPlan {
+    /// The plan for a slice of `panels` panels over `steps` steps of `i` inputs, or `None`
+    /// where there is nothing to fold (fewer than two full blocks).
+    fn new(steps: usize, panels: usize, i: usize) -> Option<Self> {
+        let blocks = steps / FOLD_ROWS;
+        if blocks < 2 || panels == 0 || i == 0 {
+            return None;
+        }
+        let chunks = panels.div_ceil(4);
+        let pairs = panels.div_ceil(2);
+        // A block has `FOLD_ROWS · chunks` chunks to carry its `pairs` tiles (at least four
+        // per tile), so each tile is cut into that many pieces (at most one term each).
+        let want = (FOLD_ROWS * chunks / pairs).clamp(1, i);
+        let kp = i.div_ceil(want);
+        Some(FoldPlan {
+            blocks,
+            chunks,
+            panels,
+            pairs,
+            i,
+            kp,
+            k_pieces: i.div_ceil(kp),
+        })
+    }
+
+    /// The rows to project before the loop: the first block, and those after the last full
+    /// block.
+    fn rows_before(&self, steps: usize) -> [core::ops::Range<usize>; 2] {
+        [0..FOLD_ROWS, self.blocks * FOLD_ROWS..steps]
+    }
+
+    /// The piece to fold into the chunk at walk position `pos` of step `t`, if any: pieces of
+    /// the next block's tiles in order, each tile's `k` pieces in order.
+    fn piece(&self, t: usize, pos: usize) -> Option<FoldPiece> {
+        let block = t / FOLD_ROWS;
+        if block + 1 >= self.blocks || pos >= self.chunks {
+            return None;
+        }
+        let slot = (t % FOLD_ROWS) * self.chunks + pos;
+        let (pair, ki) = (slot / self.k_pieces, slot % self.k_pieces);
+        if pair >= self.pairs {
+            return None;
+        }
+        let k0 = ki * self.kp;
+        Some(FoldPiece {
+            r0: (block + 1) * FOLD_ROWS,
+            j: 2 * pair,
+            np: (self.panels - 2 * pair).min(2),
+            k0,
+            kp: self.kp.min(self.i - k0),
+            acc: if ki == 0 {
+                Accumulate::No
+            } else {
+                Accumulate::Yes
+            },
+        })
+    }
+}
+
 /// Runs `run` on every slice, halving the list with `rayon::join` (whose jobs live on the
 /// stack: no allocation per step, unlike `rayon::scope`'s spawned tasks).
 fn run_split<T: Send>(slices: &mut [T], run: &(impl Fn(&mut T) + Sync)) {
@@ -541,19 +623,42 @@ pub(crate) fn forward_columns<F: Float>(
         })
         .collect();
     let i = w_ih_t.layout.k;
+    // At batch 1, where the kernel exists, most of the projection is folded into the steps'
+    // GEMVs instead (see `FoldPlan`); each slice's plan depends on its panel count.
+    let fold = |sl: &SliceState<F>| {
+        let panels = g * (sl.u1 - sl.u0).div_ceil(pass.layout.nr);
+        (b == 1 && F::folds(pass.isa))
+            .then(|| FoldPlan::new(steps, panels, i))
+            .flatten()
+    };
     run_split(&mut slices, &|(sl, mine): &mut (
         SliceState<F>,
         &mut [F],
     )| {
         let (w0, w1) = pass.weight_columns(sl.u0, sl.u1);
         let w = PackedRef::columns(w_ih_t.data, w_ih_t.layout, w0, w1);
-        input_projection(pass.isa, 1, x, i, w, mine);
+        match fold(sl) {
+            None => input_projection(pass.isa, 1, x, i, w, mine),
+            Some(plan) => {
+                let ldp = g * (sl.u1 - sl.u0);
+                for rows in plan.rows_before(steps) {
+                    let xr = &x[rows.start * i..rows.end * i];
+                    input_projection(
+                        pass.isa,
+                        1,
+                        xr,
+                        i,
+                        w,
+                        &mut mine[rows.start * ldp..rows.end * ldp],
+                    );
+                }
+            }
+        }
     });
     let y = SharedBuf::new(y);
     let step = |(sl, mine): &mut (SliceState<F>, &mut [F]), _slice: usize, t: usize| {
         let (u0, u1) = (sl.u0, sl.u1);
         let hc = u1 - u0;
-        let gates = &mut mine[t * b * g * hc..][..b * g * hc];
         let h_prev = if t == 0 {
             h0
         } else {
@@ -570,7 +675,27 @@ pub(crate) fn forward_columns<F: Float>(
             data: h_prev,
             ld: h,
         };
-        F::step_gemm(pass.isa, b, h, a, w, &mut sl.acc, g * hc, Accumulate::No);
+        match fold(sl) {
+            None => F::step_gemm(pass.isa, b, h, a, w, &mut sl.acc, g * hc, Accumulate::No),
+            Some(plan) => {
+                let x = Operand { data: x, ld: i };
+                let w_ih = PackedRef::columns(w_ih_t.data, w_ih_t.layout, w0, w1);
+                let pieces = |pos| plan.piece(t, pos);
+                F::gemv_fold(
+                    pass.isa,
+                    h,
+                    h_prev,
+                    w,
+                    &mut sl.acc,
+                    x,
+                    w_ih,
+                    mine,
+                    g * hc,
+                    &pieces,
+                );
+            }
+        }
+        let gates = &mut mine[t * b * g * hc..][..b * g * hc];
         sl.update(pass, gates, h_prev, t % 2);
         // SAFETY: only the holder of (this slice, t) writes these units of row t, and no
         // slice reads row t before step t is complete.
@@ -625,6 +750,68 @@ mod tests {
             .recv_timeout(std::time::Duration::from_secs(20))
             .expect("the workers hung after a panic");
         assert!(panicked, "the injected panic must reach the caller");
+    }
+
+    /// Every folded tile (a block's rows by a panel pair) gets its `k` terms exactly once, in
+    /// order, the first piece starting from zero, all during the block before its rows are
+    /// used; the first block and the rows after the last full one are left to the projection
+    /// before the loop; no piece goes to a chunk a step does not have.
+    #[test]
+    fn fold_plan_covers_every_later_row_once_in_order_and_in_time() {
+        for steps in [0, 15, 16, 17, 47, 128, 130] {
+            for panels in [1, 2, 3, 5, 8, 24, 32, 33] {
+                for i in [1, 2, 7, 37, 256, 600] {
+                    let Some(plan) = FoldPlan::new(steps, panels, i) else {
+                        assert!(steps < 2 * FOLD_ROWS, "T={steps} P={panels} I={i}: no plan");
+                        continue;
+                    };
+                    let [first, last] = plan.rows_before(steps);
+                    assert_eq!(first, 0..FOLD_ROWS);
+                    assert_eq!(last.end, steps);
+                    assert!(last.start + FOLD_ROWS > steps && last.start % FOLD_ROWS == 0);
+                    // (block, pair) -> next term expected.
+                    let mut next = std::collections::HashMap::new();
+                    let chunks = panels.div_ceil(4);
+                    for t in 0..steps {
+                        assert_eq!(plan.piece(t, chunks), None);
+                        for pos in 0..chunks {
+                            let Some(p) = plan.piece(t, pos) else {
+                                continue;
+                            };
+                            let block = p.r0 / FOLD_ROWS;
+                            assert_eq!(p.r0 % FOLD_ROWS, 0);
+                            assert_eq!(block, t / FOLD_ROWS + 1, "T={steps} P={panels} I={i}");
+                            assert!(p.r0 + FOLD_ROWS <= last.start);
+                            assert!(p.j % 2 == 0 && p.j + p.np <= panels && p.np >= 1);
+                            assert!(p.np == 2 || p.j + 1 == panels);
+                            let k = next.entry((block, p.j)).or_insert(0);
+                            assert_eq!(p.k0, *k, "T={steps} P={panels} I={i}: k order");
+                            let fresh = if p.k0 == 0 {
+                                Accumulate::No
+                            } else {
+                                Accumulate::Yes
+                            };
+                            assert_eq!(p.acc, fresh);
+                            assert!(p.kp >= 1);
+                            *k += p.kp;
+                        }
+                    }
+                    for block in 1..last.start / FOLD_ROWS {
+                        for j in (0..panels).step_by(2) {
+                            assert_eq!(
+                                next.get(&(block, j)),
+                                Some(&i),
+                                "T={steps} P={panels} I={i}"
+                            );
+                        }
+                    }
+                    assert_eq!(
+                        next.len(),
+                        (last.start / FOLD_ROWS - 1) * panels.div_ceil(2)
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -106,7 +106,12 @@ pub(crate) fn sigmoid_f64(x: f64) -> f64 {
 pub(crate) mod sealed {
     /// The crate-internal half of [`Float`](super::Float): GEMM and kernel dispatch per type.
     /// Public in a private module, so users can neither name nor implement it.
-    pub trait Sealed: crate::gemm::GemmScalar + crate::kernels::dispatch::StepKernels {}
+    pub trait Sealed:
+        crate::gemm::GemmScalar
+        + crate::kernels::dispatch::StepKernels
+        + crate::kernels::dispatch::FoldKernels
+    {
+    }
     impl Sealed for f32 {}
     impl Sealed for f64 {}
 }

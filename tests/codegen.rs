@@ -16,7 +16,7 @@
 
 mod common;
 
-use fused_rnn::{CellKind, Isa, Layer, StreamingLayer};
+use fused_rnn::{CellKind, FinalState, InitialState, Isa, Layer, Mode, StreamingLayer};
 
 /// Runs every f32 kernel entry on `isa`, so that its code is linked into this binary.
 fn run_every_kernel(isa: Isa) {
@@ -37,6 +37,25 @@ fn run_every_kernel(isa: Isa) {
                     stream.step(&x[..b * i]).unwrap();
                 }
             }
+            // Batch-1 inference long enough for the split pass to fold the projection into
+            // the steps (AVX-512).
+            let (t, i, h) = (16, 40, 300);
+            let mut layer = Layer::<f32>::with_seeded_init(cell, i, h, 5).unwrap();
+            layer.set_isa(isa).unwrap();
+            layer.set_threads(threads).unwrap();
+            let mut ws = layer.workspace(t, 1, Mode::Inference).unwrap();
+            let x = vec![0.25f32; t * i];
+            let mut y = vec![0.0f32; t * h];
+            layer
+                .forward(
+                    &mut ws,
+                    &x,
+                    InitialState::default(),
+                    &mut y,
+                    FinalState::default(),
+                )
+                .unwrap();
+            assert!(fused_rnn::all_finite(&y));
         }
     }
     let input: Vec<f32> = (0..100).map(|k| k as f32 / 10.0 - 5.0).collect();

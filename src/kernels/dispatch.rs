@@ -162,3 +162,105 @@ step_kernels! {
     fn gru_reset_before_backward_reset(sh: StepShape, gates: &mut [Self], h_prev: &[Self], drh: &[Self], dh_prev: &mut [Self]);
     }
 }
+
+/// Rows of the projection per folded piece (see [`FoldKernels`]).
+pub(crate) const FOLD_ROWS: usize = 8;
+
+/// One piece of input projection to fold into a chunk of [`FoldKernels::gemv_fold`]: rows
+/// `r0..r0 + FOLD_ROWS` of the projection, over panels `j..j + np` of the input weights' walk
+/// (`np` 1 or 2), terms `k0..k0 + kp`. The first piece of a tile (`acc == No`) starts its sums
+/// from zero, the others add to the stored partial sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FoldPiece {
+    /// First projection row.
+    pub r0: usize,
+    /// First panel.
+    pub j: usize,
+    /// Panels, 1 or 2.
+    pub np: usize,
+    /// First term.
+    pub k0: usize,
+    /// Terms.
+    pub kp: usize,
+    /// Whether the piece adds to the partial sums of earlier ones.
+    pub acc: Accumulate,
+}
+
+/// The batch-1 step GEMV with a piece of a later step's input projection folded into its
+/// loop (`gemv_fold_avx512.rs`): f32 on AVX-512 only; elsewhere the pass projects every step
+/// before the loop.
+pub trait FoldKernels: Sized {
+    /// Whether [`gemv_fold`](FoldKernels::gemv_fold) runs for this type on `isa`.
+    fn folds(isa: IsaToken) -> bool;
+    /// `c = h · W` and the projection pieces `pieces(chunk)` (see `gemv_fold_avx512.rs`).
+    /// Panics (a bug in the caller) unless `Self::folds(isa)`.
+    #[allow(clippy::too_many_arguments)]
+    fn gemv_fold(
+        isa: IsaToken,
+        k: usize,
+        h: &[Self],
+        w: PackedRef<'_, Self>,
+        c: &mut [Self],
+        x: Operand<'_, Self>,
+        w_ih: PackedRef<'_, Self>,
+        proj: &mut [Self],
+        ldp: usize,
+        pieces: &dyn Fn(usize) -> Option<FoldPiece>,
+    );
+}
+
+impl FoldKernels for f64 {
+    fn folds(_isa: IsaToken) -> bool {
+        false
+    }
+    fn gemv_fold(
+        _isa: IsaToken,
+        _k: usize,
+        _h: &[f64],
+        _w: PackedRef<'_, f64>,
+        _c: &mut [f64],
+        _x: Operand<'_, f64>,
+        _w_ih: PackedRef<'_, f64>,
+        _proj: &mut [f64],
+        _ldp: usize,
+        _pieces: &dyn Fn(usize) -> Option<FoldPiece>,
+    ) {
+        unreachable!("gemv_fold: no f64 kernel (FoldKernels::folds is false)")
+    }
+}
+
+impl FoldKernels for f32 {
+    fn folds(isa: IsaToken) -> bool {
+        matches!(isa, IsaToken::Avx512(_)) && cfg!(target_arch = "x86_64")
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn gemv_fold(
+        isa: IsaToken,
+        k: usize,
+        h: &[f32],
+        w: PackedRef<'_, f32>,
+        c: &mut [f32],
+        x: Operand<'_, f32>,
+        w_ih: PackedRef<'_, f32>,
+        proj: &mut [f32],
+        ldp: usize,
+        pieces: &dyn Fn(usize) -> Option<FoldPiece>,
+    ) {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `t` is an Avx512Token, created only after run-time detection found
+            // AVX-512F, AVX2 and FMA on this CPU.
+            IsaToken::Avx512(t) => unsafe {
+                with_avx512(
+                    #[inline(always)]
+                    || {
+                        super::gemv_fold_avx512::gemv_fold(
+                            t, k, h, w, c, x, w_ih, proj, ldp, pieces,
+                        )
+                    },
+                )
+            },
+            _ => unreachable!("gemv_fold: only on AVX-512 (FoldKernels::folds is false)"),
+        }
+    }
+}

@@ -4,6 +4,8 @@
 
 pub(crate) mod activation_consts;
 pub(crate) mod dispatch;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod gemv_fold_avx512;
 pub(crate) mod isa;
 pub(crate) mod postgemm;
 pub(crate) mod simd;

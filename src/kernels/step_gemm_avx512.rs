@@ -20,7 +20,7 @@ use super::simd::array_from;
 use super::step_gemm::{AOperand, Accumulate, PackedRef, PanelRef, PanelWalk, prefetch_c_rows};
 
 /// Columns per panel: one 512-bit vector of f32.
-const NR: usize = 16;
+pub(crate) const NR: usize = 16;
 
 /// Rows per full tile, the row-group height of [`OperandTiles`](super::step_gemm::OperandTiles)
 /// (a tile must not cross a group).
@@ -100,7 +100,7 @@ fn panel_rows<A: AOperand<f32>, const NP: usize>(
 
 /// The lanes of a panel that are real columns (the rest are zero padding, never stored).
 #[inline(always)]
-fn width_mask(width: usize) -> __mmask16 {
+pub(crate) fn width_mask(width: usize) -> __mmask16 {
     debug_assert!((1..=NR).contains(&width));
     (u32::MAX >> (32 - width)) as __mmask16
 }
