@@ -243,6 +243,11 @@ pub type Outputs = Vec<(&'static str, Vec<f64>)>;
 /// (their `y`, `h_n`, `c_n` must agree bit for bit, NaN payloads aside), then backward.
 /// Panics if any call returns `Err` (every buffer is valid).
 pub fn run_fused<F: Float>(p: &Problem, isa: Isa) -> Outputs {
+    run_fused_on::<F>(p, isa, 1)
+}
+
+/// [`run_fused`] on a layer of `threads` threads.
+pub fn run_fused_on<F: Float>(p: &Problem, isa: Isa, threads: usize) -> Outputs {
     let d = p.dims;
     let lstm = p.cell.has_cell_state();
     let (wih, whh, bih, bhh) = (
@@ -259,6 +264,9 @@ pub fn run_fused<F: Float>(p: &Problem, isa: Isa) -> Outputs {
     };
     let mut layer = Layer::new(p.cell, d.input, d.hidden, w).expect("Layer::new");
     layer.set_isa(isa).expect("set_isa of an available ISA");
+    layer
+        .set_threads(threads)
+        .expect("set_threads of a positive count");
     let x = narrow::<F>(&p.x);
     let h0 = p.h0.as_deref().map(narrow::<F>);
     let c0 = p.c0.as_deref().map(narrow::<F>);
