@@ -12,6 +12,10 @@
 //!
 //! Measured first on a standalone model of the loop (two threads, 512 KiB of `W_hh` each,
 //! 128 steps): GEMV alone 0.63 ms, then the projection 0.30 ms more; folded as here 0.82 ms.
+//! In the layer (T = 128, B = 1, I = H = 256, two threads, old and new alternating): LSTM
+//! 1.050 → 0.914 ms, GRU 0.802 → 0.684 ms. A Zen 4 core runs one 512-bit FMA per cycle, so the
+//! GEMV and its pieces together use 80% of the cycles the L2 needs for the step's weights:
+//! the fold hides most of the projection, not all.
 //!
 //! Results are bit for bit those of the unfolded pass: each GEMV element is the same chain of
 //! fused multiply-adds over `k` in order from zero as in
