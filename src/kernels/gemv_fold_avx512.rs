@@ -64,13 +64,15 @@ pub(crate) fn gemv_fold(
     };
     let rows = proj.len() / ldp.max(1);
     let i = w_ih.layout.k;
-    let Some(ih_walk) = PanelWalk::new(rows, i, &x, w_ih, proj, ldp) else {
-        return;
-    };
+    // `None` only for an empty projection, which no piece may then address.
+    let ih_walk = PanelWalk::new(rows, i, &x, w_ih, proj, ldp);
     let h = &h[..k];
     for (pos, j0) in walk.chunks(4).enumerate() {
         let np = (walk.panels - j0).min(4);
-        let piece = pieces(pos).inspect(|p| {
+        let piece = pieces(pos).map(|p| {
+            let ih_walk = ih_walk
+                .as_ref()
+                .expect("gemv_fold: a piece of an empty projection");
             assert!(
                 (1..=2).contains(&p.np) && p.j + p.np <= ih_walk.panels,
                 "gemv_fold: piece panels"
@@ -79,6 +81,18 @@ pub(crate) fn gemv_fold(
                 p.kp >= 1 && p.k0 + p.kp <= i && p.r0 + FOLD_ROWS <= rows,
                 "gemv_fold: piece range"
             );
+            let q0 = ih_walk.panel(p.j);
+            (
+                p,
+                [
+                    q0,
+                    if p.np == 2 {
+                        ih_walk.panel(p.j + 1)
+                    } else {
+                        q0
+                    },
+                ],
+            )
         });
         macro_rules! go {
             ($np:literal) => {{
@@ -89,14 +103,10 @@ pub(crate) fn gemv_fold(
                 );
                 match piece {
                     None => micro::<$np, 0>(t, h, &ps, c, None, x, proj, ldp),
-                    Some(p) if p.np == 1 => {
-                        let q = [ih_walk.panel(p.j)];
-                        micro::<$np, 1>(t, h, &ps, c, Some((p, &q)), x, proj, ldp)
+                    Some((p, [q0, _])) if p.np == 1 => {
+                        micro::<$np, 1>(t, h, &ps, c, Some((p, &[q0])), x, proj, ldp)
                     }
-                    Some(p) => {
-                        let q = [ih_walk.panel(p.j), ih_walk.panel(p.j + 1)];
-                        micro::<$np, 2>(t, h, &ps, c, Some((p, &q)), x, proj, ldp)
-                    }
+                    Some((p, q)) => micro::<$np, 2>(t, h, &ps, c, Some((p, &q)), x, proj, ldp),
                 }
             }};
         }
