@@ -505,6 +505,27 @@ pub(crate) fn step_slice<F: Float>(
 /// H = 1024 (32 MiB) 15% slower, on this machine's 32 MiB L3.
 const FOLD_MAX_WEIGHT_BYTES: usize = 16 << 20;
 
+/// Whether an inference pass of `steps` steps of `batch` rows of a `cell` with `i` inputs and
+/// `h` hidden units folds its input projection into the steps (see [`FoldPlan`]): batch 1,
+/// a cell that splits by units, a type and ISA with the kernel, weights within
+/// [`FOLD_MAX_WEIGHT_BYTES`], and at least two blocks of steps. Such a pass runs through
+/// [`forward_columns`] even on one thread.
+pub(crate) fn folds_projection<F: Float>(
+    isa: IsaToken,
+    cell: CellKind,
+    steps: usize,
+    batch: usize,
+    i: usize,
+    h: usize,
+) -> bool {
+    let weight_bytes = cell.gates() * h * (i + h) * core::mem::size_of::<F>();
+    batch == 1
+        && cell_splits_by_units(cell)
+        && F::folds(isa)
+        && weight_bytes <= FOLD_MAX_WEIGHT_BYTES
+        && steps >= 2 * FOLD_ROWS
+}
+
 /// Which piece of the input projection folds into which GEMV chunk of a batch-1 pass, where
 /// the kernel can (`gemv_fold_avx512.rs`). The steps go in blocks of [`FOLD_ROWS`]: the rows
 /// of a block (one row per step at batch 1) are projected during the block before it, tile by
@@ -634,12 +655,10 @@ pub(crate) fn forward_columns<F: Float>(
     let i = w_ih_t.layout.k;
     // At batch 1, where the kernel exists, most of the projection is folded into the steps'
     // GEMVs instead (see `FoldPlan`); each slice's plan depends on its panel count.
-    let weight_bytes = g * h * (i + h) * core::mem::size_of::<F>();
+    let folds = folds_projection::<F>(pass.isa, pass.cell, steps, b, i, h);
     let fold = |sl: &SliceState<F>| {
         let panels = g * (sl.u1 - sl.u0).div_ceil(pass.layout.nr);
-        (b == 1 && F::folds(pass.isa) && weight_bytes <= FOLD_MAX_WEIGHT_BYTES)
-            .then(|| FoldPlan::new(steps, panels, i))
-            .flatten()
+        folds.then(|| FoldPlan::new(steps, panels, i)).flatten()
     };
     run_split(&mut slices, &|(sl, mine): &mut (
         SliceState<F>,
@@ -713,13 +732,18 @@ pub(crate) fn forward_columns<F: Float>(
     };
     let claims = StepClaims::new(slices.len(), steps);
     let slots = Slots::new(slices);
-    rayon::scope(|s| {
-        for me in 1..threads {
-            let (claims, slots, step) = (&claims, &slots, &step);
-            s.spawn(move |_| claims.work(me, slots, step));
-        }
+    if threads > 1 {
+        rayon::scope(|s| {
+            for me in 1..threads {
+                let (claims, slots, step) = (&claims, &slots, &step);
+                s.spawn(move |_| claims.work(me, slots, step));
+            }
+            claims.work(0, &slots, &step);
+        });
+    } else {
+        // One slice on the calling thread (a folded pass on one thread): no pool to enter.
         claims.work(0, &slots, &step);
-    });
+    }
     if let Some(c_n) = c_n {
         for (sl, _) in slots.into_inner() {
             let hc = sl.u1 - sl.u0;

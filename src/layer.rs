@@ -1,7 +1,7 @@
 //! One recurrent layer: PyTorch-layout parameters plus the fused forward and BPTT backward.
 
 use crate::column_split::{
-    ColumnPass, SliceState, cell_splits_by_units, column_slices, forward_columns,
+    ColumnPass, SliceState, cell_splits_by_units, column_slices, folds_projection, forward_columns,
 };
 use crate::dense::{self, GradTerm, gemm_packed_rows, weight_grad};
 use crate::error::{Error, Result, check_len, check_opt_len, try_zeroed};
@@ -579,9 +579,9 @@ fn forward_impl<F: Float>(
         }
     }
 
-    if units > 1 {
+    if units > 1 || (!training && folds_projection::<F>(isa, cell, t_len, b, i_sz, h)) {
         let pass = ColumnPass::new(layer, b, &*p.bias);
-        let slices = column_slices(h, fwd_layout.nr, units)
+        let slices = column_slices(h, fwd_layout.nr, units.max(1))
             .into_iter()
             .map(|range| SliceState::new(&pass, range, init.c0))
             .collect::<Result<Vec<_>>>()?;

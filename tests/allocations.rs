@@ -44,9 +44,10 @@ fn allocations(f: impl FnOnce()) -> usize {
     COUNT.with(|c| c.get()) - before
 }
 
-/// Allocations of one training forward + backward over `t` steps, and of one inference forward.
-fn count<F: fused_rnn::Float>(cell: CellKind, isa: Isa, t: usize) -> (usize, usize) {
-    let (b, i, h) = (3, 5, 9);
+/// Allocations of one training forward + backward over `t` steps of `b` rows, and of one
+/// inference forward.
+fn count_rows<F: fused_rnn::Float>(cell: CellKind, isa: Isa, t: usize, b: usize) -> (usize, usize) {
+    let (i, h) = (5, 9);
     let mut layer = Layer::<F>::with_seeded_init(cell, i, h, 7).unwrap();
     layer.set_isa(isa).unwrap();
     let x = vec![F::from_f64(0.25); t * b * i];
@@ -92,6 +93,29 @@ fn count<F: fused_rnn::Float>(cell: CellKind, isa: Isa, t: usize) -> (usize, usi
             .unwrap();
     });
     (train, infer)
+}
+
+/// [`count_rows`] at `B = 3`.
+fn count<F: fused_rnn::Float>(cell: CellKind, isa: Isa, t: usize) -> (usize, usize) {
+    count_rows::<F>(cell, isa, t, 3)
+}
+
+/// Batch-1 inference from 16 steps folds the projection into the steps on AVX-512 (through
+/// the hidden-unit pass, on one thread too): its buffers are per pass, none per step.
+#[test]
+fn no_allocation_per_time_step_at_batch_one() {
+    for isa in Isa::available() {
+        for cell in CellKind::ALL {
+            let short = count_rows::<f32>(cell, isa, 16, 1).1;
+            let long = count_rows::<f32>(cell, isa, 80, 1).1;
+            assert_eq!(
+                short,
+                long,
+                "{} f32 {isa:?} B=1: allocations grow with T",
+                cell.name()
+            );
+        }
+    }
 }
 
 #[test]

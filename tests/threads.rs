@@ -125,12 +125,14 @@ fn small_batch_inference_split_by_hidden_units_does_not_change_any_bit() {
 
 #[test]
 fn batch_one_inference_with_the_projection_folded_into_the_steps_does_not_change_any_bit() {
-    // At batch 1 on AVX-512 the split pass folds most of the input projection into the steps'
-    // GEMVs, block by block of 8 steps (the first block and the rows after the last full one
-    // before the loop): T = 16 is the shortest that folds, 15 folds nothing, 47 leaves 7 rows
-    // after the last block. H = 260 gives each slice a ragged last panel and an odd panel
-    // count (a piece over one panel); I = 1, 37 and 600 cut each tile into one, several
-    // uneven and many pieces. One thread projects everything first, with the same sums.
+    // At batch 1 on AVX-512 an inference pass folds most of the input projection into the
+    // steps' GEMVs (on one thread too), block by block of 8 steps (the first block and the
+    // rows after the last full one before the loop): T = 16 is the shortest that folds, 15
+    // folds nothing, 47 leaves 7 rows after the last block. H = 260 gives each slice a ragged
+    // last panel and an odd panel count (a piece over one panel); I = 1, 37 and 600 cut each
+    // tile into one, several uneven and many pieces. The AVX2 path never folds and computes
+    // the same sums (tests/determinism.rs): the folded pass must be its bits, on any thread
+    // count.
     let shapes = [
         (16, 1, 260),
         (47, 37, 260),
@@ -142,8 +144,18 @@ fn batch_one_inference_with_the_projection_folded_into_the_steps_does_not_change
         for (ci, &cell) in CellKind::ALL.iter().enumerate() {
             let d = dims(t, 1, i, h);
             let c32 = RandomCase::<f32>::new(cell, d, 90 + ci as u64);
+            let unfolded = Isa::Avx2Fma
+                .is_available()
+                .then(|| infer(&c32, Isa::Avx2Fma, 1));
             for isa in Isa::available() {
                 let one = infer(&c32, isa, 1);
+                if let Some(unfolded) = unfolded.as_ref().filter(|_| isa == Isa::Avx512) {
+                    assert!(
+                        one == *unfolded,
+                        "{} T={t} I={i} H={h}: AVX-512 (folded) differs from AVX2",
+                        cell.name()
+                    );
+                }
                 for n in [2, 3] {
                     assert!(
                         one == infer(&c32, isa, n),
