@@ -17,6 +17,10 @@
 //! slice runs the same kernels on the same data, so results are bit-identical to the
 //! single-threaded pass (each GEMM element is the sum over `k` in order whatever the tiling;
 //! each post-GEMM element depends only on its own inputs).
+//!
+//! At batch 1, where the kernel exists, the input projection is folded into the steps' GEMVs
+//! ([`FoldPlan`], `gemv_fold_avx512.rs`); such a pass comes here on one thread too, as one
+//! slice run by the calling thread.
 
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
