@@ -611,6 +611,10 @@ impl FoldPlan {
     }
 }
 
+/// A slice of an inference pass as its steps use it: its state, its part of the projection
+/// (`[T, B, G*hc]`), and its fold plan (`None`: the projection is all done before the loop).
+type SliceWork<'a, F> = (SliceState<F>, &'a mut [F], Option<FoldPlan>);
+
 /// Runs `run` on every slice, halving the list with `rayon::join` (whose jobs live on the
 /// stack: no allocation per step, unlike `rayon::scope`'s spawned tasks).
 fn run_split<T: Send>(slices: &mut [T], run: &(impl Fn(&mut T) + Sync)) {
@@ -644,33 +648,28 @@ pub(crate) fn forward_columns<F: Float>(
 ) {
     let (b, h, g) = (pass.batch, pass.hidden, pass.cell.gates());
     let steps = y.len() / (b * h).max(1);
-    // Each slice's part of `proj`, and its projection (the same per-element sums as the
-    // row-major projection of the unsplit pass).
+    let i = w_ih_t.layout.k;
+    // At batch 1, where the kernel exists, most of the projection is folded into the steps'
+    // GEMVs instead (see `FoldPlan`); each slice's plan depends on its panel count.
+    let folds = folds_projection::<F>(pass.isa, pass.cell, steps, b, i, h);
+    // Each slice's part of `proj`, its fold plan, and its projection (the same per-element
+    // sums as the row-major projection of the unsplit pass).
     let mut rest = proj;
-    let mut slices: Vec<(SliceState<F>, &mut [F])> = slices
+    let mut slices: Vec<SliceWork<'_, F>> = slices
         .into_iter()
         .map(|sl| {
             let len = steps * b * g * (sl.u1 - sl.u0);
             let (mine, tail) = core::mem::take(&mut rest).split_at_mut(len);
             rest = tail;
-            (sl, mine)
+            let panels = g * (sl.u1 - sl.u0).div_ceil(pass.layout.nr);
+            let plan = folds.then(|| FoldPlan::new(steps, panels, i)).flatten();
+            (sl, mine, plan)
         })
         .collect();
-    let i = w_ih_t.layout.k;
-    // At batch 1, where the kernel exists, most of the projection is folded into the steps'
-    // GEMVs instead (see `FoldPlan`); each slice's plan depends on its panel count.
-    let folds = folds_projection::<F>(pass.isa, pass.cell, steps, b, i, h);
-    let fold = |sl: &SliceState<F>| {
-        let panels = g * (sl.u1 - sl.u0).div_ceil(pass.layout.nr);
-        folds.then(|| FoldPlan::new(steps, panels, i)).flatten()
-    };
-    run_split(&mut slices, &|(sl, mine): &mut (
-        SliceState<F>,
-        &mut [F],
-    )| {
+    run_split(&mut slices, &|(sl, mine, plan): &mut SliceWork<'_, F>| {
         let (w0, w1) = pass.weight_columns(sl.u0, sl.u1);
         let w = PackedRef::columns(w_ih_t.data, w_ih_t.layout, w0, w1);
-        match fold(sl) {
+        match plan {
             None => input_projection(pass.isa, 1, x, i, w, mine),
             Some(plan) => {
                 let ldp = g * (sl.u1 - sl.u0);
@@ -689,7 +688,7 @@ pub(crate) fn forward_columns<F: Float>(
         }
     });
     let y = SharedBuf::new(y);
-    let step = |(sl, mine): &mut (SliceState<F>, &mut [F]), _slice: usize, t: usize| {
+    let step = |(sl, mine, plan): &mut SliceWork<'_, F>, _slice: usize, t: usize| {
         let (u0, u1) = (sl.u0, sl.u1);
         let hc = u1 - u0;
         let h_prev = if t == 0 {
@@ -708,7 +707,7 @@ pub(crate) fn forward_columns<F: Float>(
             data: h_prev,
             ld: h,
         };
-        match fold(sl) {
+        match plan {
             None => F::step_gemm(pass.isa, b, h, a, w, &mut sl.acc, g * hc, Accumulate::No),
             Some(plan) => {
                 let x = Operand { data: x, ld: i };
@@ -749,7 +748,7 @@ pub(crate) fn forward_columns<F: Float>(
         claims.work(0, &slots, &step);
     }
     if let Some(c_n) = c_n {
-        for (sl, _) in slots.into_inner() {
+        for (sl, _, _) in slots.into_inner() {
             let hc = sl.u1 - sl.u0;
             for (bi, src) in sl.c[steps % 2].chunks_exact(hc).enumerate() {
                 c_n[bi * h + sl.u0..bi * h + sl.u1].copy_from_slice(src);

@@ -190,44 +190,32 @@ pub struct FoldPiece {
 /// loop (`gemv_fold_avx512.rs`): f32 on AVX-512 only; elsewhere the pass projects every step
 /// before the loop.
 pub trait FoldKernels: Sized {
-    /// Whether [`gemv_fold`](FoldKernels::gemv_fold) runs for this type on `isa`.
-    fn folds(isa: IsaToken) -> bool;
+    /// Whether [`gemv_fold`](FoldKernels::gemv_fold) runs for this type on `isa` (by
+    /// default, on none).
+    fn folds(_isa: IsaToken) -> bool {
+        false
+    }
     /// `c = h · W` and the projection pieces `pieces(chunk)` (see `gemv_fold_avx512.rs`).
     /// Panics (a bug in the caller) unless `Self::folds(isa)`.
     #[allow(clippy::too_many_arguments)]
     fn gemv_fold(
-        isa: IsaToken,
-        k: usize,
-        h: &[Self],
-        w: PackedRef<'_, Self>,
-        c: &mut [Self],
-        x: Operand<'_, Self>,
-        w_ih: PackedRef<'_, Self>,
-        proj: &mut [Self],
-        ldp: usize,
-        pieces: &dyn Fn(usize) -> Option<FoldPiece>,
-    );
-}
-
-impl FoldKernels for f64 {
-    fn folds(_isa: IsaToken) -> bool {
-        false
-    }
-    fn gemv_fold(
         _isa: IsaToken,
         _k: usize,
-        _h: &[f64],
-        _w: PackedRef<'_, f64>,
-        _c: &mut [f64],
-        _x: Operand<'_, f64>,
-        _w_ih: PackedRef<'_, f64>,
-        _proj: &mut [f64],
+        _h: &[Self],
+        _w: PackedRef<'_, Self>,
+        _c: &mut [Self],
+        _x: Operand<'_, Self>,
+        _w_ih: PackedRef<'_, Self>,
+        _proj: &mut [Self],
         _ldp: usize,
         _pieces: &dyn Fn(usize) -> Option<FoldPiece>,
     ) {
-        unreachable!("gemv_fold: no f64 kernel (FoldKernels::folds is false)")
+        unreachable!("gemv_fold: no kernel for this type (FoldKernels::folds is false)")
     }
 }
+
+/// No f64 kernel: f64 passes project every step before the loop.
+impl FoldKernels for f64 {}
 
 impl FoldKernels for f32 {
     fn folds(isa: IsaToken) -> bool {
