@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Result, try_zeroed};
 use crate::float::Float;
 use crate::kernels::dispatch::{FOLD_ROWS, FoldPiece};
-use crate::kernels::isa::IsaToken;
+use crate::kernels::isa::{IsaToken, l3_cache_bytes};
 use crate::kernels::postgemm::StepShape;
 use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef, PanelOrder};
 use crate::layer::{Layer, forward_packing, input_projection};
@@ -501,18 +501,25 @@ pub(crate) fn step_slice<F: Float>(
 }
 
 /// The most weight bytes (`W_ih` and `W_hh`, all slices) for which a batch-1 pass folds its
-/// projection into the steps. Folded, `W_ih` is read once per block of steps instead of once
+/// projection into the steps, given the L3 size: half of it, or [`FOLD_MAX_WEIGHT_BYTES`]
+/// where the CPU does not say. Folded, `W_ih` is read once per block of steps instead of once
 /// per pass, beside `W_hh` once per step; once the two no longer fit in the L3 together,
-/// `W_hh` is pushed out to memory. Measured (2 threads, T = 128, old/new alternating, best
-/// of 4), folded against not: H = 128-640 8-12% faster for both cells, LSTM H = 768 (18 MiB)
-/// 4% faster, GRU H = 768 (13.5 MiB) 10% faster, GRU H = 1024 (24 MiB) 7% slower, LSTM
-/// H = 1024 (32 MiB) 15% slower, on this machine's 32 MiB L3.
+/// `W_hh` is pushed out to memory. Measured on a 32 MiB L3 (2 threads, T = 128, old/new
+/// alternating, best of 4), folded against not: H = 128-640 8-12% faster for both cells,
+/// LSTM H = 768 (18 MiB) 4% faster, GRU H = 768 (13.5 MiB) 10% faster, GRU H = 1024 (24 MiB)
+/// 7% slower, LSTM H = 1024 (32 MiB) 15% slower: the fold won up to 56% of the L3 and lost
+/// from 75%; half is the margin kept.
+fn fold_max_weight_bytes(l3_bytes: Option<usize>) -> usize {
+    l3_bytes.map_or(FOLD_MAX_WEIGHT_BYTES, |l3| l3 / 2)
+}
+
+/// The fold's weight cap where the L3 size is unknown: half of the 32 MiB it was measured on.
 const FOLD_MAX_WEIGHT_BYTES: usize = 16 << 20;
 
 /// Whether an inference pass of `steps` steps of `batch` rows of a `cell` with `i` inputs and
 /// `h` hidden units folds its input projection into the steps (see [`FoldPlan`]): batch 1,
-/// a cell that splits by units, a type and ISA with the kernel, weights within
-/// [`FOLD_MAX_WEIGHT_BYTES`], and at least two blocks of steps. Such a pass runs through
+/// a cell that splits by units, a type and ISA with the kernel, weights within half the L3
+/// ([`fold_max_weight_bytes`]), and at least two blocks of steps. Such a pass runs through
 /// [`forward_columns`] even on one thread.
 pub(crate) fn folds_projection<F: Float>(
     isa: IsaToken,
@@ -526,7 +533,7 @@ pub(crate) fn folds_projection<F: Float>(
     batch == 1
         && cell_splits_by_units(cell)
         && F::folds(isa)
-        && weight_bytes <= FOLD_MAX_WEIGHT_BYTES
+        && weight_bytes <= fold_max_weight_bytes(l3_cache_bytes())
         && steps >= 2 * FOLD_ROWS
 }
 
@@ -793,6 +800,17 @@ mod tests {
     /// order, the first piece starting from zero, all during the block before its rows are
     /// used; the first block and the rows after the last full one are left to the projection
     /// before the loop; no piece goes to a chunk a step does not have.
+    #[test]
+    fn the_fold_cap_is_half_the_l3_or_16_mib_where_unknown() {
+        assert_eq!(fold_max_weight_bytes(None), 16 << 20);
+        assert_eq!(fold_max_weight_bytes(Some(32 << 20)), 16 << 20);
+        assert_eq!(fold_max_weight_bytes(Some(8 << 20)), 4 << 20);
+        // What this CPU reports, if anything, is a plausible cache size.
+        if let Some(l3) = l3_cache_bytes() {
+            assert!((1 << 20..=1 << 30).contains(&l3), "L3 {l3} bytes");
+        }
+    }
+
     #[test]
     fn fold_plan_covers_every_later_row_once_in_order_and_in_time() {
         for steps in [0, 15, 16, 17, 47, 128, 130] {

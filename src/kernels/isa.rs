@@ -30,6 +30,50 @@ pub enum Isa {
     Avx512,
 }
 
+/// The size of the L3 cache of the calling core, from CPUID's deterministic cache parameters
+/// (leaf 4 on Intel, leaf `0x8000_001D` on AMD), read once; `None` where CPUID does not say
+/// (other architectures, hypervisors that hide the leaves, implausible values). For AMD parts
+/// with several core complexes this is one complex's L3, the part a core actually uses.
+pub(crate) fn l3_cache_bytes() -> Option<usize> {
+    static L3: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *L3.get_or_init(detect_l3_bytes)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect_l3_bytes() -> Option<usize> {
+    use core::arch::x86_64::__cpuid_count;
+    let max_basic = __cpuid_count(0, 0).eax;
+    let max_ext = __cpuid_count(0x8000_0000, 0).eax;
+    // AMD's leaf 0x8000_001D exists with the TopologyExtensions bit (0x8000_0001 ECX bit 22).
+    let amd_leaf = max_ext >= 0x8000_001D && __cpuid_count(0x8000_0001, 0).ecx & (1 << 22) != 0;
+    let leaves = [(4, max_basic >= 4), (0x8000_001D, amd_leaf)];
+    for (leaf, _) in leaves.into_iter().filter(|&(_, present)| present) {
+        // Sub-leaves list the caches until a null type (0); both leaves share the format.
+        for sub in 0..16 {
+            let r = __cpuid_count(leaf, sub);
+            let kind = r.eax & 0x1f;
+            if kind == 0 {
+                break;
+            }
+            let level = (r.eax >> 5) & 0x7;
+            if level == 3 && kind == 3 {
+                let ways = (r.ebx >> 22) as usize + 1;
+                let partitions = ((r.ebx >> 12) & 0x3ff) as usize + 1;
+                let line = (r.ebx & 0xfff) as usize + 1;
+                let sets = r.ecx as usize + 1;
+                let bytes = ways * partitions * line * sets;
+                return (1 << 20..=1 << 30).contains(&bytes).then_some(bytes);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect_l3_bytes() -> Option<usize> {
+    None
+}
+
 impl Isa {
     /// The fastest path this CPU supports.
     pub fn detect() -> Isa {
