@@ -5,8 +5,8 @@
 //! gains (measured 38-45 µs against 31 µs on one thread). Here each extra slice has its own
 //! thread, which keeps its own packed copy of its units' columns of the weights (its panels
 //! are its own and stay in its core's cache; it holds `1/threads` of the packed layer and none
-//! of the unpacked weights) and spins for [`SPIN_WINDOW`] after each step waiting for the
-//! next, then parks. A step is handed over through atomics and two mutexes, no syscall while the worker
+//! of the unpacked weights) and spins for a while after each step waiting for the next
+//! ([`SPIN_WINDOW`] unless the stream sets another), then parks. A step is handed over through atomics and two mutexes, no syscall while the worker
 //! spins:
 //!
 //! 1. The caller copies `x_t`, `h_{t-1}`, `c_{t-1}` into the worker's `input`, opens step `s`
@@ -25,7 +25,7 @@
 //! packed weights. The caller writes `input` and reads `output` only while the worker holds no
 //! claim, so the mutexes are never contended; they make that memory-safe without `unsafe`.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -38,10 +38,16 @@ use crate::kernels::step_gemm::{AlignedBuf, PackedLayout, PanelOrder};
 use crate::layer::{Layer, pack_forward};
 use crate::shape::CellKind;
 
-/// How long a worker spins for the next step before it parks. Steps that come back to back
-/// (a stream fed as fast as it runs) find it awake; after a pause the first step runs the
-/// worker's slice on the caller (no waiting) and wakes the worker for the next.
+/// How long a worker spins for the next step before it parks, by default (see
+/// [`StreamingLayer::set_spin_window`](crate::StreamingLayer::set_spin_window)). Steps that
+/// come back to back (a stream fed as fast as it runs) find it awake; after a pause the first
+/// step runs the worker's slice on the caller (no waiting) and wakes the worker for the next.
 pub(crate) const SPIN_WINDOW: Duration = Duration::from_micros(200);
+
+/// `d` in nanoseconds, saturated to what an `AtomicU64` holds (584 years).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
 
 /// How much longer than its own slice the caller waits for a worker's before computing it too.
 pub(crate) const LAG_SLACK: Duration = Duration::from_micros(20);
@@ -56,6 +62,9 @@ struct Shared<F> {
     done: AtomicUsize,
     /// The worker is parked (or about to): unpark it after publishing a step.
     sleeping: AtomicBool,
+    /// How long the worker spins after a step before it parks, in nanoseconds (read at the
+    /// start of each wait).
+    spin_nanos: AtomicU64,
     /// Set on drop: the worker exits.
     stop: AtomicBool,
     /// Set if the worker panicked (a bug): the caller reports it instead of waiting forever.
@@ -189,6 +198,7 @@ fn worker_loop<F: Float>(shared: &Shared<F>, mut ws: WorkerSlice<F>) {
     let mut seen = 0;
     loop {
         // Wait for a new step: spin, then park.
+        let window = Duration::from_nanos(shared.spin_nanos.load(Ordering::Relaxed));
         let mut since = Instant::now();
         let s = loop {
             if shared.stop.load(Ordering::Acquire) {
@@ -198,7 +208,7 @@ fn worker_loop<F: Float>(shared: &Shared<F>, mut ws: WorkerSlice<F>) {
             if s != seen {
                 break s;
             }
-            if since.elapsed() > SPIN_WINDOW {
+            if since.elapsed() > window {
                 shared.sleeping.store(true, Ordering::SeqCst);
                 // Re-check after announcing sleep: the caller publishes, then reads
                 // `sleeping` (both SeqCst), so either we see its step or it unparks us.
@@ -254,6 +264,7 @@ impl<F: Float> StepWorkers<F> {
                 pending: AtomicUsize::new(0),
                 done: AtomicUsize::new(0),
                 sleeping: AtomicBool::new(false),
+                spin_nanos: AtomicU64::new(nanos(SPIN_WINDOW)),
                 stop: AtomicBool::new(false),
                 dead: AtomicBool::new(false),
                 #[cfg(test)]
@@ -311,6 +322,22 @@ impl<F: Float> StepWorkers<F> {
             step: 0,
             takeover: Takeover::WhenFaster,
         })
+    }
+
+    /// Sets how long the workers spin after each step before they park (from their next
+    /// wait on).
+    pub(crate) fn set_spin_window(&self, window: Duration) {
+        for w in &self.workers {
+            w.shared.spin_nanos.store(nanos(window), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether every worker is parked (or about to park).
+    #[cfg(test)]
+    pub(crate) fn all_sleeping(&self) -> bool {
+        self.workers
+            .iter()
+            .all(|w| w.shared.sleeping.load(Ordering::SeqCst))
     }
 
     /// Makes the caller always wait for the workers (tests: covers the workers' path, which

@@ -15,9 +15,10 @@
 //! each thread computes its units' columns of both GEMMs and their update (nothing is
 //! exchanged within a step). The extra threads are the stream's own (not the layer's rayon
 //! pool, which takes tens of microseconds to enter from outside): each keeps its own copy of
-//! the packed weights, spins for 200 µs after a step waiting for the next and then parks, and
-//! the caller computes a worker's slice itself whenever the worker is not on time, so a step
-//! never waits long for a descheduled thread. Bit-identical to one thread. An LSTM step at
+//! the packed weights, spins for 200 µs after a step waiting for the next and then parks
+//! ([`StreamingLayer::set_spin_window`] changes how long), and the caller computes a worker's
+//! slice itself whenever the worker is not on time, so a step never waits long for a
+//! descheduled thread. Bit-identical to one thread. An LSTM step at
 //! I = H = 256, B = 1 takes 14 µs on two threads against 27 µs on one (medians; see
 //! BENCHMARKS.md); with the second core busy it takes what one thread takes.
 
@@ -29,8 +30,9 @@ use crate::layer::{
     FinalState, InitialState, Layer, Prepared, StepState, forward_packing, forward_step, fused_bias,
 };
 use crate::shape::{CellKind, Mode};
-use crate::step_workers::StepWorkers;
+use crate::step_workers::{SPIN_WINDOW, StepWorkers};
 use crate::workspace::Workspace;
+use std::time::Duration;
 
 /// A layer prepared for step-by-step inference over `B` sequences, with their state.
 #[derive(Debug)]
@@ -59,6 +61,8 @@ pub struct StreamingLayer<F> {
     workers: Option<StepWorkers<F>>,
     /// Steps taken (mod 2): the weights are walked in alternating order (see `PanelOrder`).
     parity: usize,
+    /// How long the workers spin after a step (see [`StreamingLayer::set_spin_window`]).
+    spin_window: Duration,
 }
 
 impl<F: Float> StreamingLayer<F> {
@@ -107,6 +111,7 @@ impl<F: Float> StreamingLayer<F> {
             slices,
             workers,
             parity: 0,
+            spin_window: SPIN_WINDOW,
             batch,
             hh_layout,
             bias,
@@ -130,6 +135,30 @@ impl<F: Float> StreamingLayer<F> {
     /// Number of sequences `B`.
     pub fn batch(&self) -> usize {
         self.batch
+    }
+
+    /// Sets how long the stream's worker threads (if its steps are split; see the module
+    /// doc) spin after each step waiting for the next before they park: 200 µs unless set.
+    ///
+    /// A trade of processor time for latency. A step that comes while the workers spin runs on
+    /// all of them; one that comes after they parked runs their slices on the calling thread
+    /// and wakes them for the next. Measured (LSTM I = H = 256, B = 1, two threads, median
+    /// per step; see `BENCHMARKS.md`): steps back to back 13-14 µs; 1 ms apart 39-48 µs with
+    /// the default, 14-16 µs with a window of 2 ms. A spinning worker keeps its core
+    /// busy for the whole window after every step, so a long window suits a stream whose
+    /// steps come at a steady rate on a machine with cores to spare. `Duration::ZERO` parks
+    /// the workers right after each step.
+    pub fn set_spin_window(&mut self, window: Duration) {
+        self.spin_window = window;
+        if let Some(workers) = &self.workers {
+            workers.set_spin_window(window);
+        }
+    }
+
+    /// How long the worker threads spin after a step (see
+    /// [`set_spin_window`](StreamingLayer::set_spin_window)).
+    pub fn spin_window(&self) -> Duration {
+        self.spin_window
     }
 
     /// Sets every state to zero.
@@ -287,6 +316,7 @@ impl<F: Float> Clone for StreamingLayer<F> {
         s.h.copy_from_slice(&self.h);
         s.c.copy_from_slice(&self.c);
         s.parity = self.parity;
+        s.set_spin_window(self.spin_window);
         s
     }
 }
@@ -325,6 +355,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A long spin window keeps the workers awake between steps; a zero one lets them park
+    /// right after a step. Either way the steps compute the same bits.
+    #[test]
+    fn the_spin_window_decides_whether_workers_sleep_between_steps() {
+        let (i, h, b) = (37, 350, 1);
+        let mut layer = Layer::<f32>::with_seeded_init(CellKind::Lstm, i, h, 3).unwrap();
+        let mut one = StreamingLayer::new(layer.clone(), b).unwrap();
+        layer.set_threads(2).unwrap();
+        let mut s = StreamingLayer::new(layer, b).unwrap();
+        assert_eq!(s.spin_window(), SPIN_WINDOW);
+        let x = vec![0.5f32; b * i];
+        let mut step = |s: &mut StreamingLayer<f32>| {
+            let want: Vec<u32> = one.step(&x).unwrap().iter().map(|v| v.to_bits()).collect();
+            let got: Vec<u32> = s.step(&x).unwrap().iter().map(|v| v.to_bits()).collect();
+            assert_eq!(want, got);
+        };
+        s.set_spin_window(Duration::from_secs(60));
+        assert_eq!(s.spin_window(), Duration::from_secs(60));
+        // The workers read the window when they start waiting: after this step.
+        step(&mut s);
+        std::thread::sleep(Duration::from_millis(50));
+        let workers = s.workers.as_ref().expect("the step splits");
+        assert!(
+            !workers.all_sleeping(),
+            "a worker parked within a 60 s window"
+        );
+        s.set_spin_window(Duration::ZERO);
+        step(&mut s);
+        let t0 = std::time::Instant::now();
+        while !s.workers.as_ref().expect("split").all_sleeping() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "no worker parked in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // A clone keeps the window.
+        assert_eq!(s.clone().spin_window(), Duration::ZERO);
+        step(&mut s);
     }
 
     /// A worker that panics mid-slice (a bug; nothing a caller passes can cause it) makes the
