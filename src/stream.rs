@@ -17,8 +17,9 @@
 //! pool, which takes tens of microseconds to enter from outside): each keeps its own copy of
 //! the packed weights, spins for 200 µs after a step waiting for the next and then parks
 //! ([`StreamingLayer::set_spin_window`] changes how long), and the caller computes a worker's
-//! slice itself whenever the worker is not on time, so a step never waits long for a
-//! descheduled thread. Bit-identical to one thread. An LSTM step at
+//! slice itself whenever the worker is parked (steps that come further apart than the window
+//! run as on one thread, without a system call to wake it) or not on time, so a step never
+//! waits for a thread to wake up or be scheduled. Bit-identical to one thread. An LSTM step at
 //! I = H = 256, B = 1 takes 14 µs on two threads against 27 µs on one (medians; see
 //! BENCHMARKS.md); with the second core busy it takes what one thread takes.
 
@@ -142,15 +143,18 @@ impl<F: Float> StreamingLayer<F> {
     ///
     /// A trade of processor time for latency. A step that comes while the workers spin runs on
     /// all of them; one that comes after they parked runs their slices on the calling thread
-    /// and wakes them for the next. Measured (LSTM I = H = 256, B = 1, two threads, median
-    /// per step; see `BENCHMARKS.md`): steps back to back 13-14 µs; 1 ms apart 39-48 µs with
-    /// the default, 14-16 µs with a window of 2 ms. A spinning worker keeps its core
+    /// (as fast as a one-thread stream: waking them would cost a system call), and wakes them
+    /// only if it came within the window of the step before (steps resuming at a rate they
+    /// can follow). Measured (LSTM I = H = 256, B = 1, two threads, median per step; see
+    /// `BENCHMARKS.md`): steps back to back or 100 µs apart 11.7-12.0 µs; 1 ms apart 28.8-29.0
+    /// µs with the default (one thread: 27.8-28.4), 14.0-14.1 µs with a window of 2 ms. A
+    /// spinning worker keeps its core
     /// busy for the whole window after every step, so a long window suits a stream whose
     /// steps come at a steady rate on a machine with cores to spare. `Duration::ZERO` parks
     /// the workers right after each step.
     pub fn set_spin_window(&mut self, window: Duration) {
         self.spin_window = window;
-        if let Some(workers) = &self.workers {
+        if let Some(workers) = &mut self.workers {
             workers.set_spin_window(window);
         }
     }
@@ -358,7 +362,8 @@ mod tests {
     }
 
     /// A long spin window keeps the workers awake between steps; a zero one lets them park
-    /// right after a step. Either way the steps compute the same bits.
+    /// right after a step, and then steps that come after a pause leave them parked. Either
+    /// way the steps compute the same bits.
     #[test]
     fn the_spin_window_decides_whether_workers_sleep_between_steps() {
         let (i, h, b) = (37, 350, 1);
@@ -375,24 +380,40 @@ mod tests {
         };
         s.set_spin_window(Duration::from_secs(60));
         assert_eq!(s.spin_window(), Duration::from_secs(60));
-        // The workers read the window when they start waiting: after this step.
+        // The workers parked long ago (or are about to), so the first step may leave them
+        // parked (its slices run here); the second comes within the window and wakes them,
+        // and they read the new window when they start waiting again.
         step(&mut s);
+        step(&mut s);
+        let awake = |s: &StreamingLayer<f32>| !s.workers.as_ref().expect("split").all_sleeping();
+        let t0 = std::time::Instant::now();
+        while !awake(&s) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "no worker woke in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         std::thread::sleep(Duration::from_millis(50));
-        let workers = s.workers.as_ref().expect("the step splits");
-        assert!(
-            !workers.all_sleeping(),
-            "a worker parked within a 60 s window"
-        );
+        assert!(awake(&s), "a worker parked within a 60 s window");
         s.set_spin_window(Duration::ZERO);
         step(&mut s);
         let t0 = std::time::Instant::now();
-        while !s.workers.as_ref().expect("split").all_sleeping() {
+        while awake(&s) {
             assert!(
                 t0.elapsed() < Duration::from_secs(30),
                 "no worker parked in 30 s"
             );
             std::thread::sleep(Duration::from_millis(1));
         }
+        // Parked, with steps coming slower than the (zero) window: a step runs every slice
+        // here and leaves the workers parked.
+        std::thread::sleep(Duration::from_millis(1));
+        let wakes = s.workers.as_ref().expect("split").wakes();
+        step(&mut s);
+        let workers = s.workers.as_ref().expect("split");
+        assert_eq!(workers.wakes(), wakes, "a step after a pause woke a worker");
+        assert!(!awake(&s));
         // A clone keeps the window.
         assert_eq!(s.clone().spin_window(), Duration::ZERO);
         step(&mut s);
