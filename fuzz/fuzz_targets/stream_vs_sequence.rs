@@ -1,5 +1,6 @@
-//! `StreamingLayer` under random interleavings of `step`, `run`, `reset`, `set_state` and state
-//! reads, against a model that recomputes everything with `Layer::forward`.
+//! `StreamingLayer` under random interleavings of `step`, `run`, `reset`, `set_state`, state
+//! reads, spin-window changes and pauses (which change which thread computes a split step's
+//! slices, never the bits), against a model that recomputes everything with `Layer::forward`.
 //!
 //! Decodes a cell kind, f32 or f64, an available ISA, `B` 1..=4, `I` 1..=8, `H` 1..=16 (or, one
 //! case in eight, a layer on two threads big enough for the stream to split each step over its
@@ -69,6 +70,12 @@ enum Op {
     BadRun(u8),
     /// `set_state` with a wrong `h`, a wrong or missing or unexpected `c`.
     BadSetState(u8),
+    /// The workers' spin window (of a stream that splits its steps): zero, the default 200 µs
+    /// or 50 ms.
+    SpinWindow(u8),
+    /// A pause longer than the default spin window: the next step finds the workers parked
+    /// (and runs their slices on the caller), the one after wakes them.
+    Pause,
 }
 
 struct Case {
@@ -456,6 +463,11 @@ fn run_case<F: Float>(case: &Case) {
                 let exp = ctx.expected(&m);
                 ctx.grade(&what, &m, &exp, &y, |e| e.y[t0 * bh..].to_vec());
             }
+            Op::SpinWindow(k) => {
+                let us = [0, 200, 50_000][usize::from(k % 3)];
+                s.set_spin_window(std::time::Duration::from_micros(us));
+            }
+            Op::Pause => std::thread::sleep(std::time::Duration::from_micros(300)),
             Op::Reset => {
                 s.reset();
                 m = fresh();
