@@ -6,8 +6,8 @@
 //! thread, which keeps its own packed copy of its units' columns of the weights (its panels
 //! are its own and stay in its core's cache; it holds `1/threads` of the packed layer and none
 //! of the unpacked weights) and spins for a while after each step waiting for the next
-//! ([`SPIN_WINDOW`] unless the stream sets another), then parks. A step is handed over through atomics and two mutexes, no syscall while the worker
-//! spins:
+//! ([`SPIN_WINDOW`] unless the stream sets another), then parks. A step is handed over through
+//! atomics and two mutexes, no system call while the worker spins:
 //!
 //! 0. A worker that parked is not handed a step that comes more than the spin window after
 //!    the previous one: waking it would cost the caller a system call (measured about 10 µs
@@ -46,8 +46,9 @@ use crate::shape::CellKind;
 
 /// How long a worker spins for the next step before it parks, by default (see
 /// [`StreamingLayer::set_spin_window`](crate::StreamingLayer::set_spin_window)). Steps that
-/// come back to back (a stream fed as fast as it runs) find it awake; after a pause the first
-/// step runs the worker's slice on the caller (no waiting) and wakes the worker for the next.
+/// come back to back (a stream fed as fast as it runs) find it awake; after a pause longer
+/// than the window, steps run the worker's slice on the caller without waking it, until one
+/// comes within the window of the step before (see the module doc).
 pub(crate) const SPIN_WINDOW: Duration = Duration::from_micros(200);
 
 /// `d` in nanoseconds, saturated to what an `AtomicU64` holds (584 years).
@@ -66,7 +67,8 @@ struct Shared<F> {
     pending: AtomicUsize,
     /// The last step the worker finished.
     done: AtomicUsize,
-    /// The worker is parked (or about to): unpark it after publishing a step.
+    /// The worker is parked (or about to): a step after a pause runs its slice on the caller,
+    /// one that resumes a run of steps unparks it after publishing.
     sleeping: AtomicBool,
     /// How long the worker spins after a step before it parks, in nanoseconds (read at the
     /// start of each wait).

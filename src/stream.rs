@@ -142,16 +142,15 @@ impl<F: Float> StreamingLayer<F> {
     /// doc) spin after each step waiting for the next before they park: 200 µs unless set.
     ///
     /// A trade of processor time for latency. A step that comes while the workers spin runs on
-    /// all of them; one that comes after they parked runs their slices on the calling thread
-    /// (as fast as a one-thread stream: waking them would cost a system call), and wakes them
-    /// only if it came within the window of the step before (steps resuming at a rate they
-    /// can follow). Measured (LSTM I = H = 256, B = 1, two threads, median per step; see
+    /// all of them. Once they parked, a step that comes more than the window after the step
+    /// before runs their slices on the calling thread (as fast as a one-thread stream: waking
+    /// them would cost a system call); one that comes sooner wakes them and hands them their
+    /// slices. Measured (LSTM I = H = 256, B = 1, two threads, median per step; see
     /// `BENCHMARKS.md`): steps back to back or 100 µs apart 11.7-12.0 µs; 1 ms apart 28.8-29.0
     /// µs with the default (one thread: 27.8-28.4), 14.0-14.1 µs with a window of 2 ms. A
-    /// spinning worker keeps its core
-    /// busy for the whole window after every step, so a long window suits a stream whose
-    /// steps come at a steady rate on a machine with cores to spare. `Duration::ZERO` parks
-    /// the workers right after each step.
+    /// spinning worker keeps its core busy for the whole window after every step, so a long
+    /// window suits a stream whose steps come at a steady rate on a machine with cores to
+    /// spare. `Duration::ZERO` parks the workers right after each step.
     pub fn set_spin_window(&mut self, window: Duration) {
         self.spin_window = window;
         if let Some(workers) = &mut self.workers {
