@@ -796,10 +796,8 @@ mod tests {
         assert!(panicked, "the injected panic must reach the caller");
     }
 
-    /// Every folded tile (a block's rows by a panel pair) gets its `k` terms exactly once, in
-    /// order, the first piece starting from zero, all during the block before its rows are
-    /// used; the first block and the rows after the last full one are left to the projection
-    /// before the loop; no piece goes to a chunk a step does not have.
+    /// The fold's weight cap is half the L3, 16 MiB where the L3 is unknown, and the L3 read
+    /// from CPUID is the one Linux lists.
     #[test]
     fn the_fold_cap_is_half_the_l3_or_16_mib_where_unknown() {
         assert_eq!(fold_max_weight_bytes(None), 16 << 20);
@@ -816,6 +814,10 @@ mod tests {
         }
     }
 
+    /// Every folded tile (a block's rows by a panel pair) gets its `k` terms exactly once, in
+    /// order, the first piece starting from zero, all during the block before its rows are
+    /// used; the first block and the rows after the last full one are left to the projection
+    /// before the loop; no piece goes to a chunk a step does not have.
     #[test]
     fn fold_plan_covers_every_later_row_once_in_order_and_in_time() {
         for steps in [0, 15, 16, 17, 47, 128, 130] {
