@@ -447,11 +447,63 @@ unsafe fn scatter_columns<F: Copy>(
     }
 }
 
+/// Where the recurrent half `h_{t-1} · W_hhᵀ` of a slice's streaming step comes from.
+pub(crate) enum Recurrent<'a, F> {
+    /// Computed in the step.
+    Compute,
+    /// Already in the slice's accumulator: [`recurrent_columns`] ran on the same `h_{t-1}`
+    /// (and the same packed weights' bits) before the step.
+    Precomputed,
+    /// Being computed by another thread: after the input GEMM, the step calls this with the
+    /// slice's accumulator `[B, G*hc]`; it fills it and returns true, or returns false and the
+    /// step computes it.
+    Fetch(&'a mut dyn FnMut(&mut [F]) -> bool),
+}
+
+/// `out [B, G*hc]` = `h_prev [B, H] · W_hhᵀ` for hidden units `u0..u1`, from `pass.w_hh_t`
+/// walked in `order`: the recurrent half of a slice's step, which needs nothing but
+/// `h_{t-1}`, so a streaming worker computes it between steps (see `step_workers`). Each
+/// element is the sum over `k` in order whatever the tiling, so it has the bits
+/// [`step_slice`] would compute.
+pub(crate) fn recurrent_columns<F: Float>(
+    pass: &ColumnPass<'_, F>,
+    order: PanelOrder,
+    (u0, u1): (usize, usize),
+    h_prev: &[F],
+    out: &mut [F],
+) {
+    let (b, h, g) = (pass.batch, pass.hidden, pass.cell.gates());
+    let (w0, w1) = pass.weight_columns(u0, u1);
+    let w_hh = PackedRef {
+        order,
+        ..PackedRef::columns(pass.w_hh_t, pass.layout, w0, w1)
+    };
+    let hp = Operand {
+        data: h_prev,
+        ld: h,
+    };
+    F::step_gemm(pass.isa, b, h, hp, w_hh, out, g * (u1 - u0), Accumulate::No);
+}
+
+impl<F: Float> SliceState<F> {
+    /// [`recurrent_columns`] of the slice's units into its accumulator (before a step that
+    /// then takes [`Recurrent::Precomputed`]).
+    pub(crate) fn precompute_recurrent(
+        &mut self,
+        pass: &ColumnPass<'_, F>,
+        order: PanelOrder,
+        h_prev: &[F],
+    ) {
+        recurrent_columns(pass, order, (self.u0, self.u1), h_prev, &mut self.acc);
+    }
+}
+
 /// One slice's part of a streaming step: its columns of `x_t · W_ihᵀ` (`w_ih_t` packed by
-/// `ih_layout`, holding the units `pass.w_hh_t` holds) and `h_prev · W_hhᵀ` (both walked in `order`) and its part of the update, from
-/// `c_prev [B, H]` (LSTM) to the slice's `h` and `c[1]` (see [`SliceState::outputs`]). `gates`
-/// is the slice's `[B, G*hc]` buffer for the input projection. Slices need nothing from each
-/// other within a step.
+/// `ih_layout`, holding the units `pass.w_hh_t` holds) and of `h_prev · W_hhᵀ` (both walked in
+/// `order`; the latter from `recurrent`), and its part of the update, from `c_prev [B, H]`
+/// (LSTM) to the slice's `h` and `c[1]` (see [`SliceState::outputs`]). `gates` is the slice's
+/// `[B, G*hc]` buffer for the input projection. Slices need nothing from each other within a
+/// step.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn step_slice<F: Float>(
     pass: &ColumnPass<'_, F>,
@@ -463,6 +515,7 @@ pub(crate) fn step_slice<F: Float>(
     c_prev: &[F],
     sl: &mut SliceState<F>,
     gates: &mut [F],
+    recurrent: Recurrent<'_, F>,
 ) {
     let (b, h, g) = (pass.batch, pass.hidden, pass.cell.gates());
     let (u0, u1) = (sl.u0, sl.u1);
@@ -474,25 +527,30 @@ pub(crate) fn step_slice<F: Float>(
         ..PackedRef::columns(w_ih_t, ih_layout, w0, w1)
     };
     let x = Operand { data: x_t, ld: i };
-    let w_hh = PackedRef {
-        order,
-        ..PackedRef::columns(pass.w_hh_t, pass.layout, w0, w1)
-    };
-    let hp = Operand {
-        data: h_prev,
-        ld: h,
-    };
-    // The two GEMMs are independent. Walked backward, `W_hh` goes first, so that a step
-    // always starts on the weights the previous one read last, `W_ih`'s then `W_hh`'s panels
-    // forward, `W_hh`'s then `W_ih`'s backward: one walk back and forth over both, which a
-    // cache barely too small for them keeps mostly (a slice's share at B = 1, H = I = 256 on
-    // two threads is 1 MiB, Zen 4's whole L2).
-    if order == PanelOrder::Backward {
-        F::step_gemm(pass.isa, b, h, hp, w_hh, &mut sl.acc, ldc, Accumulate::No);
-    }
-    F::step_gemm(pass.isa, b, i, x, w_ih, gates, ldc, Accumulate::No);
-    if order == PanelOrder::Forward {
-        F::step_gemm(pass.isa, b, h, hp, w_hh, &mut sl.acc, ldc, Accumulate::No);
+    match recurrent {
+        Recurrent::Compute => {
+            // The two GEMMs are independent. Walked backward, `W_hh` goes first, so that a
+            // step always starts on the weights the previous one read last, `W_ih`'s then
+            // `W_hh`'s panels forward, `W_hh`'s then `W_ih`'s backward: one walk back and forth
+            // over both, which a cache barely too small for them keeps mostly (a slice's share
+            // at B = 1, H = I = 256 on two threads is 1 MiB, Zen 4's whole L2).
+            if order == PanelOrder::Backward {
+                sl.precompute_recurrent(pass, order, h_prev);
+            }
+            F::step_gemm(pass.isa, b, i, x, w_ih, gates, ldc, Accumulate::No);
+            if order == PanelOrder::Forward {
+                sl.precompute_recurrent(pass, order, h_prev);
+            }
+        }
+        Recurrent::Precomputed => {
+            F::step_gemm(pass.isa, b, i, x, w_ih, gates, ldc, Accumulate::No);
+        }
+        Recurrent::Fetch(fetch) => {
+            F::step_gemm(pass.isa, b, i, x, w_ih, gates, ldc, Accumulate::No);
+            if !fetch(&mut sl.acc) {
+                sl.precompute_recurrent(pass, order, h_prev);
+            }
+        }
     }
     if pass.cell.has_cell_state() {
         gather_columns(&mut sl.c[0], c_prev, h, u0, u1);

@@ -19,8 +19,12 @@
 //! ([`StreamingLayer::set_spin_window`] changes how long), and the caller computes a worker's
 //! slice itself whenever the worker is parked (steps that come further apart than the window
 //! run as on one thread, without a system call to wake it) or not on time, so a step never
-//! waits for a thread to wake up or be scheduled. Bit-identical to one thread. An LSTM step at
-//! I = H = 256, B = 1 takes 14 µs on two threads against 27 µs on one (medians; see
+//! waits for a thread to wake up or be scheduled. While the workers wait, they compute the
+//! next step's recurrent half `h_t · W_hhᵀ` (their slices', and the first worker the
+//! caller's, from its own copy of the caller's columns of `W_hh`) whenever the caller paused
+//! between steps, so that such a step reads only `W_ih` once `x_{t+1}` comes. Bit-identical to
+//! one thread. An LSTM step at I = H = 256, B = 1 takes 12-14 µs back to back on two threads
+//! against 25-28 µs on one, and 7.6-8.1 µs with steps 20-150 µs apart (medians; see
 //! BENCHMARKS.md); with the second core busy it takes what one thread takes.
 
 use crate::column_split::{ColumnPass, SliceState, column_slices};
@@ -142,14 +146,15 @@ impl<F: Float> StreamingLayer<F> {
     /// doc) spin after each step waiting for the next before they park: 200 µs unless set.
     ///
     /// A trade of processor time for latency. A step that comes while the workers spin runs on
-    /// all of them. Once they parked, a step that comes more than the window after the step
-    /// before runs their slices on the calling thread (as fast as a one-thread stream: waking
-    /// them would cost a system call); one that comes sooner wakes them and hands them their
+    /// all of them, on the recurrent halves they computed while they waited (see the module
+    /// doc). Once they parked, a step that comes more than the window after the step before
+    /// runs their slices on the calling thread (as fast as a one-thread stream: waking them
+    /// would cost a system call); one that comes sooner wakes them and hands them their
     /// slices. Measured (LSTM I = H = 256, B = 1, two threads, median per step; see
-    /// `BENCHMARKS.md`): steps back to back or 100 µs apart 11.7-12.0 µs; 1 ms apart 28.8-29.0
-    /// µs with the default (one thread: 27.8-28.4), 14.0-14.1 µs with a window of 2 ms. A
-    /// spinning worker keeps its core busy for the whole window after every step, so a long
-    /// window suits a stream whose steps come at a steady rate on a machine with cores to
+    /// `BENCHMARKS.md`): steps back to back 11.7-12.2 µs, 20-150 µs apart 7.6-8.1 µs; 1 ms
+    /// apart 29-31 µs with the default (one thread: 28-30), 11.4-11.9 µs with a window of
+    /// 2 ms. A spinning worker keeps its core busy for the whole window after every step, so a
+    /// long window suits a stream whose steps come at a steady rate on a machine with cores to
     /// spare. `Duration::ZERO` parks the workers right after each step.
     pub fn set_spin_window(&mut self, window: Duration) {
         self.spin_window = window;
@@ -329,25 +334,40 @@ mod tests {
     use super::*;
     use crate::Isa;
 
+    /// A one-thread stream and a `threads`-thread one of the same seeded layer (`I = 37`,
+    /// `H = 350`, `B = 2`) on `isa`, the latter's caller always waiting for its workers (so
+    /// that they compute their slices); `None` for the reset-before GRU, which does not split.
+    fn one_and_split(
+        cell: CellKind,
+        isa: Isa,
+        threads: usize,
+        seed: u64,
+    ) -> Option<(StreamingLayer<f32>, StreamingLayer<f32>)> {
+        let (i, h, b) = (37, 350, 2);
+        let mut one = Layer::<f32>::with_seeded_init(cell, i, h, seed).unwrap();
+        one.set_isa(isa).unwrap();
+        let mut split = one.clone();
+        split.set_threads(threads).unwrap();
+        let one = StreamingLayer::new(one, b).unwrap();
+        let mut split = StreamingLayer::new(split, b).unwrap();
+        let Some(workers) = &mut split.workers else {
+            assert_eq!(cell, CellKind::Gru(crate::GruVariant::ResetBefore));
+            return None;
+        };
+        workers.wait_for_workers();
+        Some((one, split))
+    }
+
     /// Every slice computed by the worker threads (the caller waits for them instead of taking
     /// any over) gives the same bits as one thread, for every cell that splits.
     #[test]
     fn worker_threads_compute_the_same_bits() {
-        let (i, h, b) = (37, 350, 2);
+        let (i, b) = (37, 2);
         for cell in CellKind::ALL {
             for isa in Isa::available() {
-                let mut one = Layer::<f32>::with_seeded_init(cell, i, h, 11).unwrap();
-                one.set_isa(isa).unwrap();
-                let mut three = one.clone();
-                three.set_threads(3).unwrap();
-                let mut s1 = StreamingLayer::new(one, b).unwrap();
-                let mut s3 = StreamingLayer::new(three, b).unwrap();
-                let Some(workers) = &mut s3.workers else {
-                    // The reset-before GRU does not split.
-                    assert_eq!(cell, CellKind::Gru(crate::GruVariant::ResetBefore));
+                let Some((mut s1, mut s3)) = one_and_split(cell, isa, 3, 11) else {
                     continue;
                 };
-                workers.wait_for_workers();
                 for t in 0..6 {
                     let x: Vec<f32> = (0..b * i)
                         .map(|k| ((k * 7 + t * 13) % 23) as f32 / 11.0 - 1.0)
@@ -415,6 +435,61 @@ mod tests {
         // A clone keeps the window.
         assert_eq!(s.clone().spin_window(), Duration::ZERO);
         step(&mut s);
+    }
+
+    /// Steps that come after a pause run on the recurrent halves `h_{t-1} · W_hhᵀ` that the
+    /// workers computed in it (their own slices' and the caller's), with the bits of one
+    /// thread; after `set_state` (between the pause and the step, so the halves computed were
+    /// from the old state) the step computes them anew.
+    #[test]
+    fn steps_after_a_pause_use_the_recurrent_halves_computed_in_it() {
+        let (i, h, b) = (37, 350, 2);
+        for cell in CellKind::ALL {
+            for isa in Isa::available() {
+                let Some((mut s1, mut s2)) = one_and_split(cell, isa, 2, 17) else {
+                    continue;
+                };
+                // The worker stays awake (and computes every slice handed to it).
+                s2.set_spin_window(Duration::from_secs(60));
+                let lstm = cell.has_cell_state();
+                let precomputed =
+                    |s: &StreamingLayer<f32>| s.workers.as_ref().unwrap().precomputed();
+                for t in 0..12 {
+                    let x: Vec<f32> = (0..b * i)
+                        .map(|k| ((k * 5 + t * 11) % 19) as f32 / 9.0 - 1.0)
+                        .collect();
+                    std::thread::sleep(Duration::from_millis(2));
+                    let before = precomputed(&s2);
+                    if t == 8 {
+                        let h0: Vec<f32> = (0..b * h).map(|k| (k % 7) as f32 / 7.0 - 0.4).collect();
+                        let c0: Vec<f32> = (0..b * h).map(|k| (k % 5) as f32 / 5.0).collect();
+                        let c0 = lstm.then_some(&c0[..]);
+                        s1.set_state(&h0, c0).unwrap();
+                        s2.set_state(&h0, c0).unwrap();
+                    }
+                    let want: Vec<u32> = s1.step(&x).unwrap().iter().map(|v| v.to_bits()).collect();
+                    let got: Vec<u32> = s2.step(&x).unwrap().iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(want, got, "{} {isa:?} step {t}", cell.name());
+                    if t == 8 {
+                        assert_eq!(
+                            precomputed(&s2),
+                            before,
+                            "{} {isa:?}: a step after set_state used halves of the old state",
+                            cell.name()
+                        );
+                    }
+                }
+                // Every step after the first follows a pause (and a published `h`); step 8's
+                // halves were the old state's. A worker descheduled for a whole pause misses
+                // one step, not all ten.
+                let (own, caller) = precomputed(&s2);
+                assert!(
+                    own >= 1 && caller >= 1,
+                    "{} {isa:?}: no step used a precomputed half (worker {own}, caller {caller})",
+                    cell.name()
+                );
+            }
+        }
     }
 
     /// A worker that panics mid-slice (a bug; nothing a caller passes can cause it) makes the
