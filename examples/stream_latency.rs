@@ -1,12 +1,12 @@
 //! Latency of one streaming step when steps come spaced apart, as a stream fed by a sensor or
-//! a network would run: an LSTM with I = H = 256, B = 1, one step every `gap` microseconds
-//! (the caller busy-waits in between), with the workers' spin window set to `spin`
-//! microseconds (see `StreamingLayer::set_spin_window`). Prints the fastest, 10th, 50th and
-//! 90th percentile of the step times.
+//! a network would run: an LSTM (or GRU) with I = H = 256, B = 1, one step every `gap`
+//! microseconds (the caller busy-waits in between), with the workers' spin window set to
+//! `spin` microseconds (see `StreamingLayer::set_spin_window`). Prints the fastest, 10th, 50th
+//! and 90th percentile of the step times.
 //!
-//! `cargo run --release --example stream_latency -- [gap_us=1000] [spin_us=200] [threads=2] [steps=2000]`
+//! `cargo run --release --example stream_latency -- [gap_us=1000] [spin_us=200] [threads=2] [steps=2000] [lstm|gru]`
 
-use fused_rnn::{CellKind, Layer, StreamingLayer};
+use fused_rnn::{CellKind, GruVariant, Layer, StreamingLayer};
 use std::time::{Duration, Instant};
 
 fn main() -> Result<(), fused_rnn::Error> {
@@ -18,8 +18,16 @@ fn main() -> Result<(), fused_rnn::Error> {
     };
     let (gap, spin) = (Duration::from_micros(arg(1, 1000)), arg(2, 200));
     let (threads, steps) = (arg(3, 2) as usize, arg(4, 2000) as usize);
+    let cell = match std::env::args().nth(5).as_deref() {
+        None | Some("lstm") => CellKind::Lstm,
+        Some("gru") => CellKind::Gru(GruVariant::ResetAfter),
+        Some(other) => {
+            eprintln!("unknown cell {other:?}: lstm or gru");
+            std::process::exit(2);
+        }
+    };
     let (i, h) = (256, 256);
-    let mut layer = Layer::<f32>::with_seeded_init(CellKind::Lstm, i, h, 1)?;
+    let mut layer = Layer::<f32>::with_seeded_init(cell, i, h, 1)?;
     layer.set_threads(threads)?;
     let mut stream = StreamingLayer::new(layer, 1)?;
     stream.set_spin_window(Duration::from_micros(spin));
@@ -37,8 +45,9 @@ fn main() -> Result<(), fused_rnn::Error> {
     times.sort_by(f64::total_cmp);
     let at = |q: usize| times[(times.len() - 1) * q / 100];
     println!(
-        "LSTM I=H={h} B=1, {threads} threads, a step every {} us, spin window {spin} us: \
+        "{} I=H={h} B=1, {threads} threads, a step every {} us, spin window {spin} us: \
          fastest {:.1}, p10 {:.1}, median {:.1}, p90 {:.1} us per step",
+        cell.name(),
         gap.as_micros(),
         at(0),
         at(10),
