@@ -62,6 +62,21 @@ fn threaded_paths_allocate_nothing_per_step() {
         }
     });
     assert_eq!(n, 0, "20 threaded streaming steps allocated {n} times");
+    // Steps 100 µs apart (within the workers' spin window): in each pause the worker computes
+    // the next step's recurrent halves and reads its input weights back into its cache.
+    // Nothing either.
+    // (A hundred of them: a worker that loses its core for a while, as on a loaded machine,
+    // skips the pauses it misses.)
+    let n = allocations(|| {
+        for _ in 0..100 {
+            let pause = std::time::Instant::now();
+            while pause.elapsed() < std::time::Duration::from_micros(100) {
+                std::hint::spin_loop();
+            }
+            s.step(&x).unwrap();
+        }
+    });
+    assert_eq!(n, 0, "100 spaced threaded streaming steps allocated {n} times");
 
     // A batch-1 inference pass split by hidden units: what it allocates does not grow with T.
     let mut per_pass = Vec::new();
