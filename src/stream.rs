@@ -24,7 +24,7 @@
 //! caller's, from its own copy of the caller's columns of `W_hh`) whenever the caller paused
 //! between steps, so that such a step reads only `W_ih` once `x_{t+1}` comes. Bit-identical to
 //! one thread. An LSTM step at I = H = 256, B = 1 takes 12-14 µs back to back on two threads
-//! against 25-28 µs on one, and 7.6-8.1 µs with steps 20-150 µs apart (medians; see
+//! against 25-28 µs on one, and 6.7-6.9 µs with steps 20-100 µs apart (medians; see
 //! BENCHMARKS.md); with the second core busy it takes what one thread takes.
 
 use crate::column_split::{ColumnPass, SliceState, column_slices};
@@ -151,8 +151,8 @@ impl<F: Float> StreamingLayer<F> {
     /// runs their slices on the calling thread (as fast as a one-thread stream: waking them
     /// would cost a system call); one that comes sooner wakes them and hands them their
     /// slices. Measured (LSTM I = H = 256, B = 1, two threads, median per step; see
-    /// `BENCHMARKS.md`): steps back to back 11.7-12.2 µs, 20-150 µs apart 7.6-8.1 µs; 1 ms
-    /// apart 29-31 µs with the default (one thread: 28-30), 11.4-11.9 µs with a window of
+    /// `BENCHMARKS.md`): steps back to back 11.9-13.8 µs, 20-100 µs apart 6.7-6.9 µs; 1 ms
+    /// apart 29-30 µs with the default (one thread: 28-30), 11.1-11.4 µs with a window of
     /// 2 ms. A spinning worker keeps its core busy for the whole window after every step, so a
     /// long window suits a stream whose steps come at a steady rate on a machine with cores to
     /// spare. `Duration::ZERO` parks the workers right after each step.
