@@ -486,9 +486,9 @@ pub(crate) fn recurrent_columns<F: Float>(
 }
 
 impl<F: Float> SliceState<F> {
-    /// [`recurrent_columns`] of the slice's units into its accumulator (before a step that
-    /// then takes [`Recurrent::Precomputed`]).
-    pub(crate) fn precompute_recurrent(
+    /// [`recurrent_columns`] of the slice's units into its accumulator: in the step, or
+    /// before it for a step that then takes [`Recurrent::Precomputed`].
+    pub(crate) fn compute_recurrent(
         &mut self,
         pass: &ColumnPass<'_, F>,
         order: PanelOrder,
@@ -535,11 +535,11 @@ pub(crate) fn step_slice<F: Float>(
             // over both, which a cache barely too small for them keeps mostly (a slice's share
             // at B = 1, H = I = 256 on two threads is 1 MiB, Zen 4's whole L2).
             if order == PanelOrder::Backward {
-                sl.precompute_recurrent(pass, order, h_prev);
+                sl.compute_recurrent(pass, order, h_prev);
             }
             F::step_gemm(pass.isa, b, i, x, w_ih, gates, ldc, Accumulate::No);
             if order == PanelOrder::Forward {
-                sl.precompute_recurrent(pass, order, h_prev);
+                sl.compute_recurrent(pass, order, h_prev);
             }
         }
         Recurrent::Precomputed => {
@@ -548,7 +548,7 @@ pub(crate) fn step_slice<F: Float>(
         Recurrent::Fetch(fetch) => {
             F::step_gemm(pass.isa, b, i, x, w_ih, gates, ldc, Accumulate::No);
             if !fetch(&mut sl.acc) {
-                sl.precompute_recurrent(pass, order, h_prev);
+                sl.compute_recurrent(pass, order, h_prev);
             }
         }
     }

@@ -274,7 +274,7 @@ impl<F: Float> WorkerSlice<F> {
         }
         let order = PanelOrder::alternating(p);
         let pass = self.weights.pass();
-        self.slice.precompute_recurrent(&pass, order, &self.pre_h);
+        self.slice.compute_recurrent(&pass, order, &self.pre_h);
         self.pre_step = p;
         let Some(cc) = &self.caller else {
             return;
@@ -635,7 +635,7 @@ impl<F: Float> StepWorkers<F> {
             .is_some_and(|t| now.duration_since(t) >= PRECOMPUTE_MIN_PAUSE);
         // The caller's recurrent half: claim it, unless the first worker took it first to
         // compute it (or has) from the `h_{t-1}` this step reads.
-        let caller_precomputed = match self.workers.first() {
+        let fetch_caller_half = match self.workers.first() {
             Some(w) if self.published_for == s => {
                 let claimed_here = w
                     .shared
@@ -702,7 +702,7 @@ impl<F: Float> StepWorkers<F> {
         };
         let (own, others) = slices.split_first_mut().expect("one slice at least");
         let started = Instant::now();
-        if caller_precomputed {
+        if fetch_caller_half {
             let sh = &self.workers[0].shared;
             let mut fetched = false;
             let mut fetch = |acc: &mut [F]| {

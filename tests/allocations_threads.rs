@@ -76,7 +76,10 @@ fn threaded_paths_allocate_nothing_per_step() {
             s.step(&x).unwrap();
         }
     });
-    assert_eq!(n, 0, "100 spaced threaded streaming steps allocated {n} times");
+    assert_eq!(
+        n, 0,
+        "100 spaced threaded streaming steps allocated {n} times"
+    );
 
     // A batch-1 inference pass split by hidden units: what it allocates does not grow with T.
     let mut per_pass = Vec::new();
