@@ -1,6 +1,7 @@
 //! C ABI for `fused-rnn` (f32): create a layer from PyTorch-layout weights or a safetensors
-//! `state_dict`, run forward, backward and streaming steps, free it. The declarations, with the
-//! contract of every function, are in `include/fused_rnn.h`.
+//! `state_dict`, set its threads, run forward, backward and stateless steps, free it; and
+//! streams (`frnn_stream`, a `StreamingLayer`) that keep the state and run one step at a time.
+//! The declarations, with the contract of every function, are in `include/fused_rnn.h`.
 //!
 //! Every entry point returns an `int` status (`FRNN_OK` = 0 or an `FRNN_ERR_*` code) and leaves
 //! a message for `frnn_last_error_message` on failure. No panic crosses the boundary: each body
@@ -18,8 +19,9 @@ use fused_rnn::interop::Direction;
 use fused_rnn::interop::pytorch;
 use fused_rnn::{
     CellKind, Error, FinalState, GradMode, GruVariant, InitialState, InputGrads, Layer, LayerGrads,
-    LayerWeights, Mode, RnnActivation, Upstream, Workspace,
+    LayerWeights, Mode, RnnActivation, StreamingLayer, Upstream, Workspace,
 };
+use std::time::Duration;
 
 /// Success.
 pub const FRNN_OK: c_int = 0;
@@ -240,11 +242,48 @@ unsafe fn out_slice<'a, T>(present: bool, ptr: *mut T, len: usize) -> Option<&'a
 /// `layer` is NULL or a handle from `frnn_layer_create*` not yet freed, used by one thread at a
 /// time.
 unsafe fn handle<'a>(layer: *mut FrnnLayer) -> Result<&'a mut FrnnLayer, CErr> {
-    if layer.is_null() {
-        return Err(err(FRNN_ERR_NULL, "layer is NULL"));
+    // SAFETY: the caller's contract above.
+    unsafe { live(layer, "layer is NULL") }
+}
+
+/// The object behind a handle, or `FRNN_ERR_NULL` with `null_msg`.
+///
+/// # Safety
+/// `ptr` is NULL or a live handle of its type (made by `Box::into_raw`, not yet freed), used by
+/// one thread at a time.
+unsafe fn live<'a, T>(ptr: *mut T, null_msg: &'static str) -> Result<&'a mut T, CErr> {
+    if ptr.is_null() {
+        return Err(err(FRNN_ERR_NULL, null_msg));
     }
     // SAFETY: non-NULL, and by the caller's contract a live, exclusively used handle.
-    Ok(unsafe { &mut *layer })
+    Ok(unsafe { &mut *ptr })
+}
+
+/// The object behind a handle that is only read, or `FRNN_ERR_NULL` with `null_msg`.
+///
+/// # Safety
+/// `ptr` is NULL or a live handle of its type, not written by anyone meanwhile.
+unsafe fn live_ref<'a, T>(ptr: *const T, null_msg: &'static str) -> Result<&'a T, CErr> {
+    if ptr.is_null() {
+        return Err(err(FRNN_ERR_NULL, null_msg));
+    }
+    // SAFETY: non-NULL, and by the caller's contract a live handle nobody writes meanwhile.
+    Ok(unsafe { &*ptr })
+}
+
+/// Frees a handle made by `Box::into_raw`; NULL is a no-op; a panic in a destructor stays on
+/// this side.
+///
+/// # Safety
+/// `ptr` is NULL or a live handle of its type, not used again.
+unsafe fn free_handle<T>(ptr: *mut T) {
+    if ptr.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: by the contract, a live handle made by Box::into_raw, freed once.
+        drop(unsafe { Box::from_raw(ptr) });
+    }));
 }
 
 fn cell_from_c(cell: c_int) -> Result<CellKind, CErr> {
@@ -273,14 +312,14 @@ fn cell_to_c(cell: CellKind) -> c_int {
     }
 }
 
-fn store_handle(out: *mut *mut FrnnLayer, layer: Layer<f32>) {
-    let h = Box::into_raw(Box::new(FrnnLayer::new(layer)));
+fn store_handle<T>(out: *mut *mut T, object: T) {
+    let h = Box::into_raw(Box::new(object));
     // SAFETY: `out` was checked non-NULL and aligned by the caller of this function, and the C
     // contract makes it valid for one pointer write.
     unsafe { out.write(h) };
 }
 
-fn check_out_handle(out: *mut *mut FrnnLayer) -> Result<(), CErr> {
+fn check_out_handle<T>(out: *mut *mut T) -> Result<(), CErr> {
     if out.is_null() {
         return Err(err(FRNN_ERR_NULL, "out is NULL"));
     }
@@ -346,7 +385,7 @@ pub unsafe extern "C" fn frnn_layer_create(
             }
         };
         let layer = Layer::new(cell, input_size, hidden_size, w)?;
-        store_handle(out, layer);
+        store_handle(out, FrnnLayer::new(layer));
         Ok(())
     })
 }
@@ -378,7 +417,7 @@ pub unsafe extern "C" fn frnn_layer_from_safetensors(
             Direction::Forward
         };
         let layer = pytorch::load_layer_converting::<f32>(data, cell, layer_index, dir)?;
-        store_handle(out, layer);
+        store_handle(out, FrnnLayer::new(layer));
         Ok(())
     })
 }
@@ -389,13 +428,8 @@ pub unsafe extern "C" fn frnn_layer_from_safetensors(
 /// `layer` is NULL or a handle from `frnn_layer_create*` not yet freed.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn frnn_layer_free(layer: *mut FrnnLayer) {
-    if layer.is_null() {
-        return;
-    }
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: by the contract, a live handle made by Box::into_raw, freed once.
-        drop(unsafe { Box::from_raw(layer) });
-    }));
+    // SAFETY: the contract above.
+    unsafe { free_handle(layer) }
 }
 
 /// Reports a layer's cell (`FRNN_CELL_*`), input width and hidden width; NULL outputs are
@@ -411,11 +445,8 @@ pub unsafe extern "C" fn frnn_layer_sizes(
     hidden_size: *mut usize,
 ) -> c_int {
     guard(|| {
-        if layer.is_null() {
-            return Err(err(FRNN_ERR_NULL, "layer is NULL"));
-        }
-        // SAFETY: non-NULL, and by the contract above a live handle; only read.
-        let l = unsafe { &*layer };
+        // SAFETY: by the contract above NULL or a live handle; only read.
+        let l = unsafe { live_ref(layer, "layer is NULL")? };
         let mut s = Vec::new();
         let has_c = check_ptr("cell", cell, 1, false, true, &mut s)?;
         let has_i = check_ptr("input_size", input_size, 1, false, true, &mut s)?;
@@ -696,6 +727,230 @@ pub unsafe extern "C" fn frnn_step(
             h,
             FinalState { h_n: None, c_n: c },
         )?;
+        Ok(())
+    })
+}
+
+/// Sets how many threads the layer's calls use (1, the default: the calling thread only). See
+/// `fused_rnn.h`.
+///
+/// # Safety
+/// `layer` a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn frnn_layer_set_threads(layer: *mut FrnnLayer, threads: usize) -> c_int {
+    guard(|| {
+        // SAFETY: the contract above.
+        let l = unsafe { handle(layer)? };
+        l.layer.set_threads(threads)?;
+        Ok(())
+    })
+}
+
+/// The opaque stream handle (`frnn_stream` in C): a [`StreamingLayer`] with its own copy of
+/// the layer.
+pub struct FrnnStream {
+    stream: StreamingLayer<f32>,
+}
+
+/// # Safety
+/// `stream` is NULL or a handle from `frnn_stream_create` not yet freed, used by one thread at
+/// a time.
+unsafe fn stream_handle<'a>(stream: *mut FrnnStream) -> Result<&'a mut FrnnStream, CErr> {
+    // SAFETY: the caller's contract above.
+    unsafe { live(stream, "stream is NULL") }
+}
+
+/// Fails unless `len` is `expected` (the buffer's name in `what`).
+fn check_length(what: &'static str, len: usize, expected: usize) -> Result<(), CErr> {
+    if len == expected {
+        Ok(())
+    } else {
+        Err(Error::BufferLength {
+            what,
+            expected,
+            got: len,
+        }
+        .into())
+    }
+}
+
+/// Creates a stream of `batch` sequences over a copy of `layer` (its parameters and thread
+/// count), state zero. See `fused_rnn.h`.
+///
+/// # Safety
+/// `layer` a live handle; `out` valid for one pointer write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn frnn_stream_create(
+    layer: *const FrnnLayer,
+    batch: usize,
+    out: *mut *mut FrnnStream,
+) -> c_int {
+    guard(|| {
+        check_out_handle(out)?;
+        // SAFETY: by the contract above NULL or a live handle; only read.
+        let l = unsafe { live_ref(layer, "layer is NULL")? };
+        let stream = StreamingLayer::new(l.layer.clone(), batch)?;
+        store_handle(out, FrnnStream { stream });
+        Ok(())
+    })
+}
+
+/// Frees a stream (and joins its worker threads); NULL is a no-op.
+///
+/// # Safety
+/// `stream` is NULL or a handle from `frnn_stream_create` not yet freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn frnn_stream_free(stream: *mut FrnnStream) {
+    // SAFETY: the contract above.
+    unsafe { free_handle(stream) }
+}
+
+/// One step of every sequence on `x_t [B, I]`; the new `h [B, H]` is written to `h` unless it
+/// is NULL. See `fused_rnn.h`.
+///
+/// # Safety
+/// `stream` a live handle; each non-NULL buffer valid for its stated length.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn frnn_stream_step(
+    stream: *mut FrnnStream,
+    x_t: *const f32,
+    x_len: usize,
+    h: *mut f32,
+    h_len: usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: the contract above.
+        let st = unsafe { stream_handle(stream)? };
+        let mut s = Vec::new();
+        check_ptr("x_t", x_t, x_len, true, false, &mut s)?;
+        let ph = check_ptr("h", h.cast_const(), h_len, false, true, &mut s)?;
+        check_overlap(&s)?;
+        let bh = st.stream.batch() * st.stream.layer().hidden_size();
+        if ph {
+            check_length("h [B, H]", h_len, bh)?;
+        }
+        // SAFETY: checked by check_ptr and check_overlap; lengths are the caller's contract.
+        let (x_t, h) = unsafe {
+            (
+                in_slice(true, x_t, x_len).unwrap_or_default(),
+                out_slice(ph, h, h_len),
+            )
+        };
+        let h_t = st.stream.step(x_t)?;
+        if let Some(h) = h {
+            h.copy_from_slice(h_t);
+        }
+        Ok(())
+    })
+}
+
+/// Replaces the state: `h [B, H]`, and `c [B, H]` for the LSTM (required there, NULL
+/// otherwise). See `fused_rnn.h`.
+///
+/// # Safety
+/// `stream` a live handle; each non-NULL buffer valid for reads of its stated length.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn frnn_stream_set_state(
+    stream: *mut FrnnStream,
+    h: *const f32,
+    h_len: usize,
+    c: *const f32,
+    c_len: usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: the contract above.
+        let st = unsafe { stream_handle(stream)? };
+        let mut s = Vec::new();
+        check_ptr("h", h, h_len, true, false, &mut s)?;
+        let pc = check_ptr("c", c, c_len, false, false, &mut s)?;
+        // SAFETY: checked by check_ptr; lengths are the caller's contract (only read).
+        let (h, c) = unsafe {
+            (
+                in_slice(true, h, h_len).unwrap_or_default(),
+                in_slice(pc, c, c_len),
+            )
+        };
+        st.stream.set_state(h, c)?;
+        Ok(())
+    })
+}
+
+/// Copies the state out: `h [B, H]` and (LSTM) `c [B, H]`, each skipped when NULL. See
+/// `fused_rnn.h`.
+///
+/// # Safety
+/// `stream` a live handle; each non-NULL buffer valid for writes of its stated length.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn frnn_stream_get_state(
+    stream: *const FrnnStream,
+    h: *mut f32,
+    h_len: usize,
+    c: *mut f32,
+    c_len: usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: by the contract above NULL or a live handle; only read.
+        let st = unsafe { live_ref(stream, "stream is NULL")? };
+        let mut s = Vec::new();
+        let ph = check_ptr("h", h.cast_const(), h_len, false, true, &mut s)?;
+        let pc = check_ptr("c", c.cast_const(), c_len, false, true, &mut s)?;
+        check_overlap(&s)?;
+        let cell_state = st.stream.cell_state();
+        if pc && cell_state.is_none() {
+            return Err(Error::UnexpectedBuffer {
+                what: "c",
+                why: "only the LSTM has a cell state",
+            }
+            .into());
+        }
+        let hs = st.stream.hidden_state();
+        if ph {
+            check_length("h [B, H]", h_len, hs.len())?;
+        }
+        if let (true, Some(cs)) = (pc, cell_state) {
+            check_length("c [B, H]", c_len, cs.len())?;
+        }
+        // SAFETY: checked by check_ptr and check_overlap; lengths checked above.
+        let (h, c) = unsafe { (out_slice(ph, h, h_len), out_slice(pc, c, c_len)) };
+        if let Some(h) = h {
+            h.copy_from_slice(hs);
+        }
+        if let (Some(c), Some(cs)) = (c, cell_state) {
+            c.copy_from_slice(cs);
+        }
+        Ok(())
+    })
+}
+
+/// Sets every state of the stream to zero.
+///
+/// # Safety
+/// `stream` a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn frnn_stream_reset(stream: *mut FrnnStream) -> c_int {
+    guard(|| {
+        // SAFETY: the contract above.
+        let st = unsafe { stream_handle(stream)? };
+        st.stream.reset();
+        Ok(())
+    })
+}
+
+/// Sets how long the stream's worker threads spin after a step, in microseconds (see
+/// `StreamingLayer::set_spin_window` and `fused_rnn.h`).
+///
+/// # Safety
+/// `stream` a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn frnn_stream_set_spin_window(
+    stream: *mut FrnnStream,
+    microseconds: u64,
+) -> c_int {
+    guard(|| {
+        // SAFETY: the contract above.
+        let st = unsafe { stream_handle(stream)? };
+        st.stream
+            .set_spin_window(Duration::from_micros(microseconds));
         Ok(())
     })
 }

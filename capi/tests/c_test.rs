@@ -10,8 +10,8 @@ use std::process::Command;
 use fused_rnn::interop::Direction;
 use fused_rnn::interop::pytorch;
 use fused_rnn::{
-    CellKind, FinalState, GradMode, GruVariant, InitialState, InputGrads, Layer, LayerGrads, Mode,
-    Upstream,
+    CellKind, FinalState, GradMode, GruVariant, InitialState, InputGrads, Layer, LayerGrads,
+    LayerWeights, Mode, StreamingLayer, Upstream,
 };
 
 /// Deterministic U(-1, 1) values (a 64-bit LCG; no dependency needed).
@@ -210,6 +210,51 @@ fn emit_case(a: &mut Arrays, p: &str, cell: CellKind, cell_c: i32, seed: u64) ->
     init
 }
 
+/// The stream case: an LSTM with I = H = 128, B = 1, large enough for a two-thread stream to
+/// split its steps over a worker. The C program makes the same weights and inputs with the
+/// same generator (`values`, scaled in f32), so only the expected states are emitted: `h`
+/// after each of `STREAM_T` steps from zero, `c` after the last, then one step after
+/// `set_state(h0, c0)` and one after `reset`, all from a one-thread stream.
+fn emit_stream_case(a: &mut Arrays) {
+    const SEED: u64 = 500;
+    let (t, i, h) = (6usize, 128usize, 128usize);
+    let g = 4 * h;
+    let scaled = |seed: u64, n: usize, k: f32| -> Vec<f32> {
+        values(seed, n).iter().map(|v| v * k).collect()
+    };
+    let (w_ih, w_hh) = (scaled(SEED + 1, g * i, 0.05), scaled(SEED + 2, g * h, 0.05));
+    let (b_ih, b_hh) = (scaled(SEED + 3, g, 0.05), scaled(SEED + 4, g, 0.05));
+    let x = values(SEED + 5, t * i);
+    let (h0, c0) = (values(SEED + 6, h), values(SEED + 7, h));
+    let w = LayerWeights {
+        weight_ih: &w_ih,
+        weight_hh: &w_hh,
+        bias_ih: &b_ih,
+        bias_hh: &b_hh,
+    };
+    let layer = Layer::new(CellKind::Lstm, i, h, w).unwrap();
+    let mut s = StreamingLayer::new(layer, 1).unwrap();
+    let mut hs = Vec::new();
+    for step in x.chunks_exact(i) {
+        hs.extend_from_slice(s.step(step).unwrap());
+    }
+    let c_end = s.cell_state().unwrap().to_vec();
+    s.set_state(&h0, Some(&c0)).unwrap();
+    let after_set = s.step(&x[..i]).unwrap().to_vec();
+    s.reset();
+    let after_reset = s.step(&x[..i]).unwrap().to_vec();
+    writeln!(
+        a.out,
+        "#define STREAM_SEED {SEED}u\n#define STREAM_T {t}\n#define STREAM_I {i}\n\
+         #define STREAM_H {h}"
+    )
+    .unwrap();
+    a.f32s("stream_h", &hs);
+    a.f32s("stream_c_end", &c_end);
+    a.f32s("stream_h_after_set", &after_set);
+    a.f32s("stream_h_after_reset", &after_reset);
+}
+
 fn generate_header(path: &Path) {
     let mut a = Arrays { out: String::new() };
     a.out.push_str(
@@ -240,6 +285,7 @@ fn generate_header(path: &Path) {
             400,
         ),
     ];
+    emit_stream_case(&mut a);
     writeln!(
         a.out,
         "static const case_data CASES[] = {{\n{}\n}};\n#define N_CASES {}",

@@ -4,13 +4,16 @@
  * the Rust API computed, as f32 bit patterns. Through the C API this program runs forward
  * (training), backward (overwrite, then accumulate), streaming steps and loading from
  * safetensors, and requires bitwise equality; then it checks the error paths (wrong length,
- * NULL pointers, unknown cell, wrong call order, overlapping buffers, bad files). */
+ * NULL pointers, unknown cell, wrong call order, overlapping buffers, bad files). Then a
+ * stream (frnn_stream_*) on two threads, against a one-thread Rust stream. */
+#define _POSIX_C_SOURCE 199309L /* nanosleep */
 #include "fused_rnn.h"
 #include "case_data.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int failures = 0;
 
@@ -209,10 +212,128 @@ static void run_case(const case_data *c) {
     printf("%s: checked\n", ctx);
 }
 
+/* c_test.rs's `values(seed, n)` scaled by `scale` in f32: the same bits. */
+static void gen(uint64_t seed, size_t n, float scale, float *out) {
+    uint64_t s = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    for (size_t k = 0; k < n; k++) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        out[k] = (((float)(s >> 40) / (float)(1ULL << 24)) * 2.0f - 1.0f) * scale;
+    }
+}
+
+static void pause_us(long us) {
+    struct timespec ts = {0, us * 1000L};
+    nanosleep(&ts, NULL);
+}
+
+/* A two-thread stream (an LSTM large enough for its steps to be split over a worker thread)
+ * against the states a one-thread Rust stream computed, bit for bit; most steps come after a
+ * pause, in which the worker computes the next step's recurrent half. Then its error paths. */
+static void check_stream(void) {
+    const char *ctx = "stream";
+    enum { I = STREAM_I, H = STREAM_H, G = 4 * STREAM_H, T = STREAM_T };
+    float *w_ih = malloc(sizeof(float) * G * I), *w_hh = malloc(sizeof(float) * G * H);
+    float b_ih[G], b_hh[G], x[T * I], h0[H], c0[H], h[H], c[H];
+    gen(STREAM_SEED + 1, G * I, 0.05f, w_ih);
+    gen(STREAM_SEED + 2, G * H, 0.05f, w_hh);
+    gen(STREAM_SEED + 3, G, 0.05f, b_ih);
+    gen(STREAM_SEED + 4, G, 0.05f, b_hh);
+    gen(STREAM_SEED + 5, T * I, 1.0f, x);
+    gen(STREAM_SEED + 6, H, 1.0f, h0);
+    gen(STREAM_SEED + 7, H, 1.0f, c0);
+    frnn_layer *l = NULL;
+    int rc = frnn_layer_create(FRNN_CELL_LSTM, I, H, w_ih, G * I, w_hh, G * H, b_ih, G, b_hh, G,
+                               &l);
+    CHECK(rc == FRNN_OK, "%s create: %d %s", ctx, rc, frnn_last_error_message());
+    rc = frnn_layer_set_threads(l, 0);
+    CHECK(rc == FRNN_ERR_ARGUMENT && strstr(frnn_last_error_message(), "threads"),
+          "%s 0 threads: %d %s", ctx, rc, frnn_last_error_message());
+    rc = frnn_layer_set_threads(l, 2);
+    CHECK(rc == FRNN_OK, "%s 2 threads: %d %s", ctx, rc, frnn_last_error_message());
+    frnn_stream *s = NULL;
+    rc = frnn_stream_create(l, 0, &s);
+    CHECK(rc == FRNN_ERR_ARGUMENT && s == NULL, "%s B = 0: %d %s", ctx, rc,
+          frnn_last_error_message());
+    rc = frnn_stream_create(l, 1, &s);
+    CHECK(rc == FRNN_OK && s != NULL, "%s stream create: %d %s", ctx, rc,
+          frnn_last_error_message());
+    /* The stream holds its own copy of the layer. */
+    frnn_layer_free(l);
+    if (s == NULL) return;
+    rc = frnn_stream_set_spin_window(s, 50000);
+    CHECK(rc == FRNN_OK, "%s spin window: %d", ctx, rc);
+    for (size_t t = 0; t < T; t++) {
+        if (t != 0 && t != 3) pause_us(300);
+        rc = frnn_stream_step(s, x + t * I, I, h, H);
+        CHECK(rc == FRNN_OK, "%s step %zu: %d %s", ctx, t, rc, frnn_last_error_message());
+        char what[32];
+        snprintf(what, sizeof what, "step %zu", t);
+        same(ctx, what, h, (arr){stream_h + t * H, H});
+    }
+    rc = frnn_stream_get_state(s, NULL, 0, c, H);
+    CHECK(rc == FRNN_OK, "%s get c: %d %s", ctx, rc, frnn_last_error_message());
+    same(ctx, "c after the steps", c, (arr){stream_c_end, H});
+    memset(h, 0, sizeof h);
+    rc = frnn_stream_get_state(s, h, H, NULL, 0);
+    CHECK(rc == FRNN_OK, "%s get h: %d %s", ctx, rc, frnn_last_error_message());
+    same(ctx, "h after the steps", h, (arr){stream_h + (T - 1) * H, H});
+    rc = frnn_stream_set_state(s, h0, H, c0, H);
+    CHECK(rc == FRNN_OK, "%s set state: %d %s", ctx, rc, frnn_last_error_message());
+    pause_us(300);
+    rc = frnn_stream_step(s, x, I, h, H);
+    CHECK(rc == FRNN_OK, "%s step after set_state: %d", ctx, rc);
+    same(ctx, "h after set_state", h, (arr){stream_h_after_set, H});
+    rc = frnn_stream_reset(s);
+    CHECK(rc == FRNN_OK, "%s reset: %d", ctx, rc);
+    pause_us(300);
+    rc = frnn_stream_step(s, x, I, h, H);
+    CHECK(rc == FRNN_OK, "%s step after reset: %d", ctx, rc);
+    same(ctx, "h after reset", h, (arr){stream_h_after_reset, H});
+
+    /* Error paths. */
+    rc = frnn_stream_step(s, x, I - 1, h, H);
+    CHECK(rc == FRNN_ERR_LENGTH && strstr(frnn_last_error_message(), "x_t [B, I]"),
+          "%s short x_t: %d %s", ctx, rc, frnn_last_error_message());
+    rc = frnn_stream_step(s, x, I, h, H + 1);
+    CHECK(rc == FRNN_ERR_LENGTH && strstr(frnn_last_error_message(), "h [B, H]"),
+          "%s long h: %d %s", ctx, rc, frnn_last_error_message());
+    rc = frnn_stream_step(s, x, I, x + 1, H);
+    CHECK(rc == FRNN_ERR_ARGUMENT && strstr(frnn_last_error_message(), "overlap"),
+          "%s overlapping x_t and h: %d %s", ctx, rc, frnn_last_error_message());
+    rc = frnn_stream_step(s, NULL, I, h, H);
+    CHECK(rc == FRNN_ERR_NULL && strstr(frnn_last_error_message(), "x_t is NULL"),
+          "%s NULL x_t: %d %s", ctx, rc, frnn_last_error_message());
+    rc = frnn_stream_step(s, x, I, NULL, 0);
+    CHECK(rc == FRNN_OK, "%s step without h: %d %s", ctx, rc, frnn_last_error_message());
+    rc = frnn_stream_set_state(s, h0, H, NULL, 0);
+    CHECK(rc == FRNN_ERR_ARGUMENT && strstr(frnn_last_error_message(), "c"),
+          "%s LSTM state without c: %d %s", ctx, rc, frnn_last_error_message());
+    rc = frnn_stream_set_state(s, h0, H - 1, c0, H);
+    CHECK(rc == FRNN_ERR_LENGTH, "%s short h state: %d %s", ctx, rc, frnn_last_error_message());
+    rc = frnn_stream_get_state(s, h, H - 1, NULL, 0);
+    CHECK(rc == FRNN_ERR_LENGTH && strstr(frnn_last_error_message(), "h [B, H]"),
+          "%s short h out: %d %s", ctx, rc, frnn_last_error_message());
+    rc = frnn_stream_step(NULL, x, I, h, H);
+    CHECK(rc == FRNN_ERR_NULL && strstr(frnn_last_error_message(), "stream is NULL"),
+          "%s NULL stream step: %d", ctx, rc);
+    CHECK(frnn_stream_reset(NULL) == FRNN_ERR_NULL, "%s NULL stream reset", ctx);
+    CHECK(frnn_stream_set_spin_window(NULL, 1) == FRNN_ERR_NULL, "%s NULL stream window", ctx);
+    CHECK(frnn_stream_set_state(NULL, h0, H, c0, H) == FRNN_ERR_NULL, "%s NULL set_state", ctx);
+    CHECK(frnn_stream_get_state(NULL, h, H, c, H) == FRNN_ERR_NULL, "%s NULL get_state", ctx);
+    CHECK(frnn_stream_create(NULL, 1, &s) == FRNN_ERR_NULL, "%s NULL layer create", ctx);
+    CHECK(frnn_layer_set_threads(NULL, 2) == FRNN_ERR_NULL, "%s NULL layer threads", ctx);
+    frnn_stream_free(s);
+    frnn_stream_free(NULL);
+    free(w_ih);
+    free(w_hh);
+    printf("%s: checked\n", ctx);
+}
+
 int main(void) {
     CHECK(frnn_last_error_message() != NULL && frnn_last_error_message()[0] == '\0',
           "no error yet");
     for (size_t k = 0; k < N_CASES; k++) run_case(&CASES[k]);
+    check_stream();
 
     /* Calls that need no case. */
     frnn_layer *l = NULL;
