@@ -131,9 +131,9 @@ int frnn_backward(frnn_layer *layer,
  * h [B, H] (and c [B, H], required for the LSTM, NULL otherwise) and overwrites the state with
  * the next one. Equal to frnn_forward with T = 1, h0 = h, c0 = c, y = h_n = new h. Does not
  * disturb a pending backward. Stateless, and on a layer with 2+ threads each call enters the
- * layer's thread pool: an LSTM at I = H = 256, B = 1 measured 25-55 us (median) on two threads
- * against 26.5 us on one. For low latency use a stream (frnn_stream_*), whose worker threads
- * wait for the next step: 13.6-14.2 us on two threads. */
+ * layer's thread pool: an LSTM at I = H = 256, B = 1 measured 28-53 us (median) on two threads
+ * against 27-33 us on one. For low latency use a stream (frnn_stream_*), whose worker threads
+ * wait for the next step: 12-15 us on two threads (examples/step_paths.rs). */
 int frnn_step(frnn_layer *layer, size_t batch,
               const float *x_t, size_t x_len,
               float *h, size_t h_len,
