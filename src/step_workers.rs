@@ -112,9 +112,12 @@ struct Shared<F> {
     /// Tests: how many times a step woke the worker.
     #[cfg(test)]
     wakes: AtomicUsize,
-    /// Tests: how many steps the worker ran on its own precomputed recurrent half.
+    /// Tests: how many steps the worker ran on its own precomputed recurrent half, and how
+    /// many the caller ran on the half the worker computed for it.
     #[cfg(test)]
     precomputed: AtomicUsize,
+    #[cfg(test)]
+    caller_fetched: AtomicUsize,
     /// `x_t [B, I]`, then `h_{t-1} [B, H]`, then `c_{t-1} [B, H]` (LSTM).
     input: Mutex<Vec<F>>,
     /// The `h [B, H]` the caller published at the end of a step, and the step it is
@@ -170,9 +173,6 @@ pub(crate) struct StepWorkers<F> {
     /// step it is `h_{t-1}` of (0: none).
     published: Vec<F>,
     published_for: usize,
-    /// Tests: how many steps the caller ran on its recurrent half computed by a worker.
-    #[cfg(test)]
-    caller_precomputed: usize,
 }
 
 /// Whether the caller may compute a worker's slice (see the module doc).
@@ -463,6 +463,8 @@ impl<F: Float> StepWorkers<F> {
                 wakes: AtomicUsize::new(0),
                 #[cfg(test)]
                 precomputed: AtomicUsize::new(0),
+                #[cfg(test)]
+                caller_fetched: AtomicUsize::new(0),
                 input: Mutex::new(try_zeroed("worker input", batch * (i + h) + c_len)?),
                 next_h: Mutex::new((0, try_zeroed("worker next h", batch * h)?)),
                 next_h_step: AtomicUsize::new(0),
@@ -543,8 +545,6 @@ impl<F: Float> StepWorkers<F> {
             takeover: Takeover::WhenFaster,
             published: try_zeroed("published h", batch * h)?,
             published_for: 0,
-            #[cfg(test)]
-            caller_precomputed: 0,
         })
     }
 
@@ -570,12 +570,13 @@ impl<F: Float> StepWorkers<F> {
     /// their own slices, and by the first worker for the caller's.
     #[cfg(test)]
     pub(crate) fn precomputed(&self) -> (usize, usize) {
-        let own = self
-            .workers
-            .iter()
-            .map(|w| w.shared.precomputed.load(Ordering::SeqCst))
-            .sum();
-        (own, self.caller_precomputed)
+        let count = |c: fn(&Shared<F>) -> &AtomicUsize| -> usize {
+            self.workers
+                .iter()
+                .map(|w| c(&w.shared).load(Ordering::SeqCst))
+                .sum()
+        };
+        (count(|s| &s.precomputed), count(|s| &s.caller_fetched))
     }
 
     /// Whether every worker is parked (or about to park).
@@ -704,7 +705,6 @@ impl<F: Float> StepWorkers<F> {
         let started = Instant::now();
         if fetch_caller_half {
             let sh = &self.workers[0].shared;
-            let mut fetched = false;
             let mut fetch = |acc: &mut [F]| {
                 // The worker claimed it before this step began; it takes about as long as
                 // the input GEMM just run here.
@@ -716,15 +716,11 @@ impl<F: Float> StepWorkers<F> {
                     std::hint::spin_loop();
                 }
                 acc.copy_from_slice(&lock(&sh.caller_acc));
-                fetched = true;
+                #[cfg(test)]
+                sh.caller_fetched.fetch_add(1, Ordering::SeqCst);
                 true
             };
             run_here(own, h_out, c_out, Recurrent::Fetch(&mut fetch));
-            #[cfg(test)]
-            if fetched {
-                self.caller_precomputed += 1;
-            }
-            let _ = fetched;
         } else {
             run_here(own, h_out, c_out, Recurrent::Compute);
         }

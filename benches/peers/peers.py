@@ -94,18 +94,22 @@ def onnx_model(cell, i, h):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
 
 
-def ort_case(cell, t, b, i, h, reps, threads):
-    if ort is None:
-        return None
-    model = onnx_model(cell, i, h)
+def ort_session(cell, i, h, threads):
+    """An ONNX Runtime CPU session of onnx_model(cell, i, h) on `threads` intra-op threads."""
     with tempfile.NamedTemporaryFile(suffix=".onnx") as f:
-        onnx.save(model, f.name)
+        onnx.save(onnx_model(cell, i, h), f.name)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-        sess = ort.InferenceSession(f.name, opts, providers=["CPUExecutionProvider"])
-        x = np.random.default_rng(2).uniform(-1, 1, (t, b, i)).astype(np.float32)
-        return median_ms(lambda: sess.run(None, {"x": x}), reps)
+        return ort.InferenceSession(f.name, opts, providers=["CPUExecutionProvider"])
+
+
+def ort_case(cell, t, b, i, h, reps, threads):
+    if ort is None:
+        return None
+    sess = ort_session(cell, i, h, threads)
+    x = np.random.default_rng(2).uniform(-1, 1, (t, b, i)).astype(np.float32)
+    return median_ms(lambda: sess.run(None, {"x": x}), reps)
 
 
 def main():

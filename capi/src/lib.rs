@@ -222,6 +222,20 @@ fn check_ptr<T>(
     Ok(true)
 }
 
+/// Fails unless `len` is `expected` (the buffer's name in `what`).
+fn check_length(what: &'static str, len: usize, expected: usize) -> Result<(), CErr> {
+    if len == expected {
+        Ok(())
+    } else {
+        Err(Error::BufferLength {
+            what,
+            expected,
+            got: len,
+        }
+        .into())
+    }
+}
+
 /// # Safety
 /// `ptr` must be valid for reads of `len` elements for `'a` (the C caller's contract), and was
 /// checked by [`check_ptr`] (non-NULL when `present`, aligned, size in range).
@@ -302,7 +316,8 @@ fn cell_from_c(cell: c_int) -> Result<CellKind, CErr> {
     })
 }
 
-fn cell_to_c(cell: CellKind) -> c_int {
+/// The `FRNN_CELL_*` code of `cell` (see `fused_rnn.h`).
+pub fn cell_to_c(cell: CellKind) -> c_int {
     match cell {
         CellKind::Rnn(RnnActivation::Tanh) => 0,
         CellKind::Rnn(RnnActivation::Relu) => 1,
@@ -596,13 +611,8 @@ pub unsafe extern "C" fn frnn_backward(
             "db_hh [G*H]",
         ];
         for k in 0..4 {
-            if present[k] && grads_ptrs[k].2 != own_bufs[k].len() {
-                return Err(Error::BufferLength {
-                    what: what_len[k],
-                    expected: own_bufs[k].len(),
-                    got: grads_ptrs[k].2,
-                }
-                .into());
+            if present[k] {
+                check_length(what_len[k], grads_ptrs[k].2, own_bufs[k].len())?;
             }
         }
         let accumulate = accumulate != 0;
@@ -758,20 +768,6 @@ pub struct FrnnStream {
 unsafe fn stream_handle<'a>(stream: *mut FrnnStream) -> Result<&'a mut FrnnStream, CErr> {
     // SAFETY: the caller's contract above.
     unsafe { live(stream, "stream is NULL") }
-}
-
-/// Fails unless `len` is `expected` (the buffer's name in `what`).
-fn check_length(what: &'static str, len: usize, expected: usize) -> Result<(), CErr> {
-    if len == expected {
-        Ok(())
-    } else {
-        Err(Error::BufferLength {
-            what,
-            expected,
-            got: len,
-        }
-        .into())
-    }
 }
 
 /// Creates a stream of `batch` sequences over a copy of `layer` (its parameters and thread

@@ -15,15 +15,15 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use fused_rnn::{CellKind, Layer, LayerWeights, StreamingLayer};
+use fused_rnn_capi::cell_to_c;
 use fused_rnn_capi::{
     FRNN_ERR_ARGUMENT, FRNN_ERR_LENGTH, FRNN_ERR_NULL, FRNN_OK, FrnnLayer, FrnnStream,
     frnn_layer_create, frnn_layer_free, frnn_layer_set_threads, frnn_stream_create,
     frnn_stream_free, frnn_stream_get_state, frnn_stream_reset, frnn_stream_set_spin_window,
     frnn_stream_set_state, frnn_stream_step,
 };
-use fused_rnn_fuzz::{SplitMix, pick_cell};
+use fused_rnn_fuzz::{SplitMix, pick_cell, pick_stream_dims};
 use libfuzzer_sys::fuzz_target;
-use std::ffi::c_int;
 
 /// A buffer argument relative to the right length.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -85,20 +85,7 @@ struct Case {
 
 fn decode(u: &mut Unstructured<'_>) -> arbitrary::Result<Case> {
     let cell = pick_cell(u)?;
-    let (batch, input, hidden, threads) = if u.ratio(1, 8)? {
-        // Enough multiply-adds per step for a two-thread stream to split (as in
-        // `stream_vs_sequence`).
-        let base = if cell.gates() == 1 { 112 } else { 72 };
-        let h = base + u.int_in_range(0..=15)?;
-        (4, h, h, 2)
-    } else {
-        (
-            u.int_in_range(1..=4)?,
-            u.int_in_range(1..=8)?,
-            u.int_in_range(1..=16)?,
-            1,
-        )
-    };
+    let (batch, input, hidden, threads) = pick_stream_dims(u, cell)?;
     let seed = u.arbitrary()?;
     let n = u.int_in_range(1..=24)?;
     let ops = (0..n)
@@ -122,17 +109,6 @@ fn values(rng: &mut SplitMix, n: usize, scale: f64) -> Vec<f32> {
         .collect()
 }
 
-fn c_cell(cell: CellKind) -> c_int {
-    use fused_rnn::{GruVariant, RnnActivation};
-    match cell {
-        CellKind::Rnn(RnnActivation::Tanh) => 0,
-        CellKind::Rnn(RnnActivation::Relu) => 1,
-        CellKind::Lstm => 2,
-        CellKind::Gru(GruVariant::ResetAfter) => 3,
-        CellKind::Gru(GruVariant::ResetBefore) => 4,
-    }
-}
-
 /// A buffer of `len` elements (or NULL): its pointer and length, backed by `store`.
 fn arg(store: &mut Vec<f32>, len: Option<usize>, fill: &[f32]) -> (*mut f32, usize) {
     match len {
@@ -144,6 +120,11 @@ fn arg(store: &mut Vec<f32>, len: Option<usize>, fill: &[f32]) -> (*mut f32, usi
             (store.as_mut_ptr(), n)
         }
     }
+}
+
+/// Whether a buffer argument is present (non-NULL) with a length other than `right`.
+fn wrong_len(p: *const f32, len: usize, right: usize) -> bool {
+    !p.is_null() && len != right
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -191,7 +172,7 @@ fn run(case: &Case) {
     // SAFETY: each buffer valid for its length; `layer` valid for one write.
     let rc = unsafe {
         frnn_layer_create(
-            c_cell(cell),
+            cell_to_c(cell),
             i,
             h,
             w_ih.as_ptr(),
@@ -248,7 +229,7 @@ fn run(case: &Case) {
                 let (hp, hl) = arg(&mut hb, hout.len(bh), &[f32::NAN]);
                 let want = if xp.is_null() {
                     FRNN_ERR_NULL
-                } else if xl != bi || (!hp.is_null() && hl != bh) {
+                } else if xl != bi || wrong_len(hp, hl, bh) {
                     FRNN_ERR_LENGTH
                 } else {
                     FRNN_OK
@@ -294,7 +275,7 @@ fn run(case: &Case) {
                 let (cp, cl) = arg(&mut cb, c.len(bh), &[f32::NAN]);
                 let want = if !cp.is_null() && !lstm {
                     FRNN_ERR_ARGUMENT
-                } else if (!hp.is_null() && hl != bh) || (!cp.is_null() && cl != bh) {
+                } else if wrong_len(hp, hl, bh) || wrong_len(cp, cl, bh) {
                     FRNN_ERR_LENGTH
                 } else {
                     FRNN_OK

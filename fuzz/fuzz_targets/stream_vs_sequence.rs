@@ -40,7 +40,8 @@ use fused_rnn::{
     StreamingLayer, reference,
 };
 use fused_rnn_fuzz::{
-    F64_REL, SplitMix, f32_tolerance, narrow, pick_cell, pick_isa, rms, widen, worst_ratio,
+    F64_REL, SplitMix, f32_tolerance, narrow, pick_cell, pick_isa, pick_stream_dims, rms, widen,
+    worst_ratio,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -96,20 +97,7 @@ fn decode(u: &mut Unstructured<'_>) -> arbitrary::Result<Case> {
     let cell = pick_cell(u)?;
     let isa = pick_isa(u)?;
     let f64: bool = u.arbitrary()?;
-    let (batch, input, hidden, threads) = if u.ratio(1, 8)? {
-        // At least the 3·2^15 multiply-adds per step from which a stream on two threads splits
-        // its steps by hidden units (H not a multiple of the 16-unit panel: a partial one).
-        let base = if cell.gates() == 1 { 112 } else { 72 };
-        let h = base + u.int_in_range(0..=15)?;
-        (4, h, h, 2)
-    } else {
-        (
-            u.int_in_range(1..=4)?,
-            u.int_in_range(1..=8)?,
-            u.int_in_range(1..=16)?,
-            1,
-        )
-    };
+    let (batch, input, hidden, threads) = pick_stream_dims(u, cell)?;
     let seed = u.arbitrary()?;
     let p_scale = 2.0 * (f64::from(u.arbitrary::<u8>()?) + 1.0) / 256.0;
     let n = u.int_in_range(1..=24)?;

@@ -106,6 +106,28 @@ pub fn pick_cell(u: &mut Unstructured<'_>) -> arbitrary::Result<CellKind> {
     Ok(*u.choose(&CellKind::ALL)?)
 }
 
+/// Batch, input width, hidden width and thread count of a stream case for `cell`: one case in
+/// eight is big enough for a stream on two threads to split its steps by hidden units (at
+/// least the 3·2^15 multiply-adds per step it splits from; H not a multiple of the 16-unit
+/// panel, so one panel is partial), the others small, on one thread.
+pub fn pick_stream_dims(
+    u: &mut Unstructured<'_>,
+    cell: CellKind,
+) -> arbitrary::Result<(usize, usize, usize, usize)> {
+    Ok(if u.ratio(1, 8)? {
+        let base = if cell.gates() == 1 { 112 } else { 72 };
+        let h = base + u.int_in_range(0..=15)?;
+        (4, h, h, 2)
+    } else {
+        (
+            u.int_in_range(1..=4)?,
+            u.int_in_range(1..=8)?,
+            u.int_in_range(1..=16)?,
+            1,
+        )
+    })
+}
+
 /// One of the instruction-set paths this CPU has.
 pub fn pick_isa(u: &mut Unstructured<'_>) -> arbitrary::Result<Isa> {
     let avail = Isa::available();
