@@ -463,9 +463,25 @@ pub unsafe extern "C" fn frnn_layer_sizes(
         // SAFETY: by the contract above NULL or a live handle; only read.
         let l = unsafe { live_ref(layer, "layer is NULL")? };
         let mut s = Vec::new();
-        let has_c = check_ptr("cell", cell, 1, false, true, &mut s)?;
-        let has_i = check_ptr("input_size", input_size, 1, false, true, &mut s)?;
-        let has_h = check_ptr("hidden_size", hidden_size, 1, false, true, &mut s)?;
+        // One element each when given; a NULL output is absent (length 0), not an error.
+        let one = |p: bool| usize::from(!p);
+        let has_c = check_ptr("cell", cell, one(cell.is_null()), false, true, &mut s)?;
+        let has_i = check_ptr(
+            "input_size",
+            input_size,
+            one(input_size.is_null()),
+            false,
+            true,
+            &mut s,
+        )?;
+        let has_h = check_ptr(
+            "hidden_size",
+            hidden_size,
+            one(hidden_size.is_null()),
+            false,
+            true,
+            &mut s,
+        )?;
         // SAFETY: each written pointer was checked non-NULL and aligned.
         unsafe {
             if has_c {

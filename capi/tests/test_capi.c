@@ -83,6 +83,11 @@ static void run_case(const case_data *c) {
     size_t in = 0, hid = 0;
     rc = frnn_layer_sizes(l, &cell, &in, &hid);
     CHECK(rc == FRNN_OK && cell == c->cell && in == c->I && hid == c->H, "%s sizes", ctx);
+    /* NULL outputs are skipped, not refused. */
+    hid = 0;
+    rc = frnn_layer_sizes(l, NULL, NULL, &hid);
+    CHECK(rc == FRNN_OK && hid == c->H, "%s sizes with NULL outputs: %d %s", ctx, rc,
+          frnn_last_error_message());
 
     /* Forward (training) and backward (overwrite). */
     rc = frnn_forward(l, c->T, c->B, 1, x, c->x.n, h0, c->h0.n, c0, c->c0.n, y, yn, h_n, sn,
