@@ -88,7 +88,7 @@ pub struct Layer<F> {
     bias_hh: Vec<F>,
     isa: Isa,
     /// The rayon pool a pass runs in, `None` for the calling thread only.
-    pool: Option<std::sync::Arc<rayon::ThreadPool>>,
+    pool: Option<std::sync::Arc<JoinedPool>>,
     /// `W_hhᵀ` packed for the forward step GEMM, made on first use after a weight change.
     packed_forward: std::sync::OnceLock<AlignedBuf<F>>,
     /// `W_ihᵀ` packed for the input projection, made on first use after a weight change.
@@ -110,6 +110,69 @@ pub struct LayerWeightsMut<'a, F> {
     pub bias_ih: &'a mut [F],
     /// `[G*H]`.
     pub bias_hh: &'a mut [F],
+}
+
+/// A rayon pool whose threads are joined when the last layer sharing it is dropped.
+///
+/// Dropping a `rayon::ThreadPool` only tells its threads to exit; they finish later, on their
+/// own (rayon-rs/rayon#903). A program that made and dropped layers with threads then briefly
+/// had more threads than it asked for, and LeakSanitizer, run while the process goes on (as
+/// libFuzzer does), could catch a thread mid-exit and report its deque as leaked. Here the
+/// pool's threads are spawned by this struct (rayon's `spawn_handler`), which keeps their
+/// handles and joins them after dropping the pool.
+#[derive(Debug)]
+pub(crate) struct JoinedPool {
+    /// `Some` until dropped.
+    pool: Option<rayon::ThreadPool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl JoinedPool {
+    /// A pool of `n` threads named `fused-rnn-{index}`.
+    fn new(n: usize) -> core::result::Result<Self, rayon::ThreadPoolBuildError> {
+        let mut threads = Vec::with_capacity(n);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .spawn_handler(|thread| {
+                let handle = std::thread::Builder::new()
+                    .name(format!("fused-rnn-{}", thread.index()))
+                    .spawn(move || thread.run())?;
+                threads.push(handle);
+                Ok(())
+            })
+            .build()?;
+        Ok(JoinedPool {
+            pool: Some(pool),
+            threads,
+        })
+    }
+}
+
+impl core::ops::Deref for JoinedPool {
+    type Target = rayon::ThreadPool;
+
+    fn deref(&self) -> &rayon::ThreadPool {
+        // Taken only in `drop`.
+        self.pool.as_ref().expect("pool present until drop")
+    }
+}
+
+impl Drop for JoinedPool {
+    fn drop(&mut self) {
+        let Some(pool) = self.pool.take() else {
+            return;
+        };
+        // A pool thread cannot join itself (a layer dropped inside a job of its own pool):
+        // then the threads exit on their own, as a plain rayon pool's do.
+        let inside = pool.current_thread_index().is_some();
+        drop(pool);
+        if !inside {
+            for t in self.threads.drain(..) {
+                // A pool thread that panicked has already reported it; nothing to add.
+                let _ = t.join();
+            }
+        }
+    }
 }
 
 impl<F: Float> Layer<F> {
@@ -335,14 +398,10 @@ impl<F: Float> Layer<F> {
         self.pool = if n == 1 {
             None
         } else {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .thread_name(|i| format!("fused-rnn-{i}"))
-                .build()
-                .map_err(|e| Error::InvalidArgument {
-                    what: "threads",
-                    why: format!("could not start a pool of {n} threads: {e}"),
-                })?;
+            let pool = JoinedPool::new(n).map_err(|e| Error::InvalidArgument {
+                what: "threads",
+                why: format!("could not start a pool of {n} threads: {e}"),
+            })?;
             // `build` returns before its threads have started; they then allocate (6 times
             // for two threads, counted) whenever the OS runs them, on a loaded machine during
             // a later pass or streaming step. One job on every thread waits for that: no
