@@ -22,33 +22,9 @@ use fused_rnn_capi::{
     frnn_stream_free, frnn_stream_get_state, frnn_stream_reset, frnn_stream_set_spin_window,
     frnn_stream_set_state, frnn_stream_step,
 };
+use fused_rnn_fuzz::c_args::{Buf, arg, bits, values, wrong_len};
 use fused_rnn_fuzz::{SplitMix, pick_cell, pick_stream_dims};
 use libfuzzer_sys::fuzz_target;
-
-/// A buffer argument relative to the right length.
-#[derive(Arbitrary, Debug, Clone, Copy)]
-enum Buf {
-    Right,
-    Plus(u8),
-    Minus(u8),
-    /// A non-NULL pointer with length 0.
-    Empty,
-    /// NULL with length 0.
-    Null,
-}
-
-impl Buf {
-    /// The length passed for a buffer whose right length is `right` (`None`: NULL).
-    fn len(self, right: usize) -> Option<usize> {
-        match self {
-            Buf::Right => Some(right),
-            Buf::Plus(k) => Some(right + 1 + usize::from(k % 4)),
-            Buf::Minus(k) => Some(right.saturating_sub(1 + usize::from(k % 4))),
-            Buf::Empty => Some(0),
-            Buf::Null => None,
-        }
-    }
-}
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -100,35 +76,6 @@ fn decode(u: &mut Unstructured<'_>) -> arbitrary::Result<Case> {
         seed,
         ops,
     })
-}
-
-/// `n` values in [-scale, scale).
-fn values(rng: &mut SplitMix, n: usize, scale: f64) -> Vec<f32> {
-    (0..n)
-        .map(|_| ((rng.unit() * 2.0 - 1.0) * scale) as f32)
-        .collect()
-}
-
-/// A buffer of `len` elements (or NULL): its pointer and length, backed by `store`.
-fn arg(store: &mut Vec<f32>, len: Option<usize>, fill: &[f32]) -> (*mut f32, usize) {
-    match len {
-        None => (std::ptr::null_mut(), 0),
-        Some(n) => {
-            store.clear();
-            store.extend(fill.iter().copied().cycle().take(n));
-            // A non-NULL pointer even for n = 0 (an empty Vec's is dangling but aligned).
-            (store.as_mut_ptr(), n)
-        }
-    }
-}
-
-/// Whether a buffer argument is present (non-NULL) with a length other than `right`.
-fn wrong_len(p: *const f32, len: usize, right: usize) -> bool {
-    !p.is_null() && len != right
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
 }
 
 /// Reads the stream's state through the C API (must succeed) and checks it against the model.

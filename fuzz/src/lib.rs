@@ -485,3 +485,102 @@ pub fn relu_kink_distance(p: &Problem, y: &[f64]) -> f64 {
     }
     closest
 }
+
+/// Buffer arguments of the C API targets (`capi_stream`, `capi_layer`): a pointer and a length
+/// chosen relative to the right length, backed by a `Vec` the target owns.
+pub mod c_args {
+    use arbitrary::Arbitrary;
+
+    use super::SplitMix;
+
+    /// A buffer argument relative to the right length.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Buf {
+        /// Exactly the right length.
+        Right,
+        /// 1-4 elements too many.
+        Plus(u8),
+        /// 1-4 elements too few (at least 0).
+        Minus(u8),
+        /// A non-NULL pointer with length 0.
+        Empty,
+        /// NULL with length 0.
+        Null,
+    }
+
+    /// Mostly [`Buf::Right`] (5 in 8) and [`Buf::Null`] (1 in 8): a call with many buffers
+    /// must often get all of them right for the fuzzer to reach the computation behind the
+    /// checks (a uniform choice made an accepted 11-buffer backward about one call in 10^5).
+    impl<'a> Arbitrary<'a> for Buf {
+        fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+            let k: u8 = u.arbitrary()?;
+            Ok(match k {
+                0..=159 => Buf::Right,
+                160..=191 => Buf::Null,
+                192..=207 => Buf::Empty,
+                208..=231 => Buf::Plus(k),
+                _ => Buf::Minus(k),
+            })
+        }
+
+        fn size_hint(_depth: usize) -> (usize, Option<usize>) {
+            (1, Some(1))
+        }
+    }
+
+    impl Buf {
+        /// The length passed for a buffer whose right length is `right` (`None`: NULL).
+        pub fn len(self, right: usize) -> Option<usize> {
+            match self {
+                Buf::Right => Some(right),
+                Buf::Plus(k) => Some(right + 1 + usize::from(k % 4)),
+                Buf::Minus(k) => Some(right.saturating_sub(1 + usize::from(k % 4))),
+                Buf::Empty => Some(0),
+                Buf::Null => None,
+            }
+        }
+    }
+
+    /// `n` values in [-scale, scale).
+    pub fn values(rng: &mut SplitMix, n: usize, scale: f64) -> Vec<f32> {
+        (0..n)
+            .map(|_| ((rng.unit() * 2.0 - 1.0) * scale) as f32)
+            .collect()
+    }
+
+    /// A buffer of `len` elements (or NULL): its pointer and length, backed by `store`, filled
+    /// by repeating `fill` (zeros if it is empty).
+    pub fn arg(store: &mut Vec<f32>, len: Option<usize>, fill: &[f32]) -> (*mut f32, usize) {
+        match len {
+            None => (std::ptr::null_mut(), 0),
+            Some(n) => {
+                store.clear();
+                store.extend(fill.iter().copied().cycle().take(n));
+                // An empty `fill` repeats to nothing: zeros then, so that the buffer really
+                // holds the `n` elements its length claims.
+                store.resize(n, 0.0);
+                // A non-NULL pointer even for n = 0 (an empty Vec's is dangling but aligned).
+                (store.as_mut_ptr(), n)
+            }
+        }
+    }
+
+    /// Whether a buffer argument is present (non-NULL) with a length other than `right`.
+    pub fn wrong_len(p: *const f32, len: usize, right: usize) -> bool {
+        !p.is_null() && len != right
+    }
+
+    /// The bit patterns of `v`, every NaN as the one canonical NaN (payloads are no part of the
+    /// contract; every other value must match exactly).
+    pub fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter()
+            .map(|x| {
+                if x.is_nan() {
+                    f32::NAN.to_bits()
+                } else {
+                    x.to_bits()
+                }
+            })
+            .collect()
+    }
+}
