@@ -387,7 +387,9 @@ impl<F: Float> Layer<F> {
     /// step with 8 or more rows, training with fewer than 8 rows) run on one thread.
     ///
     /// Returns once every thread of the pool has run (one empty job each), so that their
-    /// start-up work does not fall into later passes.
+    /// start-up work does not fall into later passes. Clones share the pool; its threads have
+    /// exited by the time the last layer sharing it is dropped or set to another count (the
+    /// drop joins them).
     pub fn set_threads(&mut self, n: usize) -> Result<()> {
         if n == 0 {
             return Err(Error::InvalidArgument {

@@ -82,7 +82,7 @@ int frnn_layer_create(int cell, size_t input_size, size_t hidden_size,
 int frnn_layer_from_safetensors(const uint8_t *bytes, size_t len, int cell,
                                 size_t layer_index, int reverse, frnn_layer **out);
 
-/* Frees a layer. NULL is a no-op. */
+/* Frees a layer and joins its threads (frnn_layer_set_threads). NULL is a no-op. */
 void frnn_layer_free(frnn_layer *layer);
 
 /* Writes the layer's cell (FRNN_CELL_*), input width I and hidden width H; NULL outputs are

@@ -437,7 +437,7 @@ pub unsafe extern "C" fn frnn_layer_from_safetensors(
     })
 }
 
-/// Frees a layer; NULL is a no-op.
+/// Frees a layer and joins its threads; NULL is a no-op.
 ///
 /// # Safety
 /// `layer` is NULL or a handle from `frnn_layer_create*` not yet freed.
