@@ -481,7 +481,7 @@ impl<F: Float> Layer<F> {
         LayerGrads::zeros(self.cell, self.input_size, self.hidden_size)
     }
 
-    fn check_lstm_only<T>(&self, what: &'static str, buf: Option<T>) -> Result<()> {
+    pub(crate) fn check_lstm_only<T>(&self, what: &'static str, buf: Option<T>) -> Result<()> {
         if buf.is_some() && !self.cell.has_cell_state() {
             return Err(Error::UnexpectedBuffer {
                 what,

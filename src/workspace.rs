@@ -198,6 +198,12 @@ impl<F: Float> Workspace<F> {
         Ok(())
     }
 
+    /// Exchanges the weight-gradient scratch with `other` (a padded batch lends one scratch to
+    /// each of its segments' workspaces in turn, instead of one per segment).
+    pub(crate) fn swap_grad_scratch(&mut self, other: &mut Vec<F>) {
+        core::mem::swap(&mut self.grad_scratch, other);
+    }
+
     /// Checks the workspace serves `cell` with `input`/`hidden` widths in `mode` (any mode if
     /// `mode` is `None`).
     pub(crate) fn check(

@@ -151,6 +151,73 @@ fn no_allocation_per_time_step() {
     }
 }
 
+/// Allocations of one padded training forward + backward (the second one on its workspace:
+/// the first backward grows the weight-gradient scratch) over `lengths` scaled by `scale`.
+fn count_padded(cell: CellKind, scale: usize) -> usize {
+    let (i, h) = (5, 9);
+    let lengths: Vec<usize> = [4, 0, 2, 4, 1].iter().map(|l| l * scale).collect();
+    let (t, b) = (4 * scale, lengths.len());
+    let layer = Layer::<f32>::with_seeded_init(cell, i, h, 7).unwrap();
+    let x = vec![0.25f32; t * b * i];
+    let dy = vec![0.5f32; t * b * h];
+    let mut y = vec![0.0f32; t * b * h];
+    let mut dx = vec![0.0f32; t * b * i];
+    let mut dh0 = vec![0.0f32; b * h];
+    let mut grads = layer.zero_grads();
+    let mut ws = layer.padded_workspace(&lengths, t, Mode::Training).unwrap();
+    let mut pass = || {
+        layer
+            .forward_padded(
+                &mut ws,
+                &x,
+                InitialState::default(),
+                &mut y,
+                FinalState::default(),
+            )
+            .unwrap();
+        layer
+            .backward_padded(
+                &mut ws,
+                &x,
+                Upstream {
+                    dy: Some(&dy),
+                    ..Upstream::default()
+                },
+                &mut grads,
+                InputGrads {
+                    dx: Some(&mut dx),
+                    dh0: Some(&mut dh0),
+                    dc0: None,
+                },
+                GradMode::Overwrite,
+            )
+            .unwrap();
+    };
+    pass();
+    allocations(pass)
+}
+
+/// A padded pass runs one ordinary pass per segment (here 4: lengths 1, 2, 4 and the zero
+/// row's none): its allocations do not grow with `T` either, and the workspace's buffers and
+/// its one shared weight-gradient scratch are reused.
+#[test]
+fn no_allocation_per_time_step_in_a_padded_batch() {
+    for cell in CellKind::ALL {
+        let short = count_padded(cell, 1);
+        let long = count_padded(cell, 10);
+        assert_eq!(
+            short,
+            long,
+            "{} padded: allocations grow with T",
+            cell.name()
+        );
+        println!(
+            "{:>18}: {short} allocations per padded training pass",
+            cell.name()
+        );
+    }
+}
+
 #[test]
 fn streaming_step_allocates_nothing() {
     for isa in Isa::available() {

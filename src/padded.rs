@@ -1,0 +1,538 @@
+//! Batches of sequences of different lengths: padding that never touches the state, the
+//! output or the gradients.
+//!
+//! A batch is time-major as everywhere else, `x [T, B, I]`, with `lengths[b] <= T` valid steps
+//! for row `b`; its steps `t >= lengths[b]` are padding. Over a [`PaddedWorkspace`]:
+//!
+//! - [`Layer::forward_padded`] runs each row for its own length only: `y [T, B, H]` is zero at
+//!   the padding, the final state of row `b` is its state after step `lengths[b] - 1` (its
+//!   initial state if the length is 0), and the padding of `x` is never read (NaN there
+//!   changes nothing).
+//! - [`Layer::backward_padded`] is the gradient of the same function: `dy` at the padding is
+//!   never read (padding does not reach the loss), `dh_n` and `dc_n` of row `b` enter at its
+//!   last valid step, `dx` is zero at the padding.
+//!
+//! This is what PyTorch's `pack_padded_sequence` gives, without sorting by the caller.
+//!
+//! # How
+//!
+//! The rows are ordered by length, longest first. Between two consecutive distinct lengths
+//! the set of live rows does not change, so the time axis is cut there into segments, and
+//! each segment runs as one ordinary [`Layer::forward`] over its live rows only (a contiguous
+//! prefix of the ordered rows), from the state the previous segment ended in. Backward runs
+//! the segments in reverse, each an ordinary [`Layer::backward`] that adds its weight
+//! gradients to the ones before. So every kernel, thread split and bit of the fixed-length
+//! path is reused, and padded steps cost nothing. A row's values are those of the same row
+//! run alone: each element of every product is a sum over `k` in a fixed order, independent of
+//! the batch (`tests/padded.rs` compares bit for bit).
+//!
+//! The workspace holds one [`Workspace`] per segment (together the size of one for the valid
+//! steps only, no padding), a gather buffer for the largest segment's `x` and `y` (and `dx`
+//! in training), and the state of every row. It is made for one `lengths` and allocates
+//! everything then: forward and backward allocate nothing.
+
+use crate::error::{Error, Result, check_len, check_opt_len, mul_len, try_zeroed};
+use crate::float::Float;
+use crate::layer::{FinalState, InitialState, InputGrads, Layer, Upstream};
+use crate::shape::{CellKind, GradMode, Mode};
+use crate::weights::LayerGrads;
+use crate::workspace::{Status, Workspace};
+
+/// One stretch of time over which the same rows are live.
+#[derive(Debug)]
+struct Segment<F> {
+    /// Steps `t0..t1`.
+    t0: usize,
+    t1: usize,
+    /// Live rows: the first `rows` of the length order.
+    rows: usize,
+    ws: Workspace<F>,
+}
+
+/// Workspace of [`Layer::forward_padded`] and [`Layer::backward_padded`] for one batch's
+/// `lengths` (see the [module docs](self)). Made by [`Layer::padded_workspace`].
+#[derive(Debug)]
+pub struct PaddedWorkspace<F> {
+    cell: CellKind,
+    input: usize,
+    hidden: usize,
+    seq_len: usize,
+    mode: Mode,
+    lengths: Vec<usize>,
+    /// Rows by length, longest first (equal lengths in row order).
+    order: Vec<usize>,
+    segments: Vec<Segment<F>>,
+    /// Fresh, Forwarded (backward may run once) or Consumed, for the whole batch.
+    status: Status,
+    /// Gathered `x` (and `dx`) of a segment: its steps, its live rows.
+    x_buf: Vec<F>,
+    dx_buf: Vec<F>,
+    /// Gathered `y` (forward) or `dy` (backward) of a segment.
+    y_buf: Vec<F>,
+    /// Every row's state (or its gradient), in length order, `[B, H]`: the current one and
+    /// the next one (a segment's call cannot read and write the same buffer).
+    h: [Vec<F>; 2],
+    c: [Vec<F>; 2],
+    /// Weight-gradient scratch, lent to each segment's workspace in turn.
+    grad_scratch: Vec<F>,
+}
+
+impl<F: Float> PaddedWorkspace<F> {
+    /// Each row's number of valid steps.
+    pub fn lengths(&self) -> &[usize] {
+        &self.lengths
+    }
+
+    /// `T`, the padded length.
+    pub fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+
+    /// `B`, the number of rows.
+    pub fn batch(&self) -> usize {
+        self.lengths.len()
+    }
+
+    /// The mode this workspace serves.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Number of segments (stretches of time with the same live rows): one per distinct
+    /// nonzero length.
+    pub fn segments(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Size in bytes, including the weight-gradient scratch once a backward has run.
+    pub fn bytes(&self) -> usize {
+        let own = self.x_buf.len()
+            + self.dx_buf.len()
+            + self.y_buf.len()
+            + self.h.iter().chain(&self.c).map(Vec::len).sum::<usize>()
+            + self.grad_scratch.len();
+        own * core::mem::size_of::<F>() + self.segments.iter().map(|s| s.ws.bytes()).sum::<usize>()
+    }
+
+    /// Fails unless this workspace serves `layer` (cell and widths) in `mode` (any if `None`).
+    fn check(&self, layer: &Layer<F>, mode: Option<Mode>) -> Result<()> {
+        let ok = self.cell == layer.cell()
+            && self.input == layer.input_size()
+            && self.hidden == layer.hidden_size()
+            && mode.is_none_or(|m| m == self.mode);
+        if ok {
+            return Ok(());
+        }
+        Err(Error::WorkspaceMismatch {
+            expected: format!(
+                "{} with input {}, hidden {}{}",
+                layer.cell().name(),
+                layer.input_size(),
+                layer.hidden_size(),
+                mode.map(|m| format!(", mode {m:?}")).unwrap_or_default()
+            ),
+            got: format!(
+                "{} with input {}, hidden {}, mode {:?}",
+                self.cell.name(),
+                self.input,
+                self.hidden,
+                self.mode
+            ),
+        })
+    }
+}
+
+/// Copies rows `order[..rows]` of steps `t0..t1` of `src [T, B, w]` into `dst [t1 - t0, rows,
+/// w]`.
+fn gather<F: Copy>(
+    src: &[F],
+    dst: &mut [F],
+    b: usize,
+    w: usize,
+    seg: (usize, usize, usize),
+    order: &[usize],
+) {
+    let (t0, t1, rows) = seg;
+    for t in t0..t1 {
+        for (j, &r) in order[..rows].iter().enumerate() {
+            let d = ((t - t0) * rows + j) * w;
+            dst[d..d + w].copy_from_slice(&src[(t * b + r) * w..][..w]);
+        }
+    }
+}
+
+/// The inverse of [`gather`]: rows of `src [t1 - t0, rows, w]` into `dst [T, B, w]`.
+fn scatter<F: Copy>(
+    src: &[F],
+    dst: &mut [F],
+    b: usize,
+    w: usize,
+    seg: (usize, usize, usize),
+    order: &[usize],
+) {
+    let (t0, t1, rows) = seg;
+    for t in t0..t1 {
+        for (j, &r) in order[..rows].iter().enumerate() {
+            let s = ((t - t0) * rows + j) * w;
+            dst[(t * b + r) * w..][..w].copy_from_slice(&src[s..s + w]);
+        }
+    }
+}
+
+/// Row `r` of `m [B, w]`.
+fn row<F>(m: &[F], r: usize, w: usize) -> &[F] {
+    &m[r * w..(r + 1) * w]
+}
+
+/// Row `r` of `m [B, w]`, to write.
+fn row_mut<F>(m: &mut [F], r: usize, w: usize) -> &mut [F] {
+    &mut m[r * w..(r + 1) * w]
+}
+
+impl<F: Float> Layer<F> {
+    /// A workspace for batches of `lengths.len()` rows padded to `seq_len` steps, row `b`
+    /// valid for its first `lengths[b]` steps (0 allowed: the row keeps its initial state).
+    ///
+    /// Errors: [`Error::ZeroDim`] for `seq_len` 0 or no rows, [`Error::InvalidArgument`] for a
+    /// length past `seq_len`, [`Error::SizeOverflow`] / [`Error::AllocationFailed`] for sizes
+    /// that do not fit.
+    pub fn padded_workspace(
+        &self,
+        lengths: &[usize],
+        seq_len: usize,
+        mode: Mode,
+    ) -> Result<PaddedWorkspace<F>> {
+        if seq_len == 0 {
+            return Err(Error::ZeroDim { what: "seq_len" });
+        }
+        if lengths.is_empty() {
+            return Err(Error::ZeroDim {
+                what: "batch (lengths)",
+            });
+        }
+        if let Some((b, &len)) = lengths.iter().enumerate().find(|(_, l)| **l > seq_len) {
+            return Err(Error::InvalidArgument {
+                what: "lengths",
+                why: format!("row {b} has length {len}, past seq_len = {seq_len}"),
+            });
+        }
+        let (i, h, batch) = (self.input_size(), self.hidden_size(), lengths.len());
+        let mut order: Vec<usize> = (0..batch).collect();
+        order.sort_by_key(|&r| core::cmp::Reverse(lengths[r]));
+        let mut ends: Vec<usize> = lengths.iter().copied().filter(|&l| l > 0).collect();
+        ends.sort_unstable();
+        ends.dedup();
+        let mut segments = Vec::with_capacity(ends.len());
+        let (mut t0, mut most) = (0, 0);
+        for &t1 in &ends {
+            let rows = lengths.iter().filter(|&&l| l >= t1).count();
+            most = most.max(mul_len("padded segment", t1 - t0, rows)?);
+            segments.push(Segment {
+                t0,
+                t1,
+                rows,
+                ws: self.workspace(t1 - t0, rows, mode)?,
+            });
+            t0 = t1;
+        }
+        let training = mode == Mode::Training;
+        let state = mul_len("padded state", batch, h)?;
+        let lstm = self.cell().has_cell_state();
+        let c_len = if lstm { state } else { 0 };
+        Ok(PaddedWorkspace {
+            cell: self.cell(),
+            input: i,
+            hidden: h,
+            seq_len,
+            mode,
+            lengths: lengths.to_vec(),
+            order,
+            segments,
+            status: Status::Fresh,
+            x_buf: try_zeroed("padded x", mul_len("padded x", most, i)?)?,
+            dx_buf: try_zeroed(
+                "padded dx",
+                if training {
+                    mul_len("padded dx", most, i)?
+                } else {
+                    0
+                },
+            )?,
+            y_buf: try_zeroed("padded y", mul_len("padded y", most, h)?)?,
+            h: [
+                try_zeroed("padded h", state)?,
+                try_zeroed("padded h", state)?,
+            ],
+            c: [
+                try_zeroed("padded c", c_len)?,
+                try_zeroed("padded c", c_len)?,
+            ],
+            grad_scratch: Vec::new(),
+        })
+    }
+
+    /// [`Layer::forward`] over a padded batch: `x [T, B, I]` in, `y [T, B, H]` out (zero at the
+    /// padding), each row's final state after its own last step (see the
+    /// [module docs](crate::padded)). A [`Mode::Training`] workspace keeps what
+    /// [`Layer::backward_padded`] needs.
+    ///
+    /// Errors as [`Layer::forward`]'s, for the padded batch's `T` and `B`.
+    pub fn forward_padded(
+        &self,
+        ws: &mut PaddedWorkspace<F>,
+        x: &[F],
+        init: InitialState<'_, F>,
+        y: &mut [F],
+        mut fin: FinalState<'_, F>,
+    ) -> Result<()> {
+        ws.check(self, None)?;
+        let (t_all, b, i, h) = (
+            ws.seq_len,
+            ws.batch(),
+            self.input_size(),
+            self.hidden_size(),
+        );
+        let lstm = self.cell().has_cell_state();
+        check_len("x [T, B, I]", x, t_all * b * i)?;
+        check_len("y [T, B, H]", y, t_all * b * h)?;
+        check_opt_len("h0 [B, H]", init.h0, b * h)?;
+        check_opt_len("c0 [B, H]", init.c0, b * h)?;
+        check_opt_len("h_n [B, H]", fin.h_n.as_deref(), b * h)?;
+        check_opt_len("c_n [B, H]", fin.c_n.as_deref(), b * h)?;
+        self.check_lstm_only("c0", init.c0)?;
+        self.check_lstm_only("c_n", fin.c_n.as_ref())?;
+        ws.status = Status::Fresh;
+        let PaddedWorkspace {
+            order,
+            segments,
+            x_buf,
+            y_buf,
+            h: [h_cur, h_next],
+            c: [c_cur, c_next],
+            ..
+        } = ws;
+        // Every row's initial state, in length order.
+        for (j, &r) in order.iter().enumerate() {
+            let dst = row_mut(h_cur, j, h);
+            match init.h0 {
+                Some(h0) => dst.copy_from_slice(row(h0, r, h)),
+                None => dst.fill(F::ZERO),
+            }
+            if lstm {
+                let dst = row_mut(c_cur, j, h);
+                match init.c0 {
+                    Some(c0) => dst.copy_from_slice(row(c0, r, h)),
+                    None => dst.fill(F::ZERO),
+                }
+            }
+        }
+        // The padding of y stays zero; the valid steps are overwritten below.
+        y.fill(F::ZERO);
+        for seg in segments.iter_mut() {
+            let (rows, tk) = (seg.rows, seg.t1 - seg.t0);
+            let span = (seg.t0, seg.t1, rows);
+            let (xs, ys) = (&mut x_buf[..tk * rows * i], &mut y_buf[..tk * rows * h]);
+            gather(x, xs, b, i, span, order);
+            let n = rows * h;
+            self.forward(
+                &mut seg.ws,
+                xs,
+                InitialState {
+                    h0: Some(&h_cur[..n]),
+                    c0: lstm.then(|| &c_cur[..n]),
+                },
+                ys,
+                FinalState {
+                    h_n: Some(&mut h_next[..n]),
+                    c_n: lstm.then(|| &mut c_next[..n]),
+                },
+            )?;
+            scatter(ys, y, b, h, span, order);
+            h_cur[..n].copy_from_slice(&h_next[..n]);
+            if lstm {
+                c_cur[..n].copy_from_slice(&c_next[..n]);
+            }
+        }
+        for (j, &r) in order.iter().enumerate() {
+            if let Some(h_n) = fin.h_n.as_deref_mut() {
+                row_mut(h_n, r, h).copy_from_slice(row(h_cur, j, h));
+            }
+            if let Some(c_n) = fin.c_n.as_deref_mut() {
+                row_mut(c_n, r, h).copy_from_slice(row(c_cur, j, h));
+            }
+        }
+        if ws.mode == Mode::Training {
+            ws.status = Status::Forwarded;
+        }
+        Ok(())
+    }
+
+    /// [`Layer::backward`] over the last training [`Layer::forward_padded`] with `ws`: `x` must
+    /// be the input that forward saw. `dy` at the padding is not read, `dx` there is zero,
+    /// `dh_n`/`dc_n` of a row enter at its last valid step (see the
+    /// [module docs](crate::padded)). Weight gradients go to `grads`, added or overwritten by
+    /// `mode`. Consumes the forward's state: a second backward needs a new forward.
+    ///
+    /// Errors as [`Layer::backward`]'s; every buffer is checked before anything is computed.
+    pub fn backward_padded(
+        &self,
+        ws: &mut PaddedWorkspace<F>,
+        x: &[F],
+        up: Upstream<'_, F>,
+        grads: &mut LayerGrads<F>,
+        inputs: InputGrads<'_, F>,
+        mode: GradMode,
+    ) -> Result<()> {
+        ws.check(self, Some(Mode::Training))?;
+        match ws.status {
+            Status::Forwarded => {}
+            Status::Fresh => {
+                return Err(Error::InvalidState {
+                    why: "backward_padded needs a training forward_padded with this workspace first",
+                });
+            }
+            Status::Consumed => {
+                return Err(Error::InvalidState {
+                    why: "this workspace's forward state was already consumed by a backward; run forward again",
+                });
+            }
+        }
+        let (t_all, b, i, h) = (
+            ws.seq_len,
+            ws.batch(),
+            self.input_size(),
+            self.hidden_size(),
+        );
+        let gh = self.cell().gates() * h;
+        let lstm = self.cell().has_cell_state();
+        check_len("x [T, B, I]", x, t_all * b * i)?;
+        check_opt_len("dy [T, B, H]", up.dy, t_all * b * h)?;
+        check_opt_len("dh_n [B, H]", up.dh_n, b * h)?;
+        check_opt_len("dc_n [B, H]", up.dc_n, b * h)?;
+        check_opt_len("dx [T, B, I]", inputs.dx.as_deref(), t_all * b * i)?;
+        check_opt_len("dh0 [B, H]", inputs.dh0.as_deref(), b * h)?;
+        check_opt_len("dc0 [B, H]", inputs.dc0.as_deref(), b * h)?;
+        self.check_lstm_only("dc_n", up.dc_n)?;
+        self.check_lstm_only("dc0", inputs.dc0.as_ref())?;
+        check_len("grads.weight_ih [G*H, I]", &grads.weight_ih, gh * i)?;
+        check_len("grads.weight_hh [G*H, H]", &grads.weight_hh, gh * h)?;
+        check_len("grads.bias_ih [G*H]", &grads.bias_ih, gh)?;
+        check_len("grads.bias_hh [G*H]", &grads.bias_hh, gh)?;
+        ws.status = Status::Consumed;
+        let PaddedWorkspace {
+            lengths,
+            order,
+            segments,
+            x_buf,
+            dx_buf,
+            y_buf,
+            h: [dh_cur, dh_next],
+            c: [dc_cur, dc_next],
+            grad_scratch,
+            ..
+        } = ws;
+        let InputGrads {
+            mut dx,
+            mut dh0,
+            mut dc0,
+        } = inputs;
+        // A row's dh_n enters at its last step: where its segment ends, or at once for a row of
+        // length 0 (its final state is its initial one).
+        let enter_final = |dh: &mut [F], dc: &mut [F], j: usize| {
+            let r = order[j];
+            match up.dh_n {
+                Some(d) => row_mut(dh, j, h).copy_from_slice(row(d, r, h)),
+                None => row_mut(dh, j, h).fill(F::ZERO),
+            }
+            if lstm {
+                match up.dc_n {
+                    Some(d) => row_mut(dc, j, h).copy_from_slice(row(d, r, h)),
+                    None => row_mut(dc, j, h).fill(F::ZERO),
+                }
+            }
+        };
+        for j in 0..b {
+            if lengths[order[j]] == 0 {
+                enter_final(dh_cur, dc_cur, j);
+            }
+        }
+        if let Some(dx) = dx.as_deref_mut() {
+            dx.fill(F::ZERO);
+        }
+        if segments.is_empty() && mode == GradMode::Overwrite {
+            // Every row has length 0: nothing flows into the weights.
+            for g in [
+                &mut grads.weight_ih,
+                &mut grads.weight_hh,
+                &mut grads.bias_ih,
+                &mut grads.bias_hh,
+            ] {
+                g.fill(F::ZERO);
+            }
+        }
+        let last = segments.len().saturating_sub(1);
+        for (k, seg) in segments.iter_mut().enumerate().rev() {
+            let (rows, tk) = (seg.rows, seg.t1 - seg.t0);
+            let span = (seg.t0, seg.t1, rows);
+            for j in 0..rows {
+                if lengths[order[j]] == seg.t1 {
+                    enter_final(dh_cur, dc_cur, j);
+                }
+            }
+            let n = rows * h;
+            let xs = &mut x_buf[..tk * rows * i];
+            gather(x, xs, b, i, span, order);
+            let dys = match up.dy {
+                Some(dy) => {
+                    let d = &mut y_buf[..tk * rows * h];
+                    gather(dy, d, b, h, span, order);
+                    Some(&d[..])
+                }
+                None => None,
+            };
+            let dxs = &mut dx_buf[..tk * rows * i];
+            // The last segment (the first run here) takes the caller's mode; the ones before it
+            // add to what it left.
+            let seg_mode = if k == last {
+                mode
+            } else {
+                GradMode::Accumulate
+            };
+            seg.ws.swap_grad_scratch(grad_scratch);
+            let result = self.backward(
+                &mut seg.ws,
+                xs,
+                Upstream {
+                    dy: dys,
+                    dh_n: Some(&dh_cur[..n]),
+                    dc_n: lstm.then(|| &dc_cur[..n]),
+                },
+                grads,
+                InputGrads {
+                    dx: dx.is_some().then_some(&mut dxs[..]),
+                    dh0: Some(&mut dh_next[..n]),
+                    dc0: lstm.then(|| &mut dc_next[..n]),
+                },
+                seg_mode,
+            );
+            seg.ws.swap_grad_scratch(grad_scratch);
+            result?;
+            if let Some(dx) = dx.as_deref_mut() {
+                scatter(dxs, dx, b, i, span, order);
+            }
+            dh_cur[..n].copy_from_slice(&dh_next[..n]);
+            if lstm {
+                dc_cur[..n].copy_from_slice(&dc_next[..n]);
+            }
+        }
+        for (j, &r) in order.iter().enumerate() {
+            if let Some(d) = dh0.as_deref_mut() {
+                row_mut(d, r, h).copy_from_slice(row(dh_cur, j, h));
+            }
+            if let Some(d) = dc0.as_deref_mut() {
+                row_mut(d, r, h).copy_from_slice(row(dc_cur, j, h));
+            }
+        }
+        Ok(())
+    }
+}

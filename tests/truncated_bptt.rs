@@ -1,0 +1,195 @@
+//! A long series in windows, the state carried from one window to the next: the forward is
+//! bit for bit one pass over the whole series, and chaining the windows' backward passes
+//! (each window's `dh0`/`dc0` as the previous window's `dh_n`/`dc_n`) is full BPTT. Truncated
+//! BPTT is the same with that link cut (`dh_n = 0`), which the test also checks differs.
+
+mod common;
+
+use common::{RandomCase, assert_close, dims, rms};
+use fused_rnn::{
+    CellKind, FinalState, GradMode, InitialState, InputGrads, Layer, LayerGrads, Mode, Upstream,
+    Workspace,
+};
+
+/// Rows `t0..t1` of a time-major `[T, B, w]` tensor.
+fn steps(m: &[f64], t0: usize, t1: usize, bw: usize) -> &[f64] {
+    &m[t0 * bw..t1 * bw]
+}
+
+fn grads_of(g: &LayerGrads<f64>) -> [&[f64]; 4] {
+    [&g.weight_ih, &g.weight_hh, &g.bias_ih, &g.bias_hh]
+}
+
+/// A training forward over `x` from `(h0, c0)`: `y`, `h_n`, `c_n` and the workspace.
+fn forward(
+    layer: &Layer<f64>,
+    x: &[f64],
+    t: usize,
+    b: usize,
+    h0: &[f64],
+    c0: Option<&[f64]>,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, Workspace<f64>) {
+    let h = layer.hidden_size();
+    let lstm = layer.cell().has_cell_state();
+    let mut ws = layer.workspace(t, b, Mode::Training).expect("ws");
+    let mut y = vec![0.0; t * b * h];
+    let (mut hn, mut cn) = (vec![0.0; b * h], vec![0.0; b * h]);
+    layer
+        .forward(
+            &mut ws,
+            x,
+            InitialState { h0: Some(h0), c0 },
+            &mut y,
+            FinalState {
+                h_n: Some(&mut hn),
+                c_n: lstm.then_some(&mut cn[..]),
+            },
+        )
+        .expect("forward");
+    (y, hn, cn, ws)
+}
+
+/// Backward of one window into `grads` (in `mode`): returns `(dx, dh0, dc0)`.
+#[allow(clippy::too_many_arguments)]
+fn backward(
+    layer: &Layer<f64>,
+    ws: &mut Workspace<f64>,
+    x: &[f64],
+    dy: &[f64],
+    dh_n: &[f64],
+    dc_n: Option<&[f64]>,
+    grads: &mut LayerGrads<f64>,
+    mode: GradMode,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let lstm = layer.cell().has_cell_state();
+    let s = dh_n.len();
+    let (mut dx, mut dh0, mut dc0) = (vec![0.0; x.len()], vec![0.0; s], vec![0.0; s]);
+    layer
+        .backward(
+            ws,
+            x,
+            Upstream {
+                dy: Some(dy),
+                dh_n: Some(dh_n),
+                dc_n,
+            },
+            grads,
+            InputGrads {
+                dx: Some(&mut dx),
+                dh0: Some(&mut dh0),
+                dc0: lstm.then_some(&mut dc0[..]),
+            },
+            mode,
+        )
+        .expect("backward");
+    (dx, dh0, dc0)
+}
+
+#[test]
+fn windows_with_the_state_carried_are_one_pass_and_chained_backward_is_full_bptt() {
+    let d = dims(12, 3, 4, 6);
+    let (t, b, i, h) = (d.seq_len, d.batch, d.input, d.hidden);
+    let cut = 5;
+    for cell in CellKind::ALL {
+        let c = RandomCase::<f64>::new(cell, d, 21);
+        let lstm = cell.has_cell_state();
+        let layer = Layer::new(cell, i, h, c.weights()).expect("layer");
+        let (bi, bh) = (b * i, b * h);
+
+        // One pass over the whole series.
+        let (y, hn, cn, mut ws) = forward(&layer, &c.x, t, b, &c.h0, c.c0());
+        let mut full = layer.zero_grads();
+        let (dx, dh0, dc0) = backward(
+            &layer,
+            &mut ws,
+            &c.x,
+            &c.dy,
+            &c.dh_n,
+            c.dc_n(),
+            &mut full,
+            GradMode::Overwrite,
+        );
+
+        // Two windows, the state carried.
+        let (x1, x2) = (steps(&c.x, 0, cut, bi), steps(&c.x, cut, t, bi));
+        let (y1, h1, c1, mut ws1) = forward(&layer, x1, cut, b, &c.h0, c.c0());
+        let (y2, h2, c2, mut ws2) = forward(&layer, x2, t - cut, b, &h1, lstm.then_some(&c1[..]));
+        let name = cell.name();
+        assert_eq!([y1, y2].concat(), y, "{name}: y of the windows");
+        assert_eq!(h2, hn, "{name}: h_n");
+        if lstm {
+            assert_eq!(c2, cn, "{name}: c_n");
+        }
+
+        // Backward, last window first, its dh0 entering the first window as dh_n.
+        let mut chained = layer.zero_grads();
+        let (dx2, dh_mid, dc_mid) = backward(
+            &layer,
+            &mut ws2,
+            x2,
+            steps(&c.dy, cut, t, bh),
+            &c.dh_n,
+            c.dc_n(),
+            &mut chained,
+            GradMode::Overwrite,
+        );
+        // Truncated BPTT would cut the link: keep a copy of the first window's workspace state
+        // for that by running its forward again.
+        let (_, _, _, mut ws1_cut) = forward(&layer, x1, cut, b, &c.h0, c.c0());
+        let (dx1, dh0_w, dc0_w) = backward(
+            &layer,
+            &mut ws1,
+            x1,
+            steps(&c.dy, 0, cut, bh),
+            &dh_mid,
+            lstm.then_some(&dc_mid[..]),
+            &mut chained,
+            GradMode::Accumulate,
+        );
+        // Sums over the same terms in another order (the weight gradients add two windows'
+        // GEMMs instead of one GEMM over all rows): 1e-12 with the RMS floor in f64. The input
+        // gradients are per-row chains and must agree to the same bound.
+        assert_close(
+            &format!("{name} dx"),
+            &[dx1, dx2].concat(),
+            &dx,
+            1e-12,
+            rms(&dx),
+        );
+        assert_close(&format!("{name} dh0"), &dh0_w, &dh0, 1e-12, rms(&dh0));
+        if lstm {
+            assert_close(&format!("{name} dc0"), &dc0_w, &dc0, 1e-12, rms(&dc0));
+        }
+        for (k, (g, w)) in grads_of(&chained)
+            .into_iter()
+            .zip(grads_of(&full))
+            .enumerate()
+        {
+            assert_close(&format!("{name} grad {k}"), g, w, 1e-12, rms(w));
+        }
+
+        // Cutting the link (truncated BPTT) loses the gradient that flows back from the
+        // second window: the first window's dh0 changes.
+        let zeros = vec![0.0; bh];
+        let mut truncated = layer.zero_grads();
+        let (_, dh0_cut, _) = backward(
+            &layer,
+            &mut ws1_cut,
+            x1,
+            steps(&c.dy, 0, cut, bh),
+            &zeros,
+            lstm.then_some(&zeros[..]),
+            &mut truncated,
+            GradMode::Overwrite,
+        );
+        let diff = dh0_cut
+            .iter()
+            .zip(&dh0)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            diff > 1e-6 * rms(&dh0),
+            "{name}: truncation should change dh0 (max difference {diff})"
+        );
+    }
+}
