@@ -11,7 +11,9 @@
 //! `CASE.json` (cell, dtype, dims, `num_layers`, `bidirectional`, `lengths`). The layer is built
 //! with [`fused_rnn::interop::pytorch`], run forward (training) and backward on the case's loss
 //! `L = sum(y*dY) + sum(h_T*dh_T) [+ sum(c_T*dc_T)]`, and each tensor is printed with its max
-//! absolute error and max relative error.
+//! absolute error and max relative error. A case with `lengths` (PyTorch's packed sequences)
+//! runs as a padded batch (`Layer::forward_padded`, `backward_padded`); the file's padding of
+//! `x` and `dY` holds random values that must not matter.
 //!
 //! # Errors and tolerance
 //!
@@ -31,8 +33,8 @@
 //!
 //! `0` every tensor within tolerance; `1` some tensor exceeds it; `2` usage, I/O or format error
 //! (missing sidecar, unknown cell, wrong names, dtypes or shapes); `3` the case needs a feature
-//! not implemented yet (several layers, bidirectional, variable `lengths`): the message names
-//! it, and nothing is compared. With several cases the code is the most severe one, in the
+//! not implemented yet (several layers, bidirectional): the message names it, and nothing is
+//! compared. With several cases the code is the most severe one, in the
 //! order 1, 2, 3, 0.
 
 use std::path::{Path, PathBuf};
@@ -166,6 +168,8 @@ struct Sidecar {
     cell: CellKind,
     dtype: &'static str,
     dims: Dims,
+    /// Each row's valid steps, for a variable-length (packed) case.
+    lengths: Option<Vec<usize>>,
 }
 
 fn read_sidecar(path: &Path, sd: &StateDict<'_>) -> Result<Sidecar, CaseError> {
@@ -189,24 +193,42 @@ fn read_sidecar(path: &Path, sd: &StateDict<'_>) -> Result<Sidecar, CaseError> {
     if j.get("bidirectional").and_then(|v| v.as_bool()) == Some(true) {
         needs.push("bidirectional layers (reverse direction, `_reverse` parameters)".to_string());
     }
-    match j.get("lengths") {
-        None | Some(serde_json::Value::Null) => {}
-        Some(l) => needs.push(format!(
-            "variable-length sequences (`lengths` = {l}; padded steps must be skipped)"
-        )),
-    }
     if !needs.is_empty() {
         return Err(CaseError::NeedsFeature(needs.join("; ")));
     }
-    // The file must agree: a sidecar claiming a plain case for a file with lengths or more
-    // layers would otherwise be compared wrongly.
+    let lengths = match j.get("lengths") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(l) => Some(
+            l.as_array()
+                .and_then(|a| {
+                    a.iter()
+                        .map(|v| v.as_u64().and_then(|v| usize::try_from(v).ok()))
+                        .collect::<Option<Vec<usize>>>()
+                })
+                .ok_or_else(|| {
+                    CaseError::Format(format!("sidecar `lengths` is not a list of counts: {l}"))
+                })?,
+        ),
+    };
+    // The file must agree: a sidecar claiming a plain case for a file with more layers, or
+    // lengths the file lacks (or the other way round), would otherwise be compared wrongly.
     for n in sd.names() {
-        if n == "lengths" || n.ends_with("_reverse") || n.starts_with("grad.") || n.contains("_l1")
-        {
+        if n.ends_with("_reverse") || n.starts_with("grad.") || n.contains("_l1") {
             return Err(CaseError::Format(format!(
-                "the sidecar describes a single-layer, fixed-length case, but the file holds `{n}`"
+                "the sidecar describes a single-layer case, but the file holds `{n}`"
             )));
         }
+    }
+    if sd.contains("lengths") != lengths.is_some() {
+        return Err(CaseError::Format(format!(
+            "the sidecar {} `lengths`, the file {}",
+            if lengths.is_some() { "gives" } else { "has no" },
+            if sd.contains("lengths") {
+                "holds them"
+            } else {
+                "does not"
+            }
+        )));
     }
     let cell = match str_field("cell")? {
         "lstm" => CellKind::Lstm,
@@ -246,7 +268,20 @@ fn read_sidecar(path: &Path, sd: &StateDict<'_>) -> Result<Sidecar, CaseError> {
         hidden: dim("H")?,
     };
     dims.validate(cell).map_err(fmt_err)?;
-    Ok(Sidecar { cell, dtype, dims })
+    if let Some(l) = &lengths
+        && (l.len() != dims.batch || l.iter().any(|&n| n > dims.seq_len))
+    {
+        return Err(CaseError::Format(format!(
+            "sidecar `lengths` {l:?} do not fit B = {}, T = {}",
+            dims.batch, dims.seq_len
+        )));
+    }
+    Ok(Sidecar {
+        cell,
+        dtype,
+        dims,
+        lengths,
+    })
 }
 
 /// Reads tensor `name`, which must have exactly `shape`.
@@ -306,7 +341,6 @@ fn run<F: Float>(
     };
 
     let nan = F::from_f64(f64::NAN);
-    let mut ws = layer.workspace(t, b, Mode::Training).map_err(fmt_err)?;
     let mut y = vec![nan; d.y_len()];
     let mut h_n = vec![nan; d.state_len()];
     let mut c_n = vec![nan; d.state_len()];
@@ -318,9 +352,21 @@ fn run<F: Float>(
         h_n: Some(&mut h_n),
         c_n: lstm.then_some(&mut c_n[..]),
     };
-    layer
-        .forward(&mut ws, &x, init, &mut y, fin)
-        .map_err(fmt_err)?;
+    // A packed case runs as a padded batch; its workspace is kept for the backward.
+    let mut padded = match &s.lengths {
+        Some(l) => Some(
+            layer
+                .padded_workspace(l, t, Mode::Training)
+                .map_err(fmt_err)?,
+        ),
+        None => None,
+    };
+    let mut ws = layer.workspace(t, b, Mode::Training).map_err(fmt_err)?;
+    match padded.as_mut() {
+        Some(p) => layer.forward_padded(p, &x, init, &mut y, fin),
+        None => layer.forward(&mut ws, &x, init, &mut y, fin),
+    }
+    .map_err(fmt_err)?;
     let mut grads = layer.zero_grads();
     let mut dx = vec![nan; d.x_len()];
     let mut dh0 = vec![nan; d.state_len()];
@@ -335,9 +381,11 @@ fn run<F: Float>(
         dh0: Some(&mut dh0),
         dc0: lstm.then_some(&mut dc0[..]),
     };
-    layer
-        .backward(&mut ws, &x, up, &mut grads, inputs, GradMode::Overwrite)
-        .map_err(fmt_err)?;
+    match padded.as_mut() {
+        Some(p) => layer.backward_padded(p, &x, up, &mut grads, inputs, GradMode::Overwrite),
+        None => layer.backward(&mut ws, &x, up, &mut grads, inputs, GradMode::Overwrite),
+    }
+    .map_err(fmt_err)?;
 
     let mut out: Compared = vec![
         ("y", widen(&y), widen(&get::<F>(sd, "y", &[t, b, h])?)),

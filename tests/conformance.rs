@@ -1,7 +1,8 @@
-//! Runs the conformance example's logic over every single-layer, fixed-length PyTorch fixture
-//! in `tests/fixtures/pytorch/` (copied from the shared fixture set: f64 and f32 for the RNN,
+//! Runs the conformance example's logic over every single-layer PyTorch fixture in
+//! `tests/fixtures/pytorch/` (copied from the shared fixture set: f64 and f32 for the RNN,
 //! LSTM and GRU; f64 for the reset-before GRU, whose reference is an independent f64
-//! implementation) and on every available instruction set; and checks that cases needing later
+//! implementation; fixed-length cases, and packed variable-length ones, which run as padded
+//! batches) and on every available instruction set; and checks that cases needing later
 //! features are reported as such, never compared.
 
 mod common;
@@ -31,9 +32,15 @@ fn fixtures() -> Vec<PathBuf> {
 #[test]
 fn every_single_layer_fixture_matches_pytorch() {
     let cases = fixtures();
-    // 3 cells x 2 sizes x (f64, f32) + the reset-before GRU in f64: the test cannot pass by
-    // finding nothing.
-    assert_eq!(cases.len(), 13, "{cases:?}");
+    // Fixed length: 3 cells x 2 sizes x (f64, f32) + the reset-before GRU in f64. Packed:
+    // 3 cells x (f64, f32) with lengths 6, 3, 3, 1, the LSTM also with unsorted lengths 3, 6, 2
+    // (f64, f32), and the reset-before GRU in f64. The test cannot pass by finding nothing.
+    assert_eq!(cases.len(), 22, "{cases:?}");
+    let packed = cases
+        .iter()
+        .filter(|p| p.to_string_lossy().contains("_packed_"))
+        .count();
+    assert_eq!(packed, 9, "{cases:?}");
     let mut failed = Vec::new();
     for p in &cases {
         let isas: Vec<Option<Isa>> = if p.to_string_lossy().ends_with("_f32.safetensors") {
@@ -96,7 +103,6 @@ fn cases_needing_later_features_are_not_compared() {
             serde_json::json!(true),
             "bidirectional",
         ),
-        ("lengths", "lengths", serde_json::json!([5, 3]), "lengths"),
     ] {
         let p = edited_case(case, tag, |j| j[key] = value.clone());
         match run_case(&p) {
@@ -107,6 +113,38 @@ fn cases_needing_later_features_are_not_compared() {
             other => panic!("{tag}: expected NeedsFeature, got {other:?}"),
         }
     }
+}
+
+/// A sidecar and a file that disagree on `lengths` are a format error, either way round.
+#[test]
+fn lengths_in_only_one_of_sidecar_and_file_are_a_format_error() {
+    let p = edited_case("lstm_T5_B2_I3_H6", "lengths", |j| {
+        j["lengths"] = serde_json::json!([5, 3])
+    });
+    let e = run_case(&p).unwrap_err();
+    assert!(matches!(e, CaseError::Format(_)), "{e}");
+    assert!(e.to_string().contains("lengths"), "{e}");
+    let p = edited_case("lstm_packed_T6_B4_I3_H5_len6331", "nolengths", |j| {
+        j["lengths"] = serde_json::Value::Null
+    });
+    let e = run_case(&p).unwrap_err();
+    assert!(matches!(e, CaseError::Format(_)), "{e}");
+    // Lengths that do not fit the dims.
+    let p = edited_case("lstm_packed_T6_B4_I3_H5_len6331", "longlengths", |j| {
+        j["lengths"] = serde_json::json!([7, 3, 3, 1])
+    });
+    let e = run_case(&p).unwrap_err();
+    assert!(matches!(e, CaseError::Format(_)), "{e}");
+}
+
+/// Wrong lengths (the file's padding then enters the computation) must fail the comparison.
+#[test]
+fn a_packed_case_run_with_other_lengths_fails() {
+    let p = edited_case("gru_packed_T6_B4_I3_H5_len6331", "otherlengths", |j| {
+        j["lengths"] = serde_json::json!([6, 3, 3, 2])
+    });
+    let r = run_case(&p).unwrap();
+    assert!(!r.passed(), "{}", r.render());
 }
 
 #[test]
