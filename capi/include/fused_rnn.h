@@ -127,6 +127,43 @@ int frnn_backward(frnn_layer *layer,
                   float *db_hh, size_t db_hh_len,
                   int accumulate);
 
+/* Forward over a padded batch: B = lengths_len rows, row b valid for its first lengths[b]
+ * steps (0 <= lengths[b] <= seq_len), x [T, B, I] with T = seq_len. As frnn_forward otherwise,
+ * except: y is 0 at the padding, h_n and c_n hold each row's state after its own last step
+ * (its initial state for length 0), and the padding of x is never read (NaN there changes
+ * nothing). Each row's outputs are the bits it gives run alone. PyTorch's packed sequences
+ * (pack_padded_sequence) without the sorting. training != 0 keeps what frnn_backward_padded
+ * needs; the padded and the fixed-length pending backward are kept apart. The batch runs as
+ * one pass per distinct length over the rows still live (a padded step is not computed); the
+ * workspace is reused while lengths and seq_len stay the same. Errors: FRNN_ERR_NULL for NULL
+ * lengths, FRNN_ERR_ARGUMENT for a length past seq_len, no rows or seq_len = 0. */
+int frnn_forward_padded(frnn_layer *layer, size_t seq_len, const size_t *lengths,
+                        size_t lengths_len, int training,
+                        const float *x, size_t x_len,
+                        const float *h0, size_t h0_len,
+                        const float *c0, size_t c0_len,
+                        float *y, size_t y_len,
+                        float *h_n, size_t h_n_len,
+                        float *c_n, size_t c_n_len);
+
+/* Backward over the last training frnn_forward_padded, as frnn_backward otherwise: dy at the
+ * padding is never read, dh_n and dc_n of a row enter at its last valid step, dx is 0 at the
+ * padding. Consumes the forward: a second one needs a new frnn_forward_padded
+ * (FRNN_ERR_STATE). */
+int frnn_backward_padded(frnn_layer *layer,
+                         const float *x, size_t x_len,
+                         const float *dy, size_t dy_len,
+                         const float *dh_n, size_t dh_n_len,
+                         const float *dc_n, size_t dc_n_len,
+                         float *dx, size_t dx_len,
+                         float *dh0, size_t dh0_len,
+                         float *dc0, size_t dc0_len,
+                         float *dw_ih, size_t dw_ih_len,
+                         float *dw_hh, size_t dw_hh_len,
+                         float *db_ih, size_t db_ih_len,
+                         float *db_hh, size_t db_hh_len,
+                         int accumulate);
+
 /* One streaming (inference) step for batch = B sequences: reads x_t [B, I] and the state
  * h [B, H] (and c [B, H], required for the LSTM, NULL otherwise) and overwrites the state with
  * the next one. Equal to frnn_forward with T = 1, h0 = h, c0 = c, y = h_n = new h. Does not

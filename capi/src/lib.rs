@@ -1,5 +1,6 @@
 //! C ABI for `fused-rnn` (f32): create a layer from PyTorch-layout weights or a safetensors
-//! `state_dict`, set its threads, run forward, backward and stateless steps, free it; and
+//! `state_dict`, set its threads, run forward and backward (over batches of one length or of
+//! rows of their own lengths) and stateless steps, free it; and
 //! streams (`frnn_stream`, a `StreamingLayer`) that keep the state and run one step at a time.
 //! The declarations, with the contract of every function, are in `include/fused_rnn.h`.
 //!
@@ -19,7 +20,7 @@ use fused_rnn::interop::Direction;
 use fused_rnn::interop::pytorch;
 use fused_rnn::{
     CellKind, Error, FinalState, GradMode, GruVariant, InitialState, InputGrads, Layer, LayerGrads,
-    LayerWeights, Mode, RnnActivation, StreamingLayer, Upstream, Workspace,
+    LayerWeights, Mode, PaddedWorkspace, RnnActivation, StreamingLayer, Upstream, Workspace,
 };
 use std::time::Duration;
 
@@ -114,6 +115,9 @@ pub struct FrnnLayer {
     step_ws: Option<Workspace<f32>>,
     step_h: Vec<f32>,
     step_c: Vec<f32>,
+    /// Kept from a training `frnn_forward_padded` for the `frnn_backward_padded` that follows.
+    padded_train: Option<PaddedWorkspace<f32>>,
+    padded_infer: Option<PaddedWorkspace<f32>>,
     grads: LayerGrads<f32>,
 }
 
@@ -127,6 +131,8 @@ impl FrnnLayer {
             step_ws: None,
             step_h: Vec::new(),
             step_c: Vec::new(),
+            padded_train: None,
+            padded_infer: None,
             grads,
         }
     }
@@ -149,6 +155,39 @@ fn workspace<'a>(
     }
     slot.as_mut()
         .ok_or_else(|| err(FRNN_ERR_PANIC, "workspace slot unexpectedly empty"))
+}
+
+/// A padded workspace in `slot` for `(lengths, seq_len, mode)`, made anew only when they
+/// change.
+fn padded_workspace<'a>(
+    layer: &Layer<f32>,
+    slot: &'a mut Option<PaddedWorkspace<f32>>,
+    lengths: &[usize],
+    seq_len: usize,
+    mode: Mode,
+) -> Result<&'a mut PaddedWorkspace<f32>, CErr> {
+    let reuse = slot
+        .as_ref()
+        .is_some_and(|w| w.lengths() == lengths && w.seq_len() == seq_len && w.mode() == mode);
+    if !reuse {
+        *slot = Some(layer.padded_workspace(lengths, seq_len, mode)?);
+    }
+    slot.as_mut()
+        .ok_or_else(|| err(FRNN_ERR_PANIC, "workspace slot unexpectedly empty"))
+}
+
+/// The batch of a forward call: `B` rows of the full length, or rows of their own lengths.
+#[derive(Clone, Copy)]
+enum Batch<'a> {
+    Fixed(usize),
+    Padded(&'a [usize]),
+}
+
+/// Which training forward a backward call follows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Fixed,
+    Padded,
 }
 
 /// The address range of a buffer, for overlap checks.
@@ -526,6 +565,100 @@ pub unsafe extern "C" fn frnn_forward(
     guard(|| {
         // SAFETY: the contract above.
         let l = unsafe { handle(layer)? };
+        // SAFETY: the contract above, passed on.
+        unsafe {
+            forward_impl(
+                l,
+                seq_len,
+                Batch::Fixed(batch),
+                training,
+                (x, x_len),
+                (h0, h0_len),
+                (c0, c0_len),
+                (y, y_len),
+                (h_n, h_n_len),
+                (c_n, c_n_len),
+            )
+        }
+    })
+}
+
+/// Forward over a padded batch (rows of different lengths). See `fused_rnn.h`.
+///
+/// # Safety
+/// As [`frnn_forward`]; `lengths` valid for reads of `lengths_len` elements.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn frnn_forward_padded(
+    layer: *mut FrnnLayer,
+    seq_len: usize,
+    lengths: *const usize,
+    lengths_len: usize,
+    training: c_int,
+    x: *const f32,
+    x_len: usize,
+    h0: *const f32,
+    h0_len: usize,
+    c0: *const f32,
+    c0_len: usize,
+    y: *mut f32,
+    y_len: usize,
+    h_n: *mut f32,
+    h_n_len: usize,
+    c_n: *mut f32,
+    c_n_len: usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: the contract above.
+        let l = unsafe { handle(layer)? };
+        check_ptr(
+            "lengths",
+            lengths,
+            lengths_len,
+            true,
+            false,
+            &mut Vec::new(),
+        )?;
+        // SAFETY: checked non-NULL and aligned; the C caller guarantees the length. Only read
+        // (it is copied before any output is written).
+        let lengths = unsafe { std::slice::from_raw_parts(lengths, lengths_len) };
+        // SAFETY: the contract above, passed on.
+        unsafe {
+            forward_impl(
+                l,
+                seq_len,
+                Batch::Padded(lengths),
+                training,
+                (x, x_len),
+                (h0, h0_len),
+                (c0, c0_len),
+                (y, y_len),
+                (h_n, h_n_len),
+                (c_n, c_n_len),
+            )
+        }
+    })
+}
+
+/// The body of [`frnn_forward`] and [`frnn_forward_padded`]: each buffer a pointer and its
+/// length.
+///
+/// # Safety
+/// Each non-NULL buffer valid for its stated length (reads for inputs, writes for outputs).
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_impl(
+    l: &mut FrnnLayer,
+    seq_len: usize,
+    batch: Batch<'_>,
+    training: c_int,
+    (x, x_len): (*const f32, usize),
+    (h0, h0_len): (*const f32, usize),
+    (c0, c0_len): (*const f32, usize),
+    (y, y_len): (*mut f32, usize),
+    (h_n, h_n_len): (*mut f32, usize),
+    (c_n, c_n_len): (*mut f32, usize),
+) -> Result<(), CErr> {
+    {
         let mut s = Vec::new();
         let px = check_ptr("x", x, x_len, true, false, &mut s)?;
         let ph0 = check_ptr("h0", h0, h0_len, false, false, &mut s)?;
@@ -545,16 +678,32 @@ pub unsafe extern "C" fn frnn_forward(
                 out_slice(pcn, c_n, c_n_len),
             )
         };
-        let (mode, slot) = if training != 0 {
-            (Mode::Training, &mut l.train_ws)
+        let mode = if training != 0 {
+            Mode::Training
         } else {
-            (Mode::Inference, &mut l.infer_ws)
+            Mode::Inference
         };
-        let ws = workspace(&l.layer, slot, seq_len, batch, mode)?;
-        l.layer
-            .forward(ws, x, InitialState { h0, c0 }, y, FinalState { h_n, c_n })?;
+        let (init, fin) = (InitialState { h0, c0 }, FinalState { h_n, c_n });
+        match batch {
+            Batch::Fixed(b) => {
+                let slot = match mode {
+                    Mode::Training => &mut l.train_ws,
+                    Mode::Inference => &mut l.infer_ws,
+                };
+                let ws = workspace(&l.layer, slot, seq_len, b, mode)?;
+                l.layer.forward(ws, x, init, y, fin)?;
+            }
+            Batch::Padded(lengths) => {
+                let slot = match mode {
+                    Mode::Training => &mut l.padded_train,
+                    Mode::Inference => &mut l.padded_infer,
+                };
+                let ws = padded_workspace(&l.layer, slot, lengths, seq_len, mode)?;
+                l.layer.forward_padded(ws, x, init, y, fin)?;
+            }
+        }
         Ok(())
-    })
+    }
 }
 
 /// Backward over the last training forward. See `fused_rnn.h`.
@@ -593,6 +742,105 @@ pub unsafe extern "C" fn frnn_backward(
     guard(|| {
         // SAFETY: the contract above.
         let l = unsafe { handle(layer)? };
+        // SAFETY: the contract above, passed on.
+        unsafe {
+            backward_impl(
+                l,
+                Pass::Fixed,
+                (x, x_len),
+                [(dy, dy_len), (dh_n, dh_n_len), (dc_n, dc_n_len)],
+                [(dx, dx_len), (dh0, dh0_len), (dc0, dc0_len)],
+                [
+                    (dw_ih, dw_ih_len),
+                    (dw_hh, dw_hh_len),
+                    (db_ih, db_ih_len),
+                    (db_hh, db_hh_len),
+                ],
+                accumulate,
+            )
+        }
+    })
+}
+
+/// Backward over the last training [`frnn_forward_padded`]. See `fused_rnn.h`.
+///
+/// # Safety
+/// As [`frnn_backward`].
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn frnn_backward_padded(
+    layer: *mut FrnnLayer,
+    x: *const f32,
+    x_len: usize,
+    dy: *const f32,
+    dy_len: usize,
+    dh_n: *const f32,
+    dh_n_len: usize,
+    dc_n: *const f32,
+    dc_n_len: usize,
+    dx: *mut f32,
+    dx_len: usize,
+    dh0: *mut f32,
+    dh0_len: usize,
+    dc0: *mut f32,
+    dc0_len: usize,
+    dw_ih: *mut f32,
+    dw_ih_len: usize,
+    dw_hh: *mut f32,
+    dw_hh_len: usize,
+    db_ih: *mut f32,
+    db_ih_len: usize,
+    db_hh: *mut f32,
+    db_hh_len: usize,
+    accumulate: c_int,
+) -> c_int {
+    guard(|| {
+        // SAFETY: the contract above.
+        let l = unsafe { handle(layer)? };
+        // SAFETY: the contract above, passed on.
+        unsafe {
+            backward_impl(
+                l,
+                Pass::Padded,
+                (x, x_len),
+                [(dy, dy_len), (dh_n, dh_n_len), (dc_n, dc_n_len)],
+                [(dx, dx_len), (dh0, dh0_len), (dc0, dc0_len)],
+                [
+                    (dw_ih, dw_ih_len),
+                    (dw_hh, dw_hh_len),
+                    (db_ih, db_ih_len),
+                    (db_hh, db_hh_len),
+                ],
+                accumulate,
+            )
+        }
+    })
+}
+
+/// The body of [`frnn_backward`] and [`frnn_backward_padded`]: `up` is `dy`, `dh_n`, `dc_n`;
+/// `inputs` `dx`, `dh0`, `dc0`; `grads` `dw_ih`, `dw_hh`, `db_ih`, `db_hh`.
+///
+/// # Safety
+/// Each non-NULL buffer valid for its stated length (reads for inputs, reads and writes for
+/// the gradient outputs).
+unsafe fn backward_impl(
+    l: &mut FrnnLayer,
+    pass: Pass,
+    (x, x_len): (*const f32, usize),
+    up: [(*const f32, usize); 3],
+    inputs: [(*mut f32, usize); 3],
+    grads: [(*mut f32, usize); 4],
+    accumulate: c_int,
+) -> Result<(), CErr> {
+    let [(dy, dy_len), (dh_n, dh_n_len), (dc_n, dc_n_len)] = up;
+    let [(dx, dx_len), (dh0, dh0_len), (dc0, dc0_len)] = inputs;
+    let [
+        (dw_ih, dw_ih_len),
+        (dw_hh, dw_hh_len),
+        (db_ih, db_ih_len),
+        (db_hh, db_hh_len),
+    ] = grads;
+    {
         let mut s = Vec::new();
         let px = check_ptr("x", x, x_len, true, false, &mut s)?;
         let pdy = check_ptr("dy", dy, dy_len, false, false, &mut s)?;
@@ -654,25 +902,33 @@ pub unsafe extern "C" fn frnn_backward(
                 out_slice(pdc0, dc0, dc0_len),
             )
         };
-        let ws = l.train_ws.as_mut().ok_or_else(|| {
-            err(
-                FRNN_ERR_STATE,
-                "invalid call order: backward needs a training forward (training = 1) first",
-            )
-        })?;
         let mode = if accumulate {
             GradMode::Accumulate
         } else {
             GradMode::Overwrite
         };
-        l.layer.backward(
-            ws,
-            x,
-            Upstream { dy, dh_n, dc_n },
-            &mut l.grads,
-            InputGrads { dx, dh0, dc0 },
-            mode,
-        )?;
+        let (up, inputs) = (Upstream { dy, dh_n, dc_n }, InputGrads { dx, dh0, dc0 });
+        match pass {
+            Pass::Fixed => {
+                let ws = l.train_ws.as_mut().ok_or_else(|| {
+                    err(
+                        FRNN_ERR_STATE,
+                        "invalid call order: backward needs a training forward (training = 1) first",
+                    )
+                })?;
+                l.layer.backward(ws, x, up, &mut l.grads, inputs, mode)?;
+            }
+            Pass::Padded => {
+                let ws = l.padded_train.as_mut().ok_or_else(|| {
+                    err(
+                        FRNN_ERR_STATE,
+                        "invalid call order: backward_padded needs a training forward_padded (training = 1) first",
+                    )
+                })?;
+                l.layer
+                    .backward_padded(ws, x, up, &mut l.grads, inputs, mode)?;
+            }
+        }
         let own: [&Vec<f32>; 4] = [
             &l.grads.weight_ih,
             &l.grads.weight_hh,
@@ -687,7 +943,7 @@ pub unsafe extern "C" fn frnn_backward(
             }
         }
         Ok(())
-    })
+    }
 }
 
 /// One streaming step: `h` (and `c`) in, the next state out. See `fused_rnn.h`.

@@ -170,6 +170,46 @@ fn emit_case(a: &mut Arrays, p: &str, cell: CellKind, cell_c: i32, seed: u64) ->
         }
     }
 
+    // A padded batch of rows of lengths PAD_LENGTHS (training forward, backward overwriting).
+    let lengths = [4usize, 0, 2];
+    let mut pws = layer.padded_workspace(&lengths, t, Mode::Training).unwrap();
+    let (mut py, mut phn, mut pcn) = (vec![0.0; t * b * h], vec![0.0; b * h], vec![0.0; b * h]);
+    layer
+        .forward_padded(
+            &mut pws,
+            &inp[0],
+            InitialState {
+                h0: Some(&inp[1]),
+                c0: lstm.then_some(&inp[2][..]),
+            },
+            &mut py,
+            FinalState {
+                h_n: Some(&mut phn),
+                c_n: lstm.then_some(&mut pcn[..]),
+            },
+        )
+        .unwrap();
+    let mut pg = layer.zero_grads();
+    let (mut pdx, mut pdh0, mut pdc0) = (vec![0.0; t * b * i], vec![0.0; b * h], vec![0.0; b * h]);
+    layer
+        .backward_padded(
+            &mut pws,
+            &inp[0],
+            Upstream {
+                dy: Some(&inp[3]),
+                dh_n: Some(&inp[4]),
+                dc_n: lstm.then_some(&inp[5][..]),
+            },
+            &mut pg,
+            InputGrads {
+                dx: Some(&mut pdx),
+                dh0: Some(&mut pdh0),
+                dc0: lstm.then_some(&mut pdc0[..]),
+            },
+            GradMode::Overwrite,
+        )
+        .unwrap();
+
     let w = layer.weights();
     let named: Vec<(&str, Vec<f32>)> = vec![
         ("w_ih", w.weight_ih.to_vec()),
@@ -198,6 +238,16 @@ fn emit_case(a: &mut Arrays, p: &str, cell: CellKind, cell_c: i32, seed: u64) ->
         ("acc_db_hh", g2.bias_hh.clone()),
         ("step_h", hs),
         ("step_c", st(cs)),
+        ("pad_y", py),
+        ("pad_h_n", phn),
+        ("pad_c_n", st(pcn)),
+        ("pad_dx", pdx),
+        ("pad_dh0", pdh0),
+        ("pad_dc0", st(pdc0)),
+        ("pad_dw_ih", pg.weight_ih.clone()),
+        ("pad_dw_hh", pg.weight_hh.clone()),
+        ("pad_db_ih", pg.bias_ih.clone()),
+        ("pad_db_hh", pg.bias_hh.clone()),
     ];
     let mut init = format!("{{ {cell_c}, {t}, {b}, {i}, {h},\n");
     for (n, v) in &named {
@@ -264,7 +314,8 @@ fn generate_header(path: &Path) {
          typedef struct { int cell; size_t T, B, I, H;\n\
            arr w_ih, w_hh, b_ih, b_hh, x, h0, c0, dy, dh_n, dc_n, y, h_n, c_n, dx, dh0, dc0,\n\
                dw_ih, dw_hh, db_ih, db_hh, acc_dw_ih, acc_dw_hh, acc_db_ih, acc_db_hh,\n\
-               step_h, step_c;\n\
+               step_h, step_c, pad_y, pad_h_n, pad_c_n, pad_dx, pad_dh0, pad_dc0,\n\
+               pad_dw_ih, pad_dw_hh, pad_db_ih, pad_db_hh;\n\
            const uint8_t *st; size_t st_len; } case_data;\n",
     );
     let cases = [

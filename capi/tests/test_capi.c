@@ -37,6 +37,14 @@ static float *floats(arr a) {
 
 static float *zeros(size_t n) { return n ? calloc(n, sizeof(float)) : NULL; }
 
+/* A quiet NaN, from its bits (no libm needed). */
+static float nan_f(void) {
+    uint32_t u = 0x7fc00000u;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
 /* Bitwise equality of n floats with the expected bits. */
 static void same(const char *ctx, const char *what, const float *got, arr want) {
     for (size_t i = 0; i < want.n; i++) {
@@ -135,6 +143,53 @@ static void run_case(const case_data *c) {
     }
     same(ctx, "step h", h, c->step_h);
     same(ctx, "step c", cs, c->step_c);
+
+    /* A padded batch, rows of lengths 4, 0, 2 (c_test.rs), NaN in the padding of x and dy. */
+    {
+        size_t lengths[3] = {4, 0, 2}, nb = sizeof lengths / sizeof lengths[0];
+        CHECK(c->B == nb && c->T == 4, "%s padded case dims", ctx);
+        float *px = floats(c->x), *pdy = floats(c->dy);
+        for (size_t t = 0; t < c->T; t++) {
+            for (size_t r = 0; r < nb; r++) {
+                if (t < lengths[r]) continue;
+                for (size_t k = 0; k < c->I; k++) px[(t * nb + r) * c->I + k] = nan_f();
+                for (size_t k = 0; k < c->H; k++) pdy[(t * nb + r) * c->H + k] = nan_f();
+            }
+        }
+        float *py = zeros(yn), *phn = zeros(sn), *pcn = zeros(cn);
+        float *pdx = zeros(c->dx.n), *pdh0 = zeros(sn), *pdc0 = zeros(cn);
+        rc = frnn_forward_padded(l, c->T, lengths, nb, 1, px, c->x.n, h0, c->h0.n, c0,
+                                 c->c0.n, py, yn, phn, sn, pcn, cn);
+        CHECK(rc == FRNN_OK, "%s forward_padded: %d %s", ctx, rc, frnn_last_error_message());
+        same(ctx, "padded y", py, c->pad_y);
+        same(ctx, "padded h_n", phn, c->pad_h_n);
+        same(ctx, "padded c_n", pcn, c->pad_c_n);
+        rc = frnn_backward_padded(l, px, c->x.n, pdy, c->dy.n, dh_n, c->dh_n.n, dc_n,
+                                  c->dc_n.n, pdx, c->dx.n, pdh0, sn, pdc0, cn, dw_ih,
+                                  c->dw_ih.n, dw_hh, c->dw_hh.n, db_ih, c->db_ih.n, db_hh,
+                                  c->db_hh.n, 0);
+        CHECK(rc == FRNN_OK, "%s backward_padded: %d %s", ctx, rc, frnn_last_error_message());
+        same(ctx, "padded dx", pdx, c->pad_dx);
+        same(ctx, "padded dh0", pdh0, c->pad_dh0);
+        same(ctx, "padded dc0", pdc0, c->pad_dc0);
+        same(ctx, "padded dw_ih", dw_ih, c->pad_dw_ih);
+        same(ctx, "padded dw_hh", dw_hh, c->pad_dw_hh);
+        same(ctx, "padded db_ih", db_ih, c->pad_db_ih);
+        same(ctx, "padded db_hh", db_hh, c->pad_db_hh);
+        /* Consumed; and the fixed-length backward has no pending forward of its own here. */
+        rc = frnn_backward_padded(l, px, c->x.n, NULL, 0, NULL, 0, NULL, 0, NULL, 0, NULL, 0,
+                                  NULL, 0, NULL, 0, NULL, 0, NULL, 0, NULL, 0, 0);
+        CHECK(rc == FRNN_ERR_STATE, "%s second backward_padded: %d", ctx, rc);
+        size_t past[3] = {4, 5, 2};
+        rc = frnn_forward_padded(l, c->T, past, nb, 0, px, c->x.n, NULL, 0, NULL, 0, py, yn,
+                                 NULL, 0, NULL, 0);
+        CHECK(rc == FRNN_ERR_ARGUMENT && strstr(frnn_last_error_message(), "past seq_len"),
+              "%s length past T: %d %s", ctx, rc, frnn_last_error_message());
+        rc = frnn_forward_padded(l, c->T, NULL, nb, 0, px, c->x.n, NULL, 0, NULL, 0, py, yn,
+                                 NULL, 0, NULL, 0);
+        CHECK(rc == FRNN_ERR_NULL, "%s NULL lengths: %d", ctx, rc);
+        free(px); free(pdy); free(py); free(phn); free(pcn); free(pdx); free(pdh0); free(pdc0);
+    }
 
     /* The same layer from its safetensors state_dict: inference forward gives the same y. */
     frnn_layer *l2 = NULL;
