@@ -1,5 +1,7 @@
 //! The C API's layer functions (`frnn_layer_create`, `frnn_layer_from_safetensors`,
-//! `frnn_layer_sizes`, `frnn_layer_set_threads`, `frnn_forward`, `frnn_backward`, `frnn_step`)
+//! `frnn_layer_sizes`, `frnn_layer_set_threads`, `frnn_forward`, `frnn_backward`,
+//! `frnn_forward_padded`, `frnn_backward_padded` (rows of their own lengths, some past `T`),
+//! `frnn_step`)
 //! under arbitrary sequences of calls with arbitrary (often wrong) lengths, NULL buffers,
 //! overlapping buffers, zero dimensions, unknown cells, NULL handles and damaged safetensors
 //! files, against a one-thread Rust [`Layer`] of the same weights.
@@ -8,7 +10,7 @@
 //! header and the Rust layer check them (NULL pointers, then overlaps, then zero dimensions,
 //! then lengths, then buffers the cell has no use for; for backward, the weight-gradient
 //! lengths, then a pending training forward). The target tracks on its own whether a backward
-//! is pending: "training != 0 keeps what frnn_backward needs (in the handle, until the next
+//! is pending, for the fixed-length and the padded workspace apart: "training != 0 keeps what frnn_backward needs (in the handle, until the next
 //! training forward); training = 0 keeps nothing and does not disturb a pending backward",
 //! and backward consumes it. `FRNN_ERR_PANIC` is never right. Every output of a successful call
 //! equals the Rust layer's bit for bit (NaN payloads aside), whatever the C layer's thread
@@ -28,13 +30,13 @@ use fused_rnn::interop::Direction;
 use fused_rnn::interop::pytorch::{load_layer_converting, save_layers};
 use fused_rnn::{
     CellKind, Error, FinalState, GradMode, InitialState, InputGrads, Layer, LayerGrads,
-    LayerWeights, Mode, Upstream, Workspace,
+    LayerWeights, Mode, PaddedWorkspace, Upstream, Workspace,
 };
 use fused_rnn_capi::{
     FRNN_ERR_ARGUMENT, FRNN_ERR_FORMAT, FRNN_ERR_LENGTH, FRNN_ERR_NULL, FRNN_ERR_STATE, FRNN_OK,
-    FrnnLayer, cell_to_c, frnn_backward, frnn_forward, frnn_last_error_message, frnn_layer_create,
-    frnn_layer_free, frnn_layer_from_safetensors, frnn_layer_set_threads, frnn_layer_sizes,
-    frnn_step,
+    FrnnLayer, cell_to_c, frnn_backward, frnn_backward_padded, frnn_forward, frnn_forward_padded,
+    frnn_last_error_message, frnn_layer_create, frnn_layer_free, frnn_layer_from_safetensors,
+    frnn_layer_set_threads, frnn_layer_sizes, frnn_step,
 };
 use fused_rnn_fuzz::c_args::{Buf, arg, bits, values, wrong_len};
 use fused_rnn_fuzz::{SplitMix, pick_cell, pick_stream_dims};
@@ -85,6 +87,9 @@ enum Op {
         quirk: u8,
         /// One element of `x` is NaN.
         nan: bool,
+        /// `frnn_forward_padded` with these row lengths (`B` = their count), else
+        /// `frnn_forward`.
+        lengths: Option<Vec<u8>>,
     },
     Backward {
         x: Buf,
@@ -101,6 +106,8 @@ enum Op {
         accumulate: bool,
         /// [`Quirk`]: `dh0` points at `dx`'s first element.
         quirk: u8,
+        /// `frnn_backward_padded` (after `frnn_forward_padded`), else `frnn_backward`.
+        padded: bool,
     },
     Step {
         batch: u8,
@@ -256,13 +263,38 @@ impl Params {
 }
 
 /// What a C layer handle holds besides its weights, as the target predicts it.
+/// The training workspace of one kind of pass (fixed-length or padded), as the target
+/// predicts the C handle's.
+#[derive(Default)]
 struct Expect {
-    /// `(T, B)` of the handle's training workspace, once it has one.
-    train_dims: Option<(usize, usize)>,
+    /// `(T, B, lengths)` of the handle's training workspace of this kind, once it has one.
+    key: Option<(usize, usize, Option<Vec<usize>>)>,
     /// A training forward has run on that workspace and no backward consumed it.
     pending: bool,
     /// The Rust layer's workspace of the last successful training forward, and its `x`.
-    model_train: Option<(Workspace<f32>, Vec<f32>)>,
+    model_train: Option<(ModelWs, Vec<f32>)>,
+}
+
+/// The Rust layer's workspace of a training forward.
+enum ModelWs {
+    Fixed(Workspace<f32>),
+    Padded(PaddedWorkspace<f32>),
+}
+
+/// Row lengths from bytes: `0..=t`, and `t + 1` (past `T`, refused) for bytes from 240 (the
+/// zeros of an input that ran out give length 0); at most `max` rows.
+fn pick_lengths(bytes: &[u8], t: usize, max: usize) -> Vec<usize> {
+    bytes
+        .iter()
+        .take(max)
+        .map(|&k| {
+            if k >= 240 {
+                t + 1
+            } else {
+                usize::from(k) % (t + 1)
+            }
+        })
+        .collect()
 }
 
 /// Checks `frnn_layer_sizes` and one `T = 1` forward of a C layer against a Rust layer
@@ -640,11 +672,8 @@ fn run(case: &Case) {
         FRNN_OK
     );
     let l = layer;
-    let mut expect = Expect {
-        train_dims: None,
-        pending: false,
-        model_train: None,
-    };
+    // The fixed-length and the padded training workspaces, kept apart by the handle.
+    let (mut fixed, mut padded_ws) = (Expect::default(), Expect::default());
     let mut st: [Vec<f32>; 11] = Default::default();
     for (n, op) in case.ops.iter().enumerate() {
         let what = format!("op {n} {op:?}");
@@ -661,12 +690,20 @@ fn run(case: &Case) {
                 c_n,
                 quirk,
                 nan,
+                ref lengths,
             } => {
                 let quirk = Quirk::of(quirk);
                 let alias = quirk == Quirk::Alias;
                 let (c0, c_n) = (quirk.c_buf(c0, lstm), quirk.c_buf(c_n, lstm));
                 let t = small_dim(seq_len, 3);
-                let b = small_dim(batch, case.max_batch);
+                let lens = lengths
+                    .as_deref()
+                    .map(|l| pick_lengths(l, t, case.max_batch + 1));
+                let b = match &lens {
+                    Some(l) => l.len(),
+                    None => small_dim(batch, case.max_batch),
+                };
+                let past = lens.as_ref().is_some_and(|l| l.iter().any(|&n| n > t));
                 let (nx, ny, ns) = (t * b * i, t * b * h, b * h);
                 let mut xs = values(&mut rng, nx.max(1), 1.0);
                 if nan {
@@ -693,7 +730,7 @@ fn run(case: &Case) {
                     FRNN_ERR_NULL
                 } else if overlap(py, phn) {
                     FRNN_ERR_ARGUMENT
-                } else if t == 0 || b == 0 {
+                } else if t == 0 || b == 0 || past {
                     FRNN_ERR_ARGUMENT
                 } else if px.1 != nx
                     || py.1 != ny
@@ -705,38 +742,55 @@ fn run(case: &Case) {
                 } else {
                     FRNN_OK
                 };
-                // SAFETY: a live layer; each buffer valid for its length.
+                let training_c = c_int::from(training);
+                // SAFETY: a live layer; each buffer valid for its length (`lengths` too: an
+                // empty Vec's pointer is dangling but aligned and non-NULL).
                 let rc = unsafe {
-                    frnn_forward(
-                        l,
-                        t,
-                        b,
-                        c_int::from(training),
-                        px.0,
-                        px.1,
-                        ph0.0,
-                        ph0.1,
-                        pc0.0,
-                        pc0.1,
-                        py.0,
-                        py.1,
-                        phn.0,
-                        phn.1,
-                        pcn.0,
-                        pcn.1,
-                    )
+                    match &lens {
+                        Some(ls) => frnn_forward_padded(
+                            l,
+                            t,
+                            ls.as_ptr(),
+                            ls.len(),
+                            training_c,
+                            px.0,
+                            px.1,
+                            ph0.0,
+                            ph0.1,
+                            pc0.0,
+                            pc0.1,
+                            py.0,
+                            py.1,
+                            phn.0,
+                            phn.1,
+                            pcn.0,
+                            pcn.1,
+                        ),
+                        None => frnn_forward(
+                            l, t, b, training_c, px.0, px.1, ph0.0, ph0.1, pc0.0, pc0.1, py.0,
+                            py.1, phn.0, phn.1, pcn.0, pcn.1,
+                        ),
+                    }
                 };
                 assert_eq!(rc, want, "{what}");
                 check_message(rc, &what);
-                // A training call that got past the NULL, overlap and zero-dimension checks
-                // took a workspace of its dims: the old one (pending kept) or a new one.
-                let reached_ws =
-                    !(px.0.is_null() || py.0.is_null() || overlap(py, phn)) && t > 0 && b > 0;
+                // A training call that got past the NULL, overlap and dimension checks took a
+                // workspace of its kind for its dims: the old one (pending kept) or a new one.
+                let reached_ws = !(px.0.is_null() || py.0.is_null() || overlap(py, phn))
+                    && t > 0
+                    && b > 0
+                    && !past;
+                let expect = if lens.is_some() {
+                    &mut padded_ws
+                } else {
+                    &mut fixed
+                };
                 if training && reached_ws {
-                    if expect.train_dims != Some((t, b)) {
+                    let key = Some((t, b, lens.clone()));
+                    if expect.key != key {
                         expect.pending = false;
                     }
-                    expect.train_dims = Some((t, b));
+                    expect.key = key;
                 }
                 if rc != FRNN_OK {
                     continue;
@@ -747,25 +801,33 @@ fn run(case: &Case) {
                 } else {
                     Mode::Inference
                 };
-                let mut ws = model.workspace(t, b, mode).expect("model workspace");
                 let mut y_m = vec![0.0; ny];
                 let mut hn_m = vec![0.0; ns];
                 let mut cn_m = vec![0.0; ns];
-                model
-                    .forward(
-                        &mut ws,
-                        xs,
-                        InitialState {
-                            h0: opt(ph0, sh0),
-                            c0: opt(pc0, sc0),
-                        },
-                        &mut y_m,
-                        FinalState {
-                            h_n: Some(&mut hn_m),
-                            c_n: lstm.then_some(&mut cn_m[..]),
-                        },
-                    )
-                    .expect("model forward");
+                let init = InitialState {
+                    h0: opt(ph0, sh0),
+                    c0: opt(pc0, sc0),
+                };
+                let fin = FinalState {
+                    h_n: Some(&mut hn_m),
+                    c_n: lstm.then_some(&mut cn_m[..]),
+                };
+                let ws = match &lens {
+                    Some(ls) => {
+                        let mut ws = model.padded_workspace(ls, t, mode).expect("model ws");
+                        model
+                            .forward_padded(&mut ws, xs, init, &mut y_m, fin)
+                            .expect("model forward_padded");
+                        ModelWs::Padded(ws)
+                    }
+                    None => {
+                        let mut ws = model.workspace(t, b, mode).expect("model workspace");
+                        model
+                            .forward(&mut ws, xs, init, &mut y_m, fin)
+                            .expect("model forward");
+                        ModelWs::Fixed(ws)
+                    }
+                };
                 assert_eq!(bits(&sy[..ny]), bits(&y_m), "{what}: y");
                 if !phn.0.is_null() {
                     assert_eq!(bits(&shn[..ns]), bits(&hn_m), "{what}: h_n");
@@ -792,11 +854,13 @@ fn run(case: &Case) {
                 db_hh,
                 accumulate,
                 quirk,
+                padded,
             } => {
                 let quirk = Quirk::of(quirk);
                 let alias = quirk == Quirk::Alias;
                 let (dc_n, dc0) = (quirk.c_buf(dc_n, lstm), quirk.c_buf(dc0, lstm));
-                let (t, b) = expect.train_dims.unwrap_or((1, 1));
+                let expect = if padded { &mut padded_ws } else { &mut fixed };
+                let (t, b) = expect.key.as_ref().map_or((1, 1), |k| (k.0, k.1));
                 let (nx, ny, ns) = (t * b * i, t * b * h, b * h);
                 let gh = g * h;
                 let rights = [gh * i, gh * h, gh, gh];
@@ -859,9 +923,14 @@ fn run(case: &Case) {
                 } else {
                     FRNN_OK
                 };
+                let backward = if padded {
+                    frnn_backward_padded
+                } else {
+                    frnn_backward
+                };
                 // SAFETY: a live layer; each buffer valid for its length.
                 let rc = unsafe {
-                    frnn_backward(
+                    backward(
                         l,
                         px.0,
                         px.1,
@@ -917,24 +986,23 @@ fn run(case: &Case) {
                 } else {
                     GradMode::Overwrite
                 };
-                model
-                    .backward(
-                        ws,
-                        xs,
-                        Upstream {
-                            dy: opt(pdy, sdy),
-                            dh_n: opt(pdhn, sdhn),
-                            dc_n: opt(pdcn, sdcn),
-                        },
-                        &mut grads,
-                        InputGrads {
-                            dx: Some(&mut dx_m),
-                            dh0: Some(&mut dh0_m),
-                            dc0: lstm.then_some(&mut dc0_m[..]),
-                        },
-                        mode,
-                    )
-                    .expect("model backward");
+                let up = Upstream {
+                    dy: opt(pdy, sdy),
+                    dh_n: opt(pdhn, sdhn),
+                    dc_n: opt(pdcn, sdcn),
+                };
+                let inputs = InputGrads {
+                    dx: Some(&mut dx_m),
+                    dh0: Some(&mut dh0_m),
+                    dc0: lstm.then_some(&mut dc0_m[..]),
+                };
+                match ws {
+                    ModelWs::Fixed(ws) => model.backward(ws, xs, up, &mut grads, inputs, mode),
+                    ModelWs::Padded(ws) => {
+                        model.backward_padded(ws, xs, up, &mut grads, inputs, mode)
+                    }
+                }
+                .expect("model backward");
                 let outs: [(&str, CArg, &[f32]); 3] = [
                     ("dx", pdx, &dx_m),
                     ("dh0", pdh0, &dh0_m),
