@@ -481,7 +481,53 @@ impl<F: Float> Layer<F> {
         LayerGrads::zeros(self.cell, self.input_size, self.hidden_size)
     }
 
-    pub(crate) fn check_lstm_only<T>(&self, what: &'static str, buf: Option<T>) -> Result<()> {
+    /// Checks the buffers of a forward over `d.seq_len` steps of `d.batch` rows: every length,
+    /// then no cell state for a cell without one.
+    pub(crate) fn check_forward_buffers(
+        &self,
+        d: &Dims,
+        x: &[F],
+        init: &InitialState<'_, F>,
+        y: &[F],
+        fin: &FinalState<'_, F>,
+    ) -> Result<()> {
+        check_len("x [T, B, I]", x, d.x_len())?;
+        check_len("y [T, B, H]", y, d.y_len())?;
+        check_opt_len("h0 [B, H]", init.h0, d.state_len())?;
+        check_opt_len("c0 [B, H]", init.c0, d.state_len())?;
+        check_opt_len("h_n [B, H]", fin.h_n.as_deref(), d.state_len())?;
+        check_opt_len("c_n [B, H]", fin.c_n.as_deref(), d.state_len())?;
+        self.check_lstm_only("c0", init.c0)?;
+        self.check_lstm_only("c_n", fin.c_n.as_ref())
+    }
+
+    /// Checks the buffers of a backward over `d.seq_len` steps of `d.batch` rows, as
+    /// [`Layer::check_forward_buffers`], then the weight gradients' lengths.
+    pub(crate) fn check_backward_buffers(
+        &self,
+        d: &Dims,
+        x: &[F],
+        up: &Upstream<'_, F>,
+        grads: &LayerGrads<F>,
+        inputs: &InputGrads<'_, F>,
+    ) -> Result<()> {
+        let gh = self.cell.gates() * d.hidden;
+        check_len("x [T, B, I]", x, d.x_len())?;
+        check_opt_len("dy [T, B, H]", up.dy, d.y_len())?;
+        check_opt_len("dh_n [B, H]", up.dh_n, d.state_len())?;
+        check_opt_len("dc_n [B, H]", up.dc_n, d.state_len())?;
+        check_opt_len("dx [T, B, I]", inputs.dx.as_deref(), d.x_len())?;
+        check_opt_len("dh0 [B, H]", inputs.dh0.as_deref(), d.state_len())?;
+        check_opt_len("dc0 [B, H]", inputs.dc0.as_deref(), d.state_len())?;
+        self.check_lstm_only("dc_n", up.dc_n)?;
+        self.check_lstm_only("dc0", inputs.dc0.as_ref())?;
+        check_len("grads.weight_ih [G*H, I]", &grads.weight_ih, gh * d.input)?;
+        check_len("grads.weight_hh [G*H, H]", &grads.weight_hh, gh * d.hidden)?;
+        check_len("grads.bias_ih [G*H]", &grads.bias_ih, gh)?;
+        check_len("grads.bias_hh [G*H]", &grads.bias_hh, gh)
+    }
+
+    fn check_lstm_only<T>(&self, what: &'static str, buf: Option<T>) -> Result<()> {
         if buf.is_some() && !self.cell.has_cell_state() {
             return Err(Error::UnexpectedBuffer {
                 what,
@@ -507,14 +553,7 @@ impl<F: Float> Layer<F> {
     ) -> Result<()> {
         ws.check(self.cell, self.input_size, self.hidden_size, None)?;
         let d = ws.dims();
-        check_len("x [T, B, I]", x, d.x_len())?;
-        check_len("y [T, B, H]", y, d.y_len())?;
-        check_opt_len("h0 [B, H]", init.h0, d.state_len())?;
-        check_opt_len("c0 [B, H]", init.c0, d.state_len())?;
-        check_opt_len("h_n [B, H]", fin.h_n.as_deref(), d.state_len())?;
-        check_opt_len("c_n [B, H]", fin.c_n.as_deref(), d.state_len())?;
-        self.check_lstm_only("c0", init.c0)?;
-        self.check_lstm_only("c_n", fin.c_n.as_ref())?;
+        self.check_forward_buffers(&d, x, &init, y, &fin)?;
         ws.status = Status::Fresh;
         let training = ws.mode() == Mode::Training;
         let isa = self.isa.resolve();
@@ -552,34 +591,9 @@ impl<F: Float> Layer<F> {
             self.hidden_size,
             Some(Mode::Training),
         )?;
-        match ws.status {
-            Status::Forwarded => {}
-            Status::Fresh => {
-                return Err(Error::InvalidState {
-                    why: "backward needs a training forward with this workspace first",
-                });
-            }
-            Status::Consumed => {
-                return Err(Error::InvalidState {
-                    why: "this workspace's forward state was already consumed by a backward; run forward again",
-                });
-            }
-        }
+        ws.status.check_forwarded()?;
         let d = ws.dims();
-        let gh = self.cell.gates() * d.hidden;
-        check_len("x [T, B, I]", x, d.x_len())?;
-        check_opt_len("dy [T, B, H]", up.dy, d.y_len())?;
-        check_opt_len("dh_n [B, H]", up.dh_n, d.state_len())?;
-        check_opt_len("dc_n [B, H]", up.dc_n, d.state_len())?;
-        check_opt_len("dx [T, B, I]", inputs.dx.as_deref(), d.x_len())?;
-        check_opt_len("dh0 [B, H]", inputs.dh0.as_deref(), d.state_len())?;
-        check_opt_len("dc0 [B, H]", inputs.dc0.as_deref(), d.state_len())?;
-        self.check_lstm_only("dc_n", up.dc_n)?;
-        self.check_lstm_only("dc0", inputs.dc0.as_ref())?;
-        check_len("grads.weight_ih [G*H, I]", &grads.weight_ih, gh * d.input)?;
-        check_len("grads.weight_hh [G*H, H]", &grads.weight_hh, gh * d.hidden)?;
-        check_len("grads.bias_ih [G*H]", &grads.bias_ih, gh)?;
-        check_len("grads.bias_hh [G*H]", &grads.bias_hh, gh)?;
+        self.check_backward_buffers(&d, x, &up, grads, &inputs)?;
         let shards = self.shards(&d);
         let scratch = backward_scratch_len::<F>(self.cell, &d)
             .checked_mul(shards)

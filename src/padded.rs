@@ -35,10 +35,10 @@
 //! in training), and the state of every row. It is made for one `lengths` and allocates
 //! everything then: forward and backward allocate nothing.
 
-use crate::error::{Error, Result, check_len, check_opt_len, mul_len, try_zeroed};
+use crate::error::{Error, Result, mul_len, try_zeroed};
 use crate::float::Float;
 use crate::layer::{FinalState, InitialState, InputGrads, Layer, Upstream};
-use crate::shape::{CellKind, GradMode, Mode};
+use crate::shape::{CellKind, Dims, GradMode, Mode};
 use crate::weights::LayerGrads;
 use crate::workspace::{Status, Workspace};
 
@@ -100,6 +100,16 @@ impl<F: Float> PaddedWorkspace<F> {
     /// The mode this workspace serves.
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// The padded batch's dimensions: `T` padded steps of `B` rows.
+    pub fn dims(&self) -> Dims {
+        Dims {
+            seq_len: self.seq_len,
+            batch: self.batch(),
+            input: self.input,
+            hidden: self.hidden,
+        }
     }
 
     /// Number of segments (stretches of time with the same live rows): one per distinct
@@ -290,21 +300,9 @@ impl<F: Float> Layer<F> {
         mut fin: FinalState<'_, F>,
     ) -> Result<()> {
         ws.check(self, None)?;
-        let (t_all, b, i, h) = (
-            ws.seq_len,
-            ws.batch(),
-            self.input_size(),
-            self.hidden_size(),
-        );
+        let (b, i, h) = (ws.batch(), self.input_size(), self.hidden_size());
         let lstm = self.cell().has_cell_state();
-        check_len("x [T, B, I]", x, t_all * b * i)?;
-        check_len("y [T, B, H]", y, t_all * b * h)?;
-        check_opt_len("h0 [B, H]", init.h0, b * h)?;
-        check_opt_len("c0 [B, H]", init.c0, b * h)?;
-        check_opt_len("h_n [B, H]", fin.h_n.as_deref(), b * h)?;
-        check_opt_len("c_n [B, H]", fin.c_n.as_deref(), b * h)?;
-        self.check_lstm_only("c0", init.c0)?;
-        self.check_lstm_only("c_n", fin.c_n.as_ref())?;
+        self.check_forward_buffers(&ws.dims(), x, &init, y, &fin)?;
         ws.status = Status::Fresh;
         let PaddedWorkspace {
             order,
@@ -388,40 +386,10 @@ impl<F: Float> Layer<F> {
         mode: GradMode,
     ) -> Result<()> {
         ws.check(self, Some(Mode::Training))?;
-        match ws.status {
-            Status::Forwarded => {}
-            Status::Fresh => {
-                return Err(Error::InvalidState {
-                    why: "backward_padded needs a training forward_padded with this workspace first",
-                });
-            }
-            Status::Consumed => {
-                return Err(Error::InvalidState {
-                    why: "this workspace's forward state was already consumed by a backward; run forward again",
-                });
-            }
-        }
-        let (t_all, b, i, h) = (
-            ws.seq_len,
-            ws.batch(),
-            self.input_size(),
-            self.hidden_size(),
-        );
-        let gh = self.cell().gates() * h;
+        ws.status.check_forwarded()?;
+        let (b, i, h) = (ws.batch(), self.input_size(), self.hidden_size());
         let lstm = self.cell().has_cell_state();
-        check_len("x [T, B, I]", x, t_all * b * i)?;
-        check_opt_len("dy [T, B, H]", up.dy, t_all * b * h)?;
-        check_opt_len("dh_n [B, H]", up.dh_n, b * h)?;
-        check_opt_len("dc_n [B, H]", up.dc_n, b * h)?;
-        check_opt_len("dx [T, B, I]", inputs.dx.as_deref(), t_all * b * i)?;
-        check_opt_len("dh0 [B, H]", inputs.dh0.as_deref(), b * h)?;
-        check_opt_len("dc0 [B, H]", inputs.dc0.as_deref(), b * h)?;
-        self.check_lstm_only("dc_n", up.dc_n)?;
-        self.check_lstm_only("dc0", inputs.dc0.as_ref())?;
-        check_len("grads.weight_ih [G*H, I]", &grads.weight_ih, gh * i)?;
-        check_len("grads.weight_hh [G*H, H]", &grads.weight_hh, gh * h)?;
-        check_len("grads.bias_ih [G*H]", &grads.bias_ih, gh)?;
-        check_len("grads.bias_hh [G*H]", &grads.bias_hh, gh)?;
+        self.check_backward_buffers(&ws.dims(), x, &up, grads, &inputs)?;
         ws.status = Status::Consumed;
         let PaddedWorkspace {
             lengths,

@@ -30,6 +30,21 @@ pub(crate) enum Status {
     Consumed,
 }
 
+impl Status {
+    /// `Ok` if a backward may run: a training forward ran and no backward consumed it.
+    pub(crate) fn check_forwarded(self) -> Result<()> {
+        match self {
+            Status::Forwarded => Ok(()),
+            Status::Fresh => Err(Error::InvalidState {
+                why: "backward needs a training forward with this workspace first",
+            }),
+            Status::Consumed => Err(Error::InvalidState {
+                why: "this workspace's forward state was already consumed by a backward; run forward again",
+            }),
+        }
+    }
+}
+
 /// Offsets of the workspace's regions.
 #[derive(Debug, Clone)]
 pub(crate) struct WsLayout {

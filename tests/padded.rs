@@ -202,6 +202,20 @@ fn bits<F: Float>(v: &[F]) -> Vec<u64> {
     v.iter().map(|x| x.to_f64().to_bits()).collect()
 }
 
+/// Every per-row output and input gradient, bit for bit.
+fn same_row_outputs<F: Float>(got: &Pass<F>, want: &Pass<F>, what: &str) {
+    for (name, g, w) in [
+        ("y", &got.y, &want.y),
+        ("h_n", &got.h_n, &want.h_n),
+        ("c_n", &got.c_n, &want.c_n),
+        ("dx", &got.dx, &want.dx),
+        ("dh0", &got.dh0, &want.dh0),
+        ("dc0", &got.dc0, &want.dc0),
+    ] {
+        assert_eq!(bits(g), bits(w), "{what} {name}");
+    }
+}
+
 const CELLS: [CellKind; 5] = CellKind::ALL;
 
 /// Batches: lengths with repeats, a 0, full rows and rows of 1 step, in no order.
@@ -232,16 +246,7 @@ fn every_row_is_the_row_run_alone_and_padding_is_never_read() {
                 let what = format!("{} case {k} threads {threads}", cell.name());
                 let got = padded_pass(&c64, &lengths, threads);
                 let want = rows_alone(&c64, &lengths);
-                for (name, g, w) in [
-                    ("y", &got.y, &want.y),
-                    ("h_n", &got.h_n, &want.h_n),
-                    ("c_n", &got.c_n, &want.c_n),
-                    ("dx", &got.dx, &want.dx),
-                    ("dh0", &got.dh0, &want.dh0),
-                    ("dc0", &got.dc0, &want.dc0),
-                ] {
-                    assert_eq!(bits(g), bits(w), "{what} f64 {name}");
-                }
+                same_row_outputs(&got, &want, &format!("{what} f64"));
                 // Sums over the same terms in another order: in f64 over at most T·B = 72 terms
                 // the difference is below 72 · 1.1e-16 of the terms' scale (about the RMS), far
                 // inside 1e-12 with the RMS as the floor (the fused-vs-oracle f64 convention).
@@ -250,16 +255,7 @@ fn every_row_is_the_row_run_alone_and_padding_is_never_read() {
                 }
                 let got = padded_pass(&c32, &lengths, threads);
                 let want = rows_alone(&c32, &lengths);
-                for (name, g, w) in [
-                    ("y", &got.y, &want.y),
-                    ("h_n", &got.h_n, &want.h_n),
-                    ("c_n", &got.c_n, &want.c_n),
-                    ("dx", &got.dx, &want.dx),
-                    ("dh0", &got.dh0, &want.dh0),
-                    ("dc0", &got.dc0, &want.dc0),
-                ] {
-                    assert_eq!(bits(g), bits(w), "{what} f32 {name}");
-                }
+                same_row_outputs(&got, &want, &format!("{what} f32"));
                 // The f32 sums over rows differ in order only: the usual f32 bound, against the
                 // f64 sum of the same f32 row gradients.
                 let tol = f32_tolerance(&d);
