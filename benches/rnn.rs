@@ -411,12 +411,17 @@ fn denormal(c: &mut Criterion) {
     g.finish();
 }
 
-/// A padded batch (`forward_padded`) against the same batch run at its full length: B = 32
-/// rows of lengths 64, 66, ..., 124, 128 (T = 128, every length distinct: 32 segments, the
-/// most a batch of 32 can have, most of them 2 steps of a few rows), I = H = 512. Throughput
-/// counts the valid steps only (74% of the padded batch), for both, so that GFLOP/s compare
-/// useful work: the padded pass skips the padding, the fixed one computes it.
+/// Padded batches (`forward_padded`) against the same batch run at its full length. LSTM and
+/// GRU, B = 32, I = H = 512, T = 128, with two sets of lengths: every length distinct (64, 66,
+/// ..., 124, 128: 32 segments, the most a batch of 32 can have, most of them 2 steps of a few
+/// rows; 74% of the padded work), and four lengths (64, 84, 108, 128, eight rows each: 4
+/// segments; 75%). Throughput counts the valid steps only, for every pass, so that GFLOP/s
+/// compare useful work: the padded pass skips the padding, the full-length one computes it.
 fn padded(c: &mut Criterion) {
+    let distinct: Vec<usize> = (0..32)
+        .map(|r| 64 + 2 * r + usize::from(r == 31) * 2)
+        .collect();
+    let buckets: Vec<usize> = (0..32).map(|r| [64, 84, 108, 128][r / 8]).collect();
     for cell in [CellKind::Lstm, CellKind::Gru(GruVariant::ResetAfter)] {
         let s = Shape {
             cell,
@@ -425,81 +430,79 @@ fn padded(c: &mut Criterion) {
             i: 512,
             h: 512,
         };
-        let lengths: Vec<usize> = (0..s.b)
-            .map(|r| 64 + 2 * r + usize::from(r == 31) * 2)
-            .collect();
-        let valid: usize = lengths.iter().sum();
         let per_step = s.forward_flops() / (s.t * s.b) as u64;
-        let useful = per_step * valid as u64;
         let mut bench = Bench::new(s);
-        let mut ws_inf = bench
-            .layer
-            .padded_workspace(&lengths, s.t, Mode::Inference)
-            .unwrap();
-        let mut ws_train = bench
-            .layer
-            .padded_workspace(&lengths, s.t, Mode::Training)
-            .unwrap();
         let mut g = c.benchmark_group("padded");
-        configure(&mut g, 3 * useful);
-        g.throughput(Throughput::Elements(useful));
-        let name = format!("{}_lengths64to128", s.name());
-        g.bench_function(format!("{name}/forward_padded"), |b| {
-            b.iter(|| {
-                let Bench { layer, x, y, .. } = &mut bench;
-                layer
-                    .forward_padded(
-                        &mut ws_inf,
+        for (tag, lengths) in [("distinct_lengths", &distinct), ("four_lengths", &buckets)] {
+            let useful = per_step * lengths.iter().sum::<usize>() as u64;
+            let mut ws_inf = bench
+                .layer
+                .padded_workspace(lengths, s.t, Mode::Inference)
+                .unwrap();
+            let mut ws_train = bench
+                .layer
+                .padded_workspace(lengths, s.t, Mode::Training)
+                .unwrap();
+            configure(&mut g, 3 * useful);
+            g.throughput(Throughput::Elements(useful));
+            let name = format!("{}_{tag}", s.name());
+            g.bench_function(format!("{name}/forward_padded"), |b| {
+                b.iter(|| {
+                    let Bench { layer, x, y, .. } = &mut bench;
+                    layer
+                        .forward_padded(
+                            &mut ws_inf,
+                            x,
+                            InitialState::default(),
+                            y,
+                            FinalState::default(),
+                        )
+                        .unwrap();
+                    black_box(&bench.y);
+                })
+            });
+            g.bench_function(format!("{name}/forward_full_length"), |b| {
+                b.iter(|| bench.forward())
+            });
+            g.throughput(Throughput::Elements(3 * useful));
+            g.bench_function(format!("{name}/forward_backward_padded"), |b| {
+                b.iter(|| {
+                    let Bench {
+                        layer,
                         x,
-                        InitialState::default(),
                         y,
-                        FinalState::default(),
-                    )
-                    .unwrap();
-                black_box(&bench.y);
-            })
-        });
-        g.bench_function(format!("{name}/forward_full_length"), |b| {
-            b.iter(|| bench.forward())
-        });
-        g.throughput(Throughput::Elements(3 * useful));
-        g.bench_function(format!("{name}/forward_backward_padded"), |b| {
-            b.iter(|| {
-                let Bench {
-                    layer,
-                    x,
-                    y,
-                    dy,
-                    dx,
-                    grads,
-                    ..
-                } = &mut bench;
-                layer
-                    .forward_padded(
-                        &mut ws_train,
-                        x,
-                        InitialState::default(),
-                        y,
-                        FinalState::default(),
-                    )
-                    .unwrap();
-                let up = Upstream {
-                    dy: Some(dy),
-                    ..Default::default()
-                };
-                let inputs = InputGrads {
-                    dx: Some(dx),
-                    ..Default::default()
-                };
-                layer
-                    .backward_padded(&mut ws_train, x, up, grads, inputs, GradMode::Overwrite)
-                    .unwrap();
-                black_box(&bench.grads);
-            })
-        });
-        g.bench_function(format!("{name}/forward_backward_full_length"), |b| {
-            b.iter(|| bench.forward_backward())
-        });
+                        dy,
+                        dx,
+                        grads,
+                        ..
+                    } = &mut bench;
+                    layer
+                        .forward_padded(
+                            &mut ws_train,
+                            x,
+                            InitialState::default(),
+                            y,
+                            FinalState::default(),
+                        )
+                        .unwrap();
+                    let up = Upstream {
+                        dy: Some(dy),
+                        ..Default::default()
+                    };
+                    let inputs = InputGrads {
+                        dx: Some(dx),
+                        ..Default::default()
+                    };
+                    layer
+                        .backward_padded(&mut ws_train, x, up, grads, inputs, GradMode::Overwrite)
+                        .unwrap();
+                    black_box(&bench.grads);
+                })
+            });
+            g.bench_function(format!("{name}/forward_backward_full_length"), |b| {
+                b.iter(|| bench.forward_backward())
+            });
+        }
         g.finish();
     }
 }
