@@ -224,6 +224,8 @@ impl<F: Float> Layer<F> {
                 what: "batch (lengths)",
             });
         }
+        // The caller's buffers span all T steps of all B rows: their lengths must fit.
+        self.dims(seq_len, lengths.len()).validate(self.cell())?;
         if let Some((b, &len)) = lengths.iter().enumerate().find(|(_, l)| **l > seq_len) {
             return Err(Error::InvalidArgument {
                 what: "lengths",

@@ -409,6 +409,11 @@ fn bad_padded_input_is_an_error() {
         err(layer.padded_workspace(&[0], 0, Mode::Training)),
         Error::ZeroDim { .. }
     ));
+    // Short rows of a batch whose padded buffers could not exist.
+    assert!(matches!(
+        err(layer.padded_workspace(&[1, 2], usize::MAX / 2, Mode::Training)),
+        Error::SizeOverflow { .. }
+    ));
 
     let (t, b, i, h) = (4, 2, 3, 4);
     let mut ws = layer
