@@ -26,9 +26,11 @@
 //! every length distinct, B = 32 rows of 64-128 steps (74% of the padded work) at I = H = 512,
 //! a padded pass took 0.85-0.92 of the full-length pass's time on two threads, and with four
 //! distinct lengths (75% of the work) 0.78-0.83 (`cargo bench --bench rnn -- padded`): the
-//! short segments of few rows run less efficiently than the full batch. A row's values are those of the same row
-//! run alone: each element of every product is a sum over `k` in a fixed order, independent of
-//! the batch (`tests/padded.rs` compares bit for bit).
+//! short segments of few rows run less efficiently than the full batch.
+//!
+//! A row's values are those of the same row run alone: each element of every product is a
+//! sum over `k` in a fixed order, independent of the batch (`tests/padded.rs` compares bit
+//! for bit).
 //!
 //! The workspace holds one [`Workspace`] per segment (together the size of one for the valid
 //! steps only, no padding), a gather buffer for the largest segment's `x` and `y` (and `dx`
@@ -40,7 +42,7 @@ use crate::float::Float;
 use crate::layer::{FinalState, InitialState, InputGrads, Layer, Upstream};
 use crate::shape::{CellKind, Dims, GradMode, Mode};
 use crate::weights::LayerGrads;
-use crate::workspace::{Status, Workspace};
+use crate::workspace::{Status, Workspace, check_serves};
 
 /// One stretch of time over which the same rows are live.
 #[derive(Debug)]
@@ -130,29 +132,10 @@ impl<F: Float> PaddedWorkspace<F> {
 
     /// Fails unless this workspace serves `layer` (cell and widths) in `mode` (any if `None`).
     fn check(&self, layer: &Layer<F>, mode: Option<Mode>) -> Result<()> {
-        let ok = self.cell == layer.cell()
-            && self.input == layer.input_size()
-            && self.hidden == layer.hidden_size()
-            && mode.is_none_or(|m| m == self.mode);
-        if ok {
-            return Ok(());
-        }
-        Err(Error::WorkspaceMismatch {
-            expected: format!(
-                "{} with input {}, hidden {}{}",
-                layer.cell().name(),
-                layer.input_size(),
-                layer.hidden_size(),
-                mode.map(|m| format!(", mode {m:?}")).unwrap_or_default()
-            ),
-            got: format!(
-                "{} with input {}, hidden {}, mode {:?}",
-                self.cell.name(),
-                self.input,
-                self.hidden,
-                self.mode
-            ),
-        })
+        check_serves(
+            (self.cell, self.input, self.hidden, self.mode),
+            (layer.cell(), layer.input_size(), layer.hidden_size(), mode),
+        )
     }
 }
 
@@ -189,6 +172,17 @@ fn scatter<F: Copy>(
         for (j, &r) in order[..rows].iter().enumerate() {
             let s = ((t - t0) * rows + j) * w;
             dst[(t * b + r) * w..][..w].copy_from_slice(&src[s..s + w]);
+        }
+    }
+}
+
+/// Zeroes the padding of `m [T, B, w]`: step `t` of row `r` for `t >= lengths[r]`.
+fn zero_padding<F: Float>(m: &mut [F], lengths: &[usize], w: usize) {
+    for (t, step) in m.chunks_exact_mut(lengths.len() * w).enumerate() {
+        for (r, &len) in lengths.iter().enumerate() {
+            if t >= len {
+                step[r * w..(r + 1) * w].fill(F::ZERO);
+            }
         }
     }
 }
@@ -307,6 +301,7 @@ impl<F: Float> Layer<F> {
         self.check_forward_buffers(&ws.dims(), x, &init, y, &fin)?;
         ws.status = Status::Fresh;
         let PaddedWorkspace {
+            lengths,
             order,
             segments,
             x_buf,
@@ -330,8 +325,8 @@ impl<F: Float> Layer<F> {
                 }
             }
         }
-        // The padding of y stays zero; the valid steps are overwritten below.
-        y.fill(F::ZERO);
+        // Every valid step of y is written by exactly one segment below; the padding is zeroed.
+        zero_padding(y, lengths, h);
         for seg in segments.iter_mut() {
             let (rows, tk) = (seg.rows, seg.t1 - seg.t0);
             let span = (seg.t0, seg.t1, rows);
@@ -430,8 +425,9 @@ impl<F: Float> Layer<F> {
                 enter_final(dh_cur, dc_cur, j);
             }
         }
+        // Every valid step of dx is written by exactly one segment below.
         if let Some(dx) = dx.as_deref_mut() {
-            dx.fill(F::ZERO);
+            zero_padding(dx, lengths, i);
         }
         if segments.is_empty() && mode == GradMode::Overwrite {
             // Every row has length 0: nothing flows into the weights.

@@ -45,6 +45,34 @@ impl Status {
     }
 }
 
+/// Fails with [`Error::WorkspaceMismatch`] unless a workspace made for `have` (cell, input
+/// width, hidden width, mode) serves a layer of `want` (the same, any mode if `None`).
+pub(crate) fn check_serves(
+    have: (CellKind, usize, usize, Mode),
+    want: (CellKind, usize, usize, Option<Mode>),
+) -> Result<()> {
+    let (cell, input, hidden, mode) = want;
+    let ok =
+        have.0 == cell && have.1 == input && have.2 == hidden && mode.is_none_or(|m| m == have.3);
+    if ok {
+        return Ok(());
+    }
+    Err(Error::WorkspaceMismatch {
+        expected: format!(
+            "{} with input {input}, hidden {hidden}{}",
+            cell.name(),
+            mode.map(|m| format!(", mode {m:?}")).unwrap_or_default()
+        ),
+        got: format!(
+            "{} with input {}, hidden {}, mode {:?}",
+            have.0.name(),
+            have.1,
+            have.2,
+            have.3
+        ),
+    })
+}
+
 /// Offsets of the workspace's regions.
 #[derive(Debug, Clone)]
 pub(crate) struct WsLayout {
@@ -228,28 +256,10 @@ impl<F: Float> Workspace<F> {
         hidden: usize,
         mode: Option<Mode>,
     ) -> Result<()> {
-        let ok = self.cell == cell
-            && self.dims.input == input
-            && self.dims.hidden == hidden
-            && mode.is_none_or(|m| m == self.mode);
-        if ok {
-            Ok(())
-        } else {
-            Err(Error::WorkspaceMismatch {
-                expected: format!(
-                    "{} with input {input}, hidden {hidden}{}",
-                    cell.name(),
-                    mode.map(|m| format!(", mode {m:?}")).unwrap_or_default()
-                ),
-                got: format!(
-                    "{} with input {}, hidden {}, mode {:?}",
-                    self.cell.name(),
-                    self.dims.input,
-                    self.dims.hidden,
-                    self.mode
-                ),
-            })
-        }
+        check_serves(
+            (self.cell, self.dims.input, self.dims.hidden, self.mode),
+            (cell, input, hidden, mode),
+        )
     }
 
     /// Splits the buffer into its regions.
