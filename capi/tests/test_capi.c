@@ -188,6 +188,13 @@ static void run_case(const case_data *c) {
         rc = frnn_forward_padded(l, c->T, NULL, nb, 0, px, c->x.n, NULL, 0, NULL, 0, py, yn,
                                  NULL, 0, NULL, 0);
         CHECK(rc == FRNN_ERR_NULL, "%s NULL lengths: %d", ctx, rc);
+        /* lengths in the memory of an output: an overlap like any other. */
+        size_t *in_y = (size_t *)(void *)py;
+        in_y[0] = 4; in_y[1] = 0; in_y[2] = 2;
+        rc = frnn_forward_padded(l, c->T, in_y, nb, 0, px, c->x.n, NULL, 0, NULL, 0, py, yn,
+                                 NULL, 0, NULL, 0);
+        CHECK(rc == FRNN_ERR_ARGUMENT && strstr(frnn_last_error_message(), "overlap"),
+              "%s lengths overlapping y: %d %s", ctx, rc, frnn_last_error_message());
         free(px); free(pdy); free(py); free(phn); free(pcn); free(pdx); free(pdh0); free(pdc0);
     }
 
