@@ -44,7 +44,7 @@ use fused_rnn::interop::Direction;
 use fused_rnn::interop::pytorch::{DtypePolicy, StateDict};
 use fused_rnn::{
     CellKind, Dims, FinalState, Float, GradMode, GruVariant, InitialState, InputGrads, Isa, Layer,
-    Mode, RnnActivation, Upstream,
+    Mode, PaddedWorkspace, RnnActivation, Upstream, Workspace,
 };
 
 /// One compared tensor.
@@ -300,6 +300,12 @@ fn widen<F: Float>(v: &[F]) -> Vec<f64> {
     v.iter().map(|a| a.to_f64()).collect()
 }
 
+/// The training workspace of a case: a fixed-length batch, or a padded one (`lengths`).
+enum Ws<F> {
+    Fixed(Workspace<F>),
+    Padded(PaddedWorkspace<F>),
+}
+
 /// Runs the case's forward and backward; returns (name, ours, torch's) per tensor.
 type Compared = Vec<(&'static str, Vec<f64>, Vec<f64>)>;
 
@@ -352,19 +358,18 @@ fn run<F: Float>(
         h_n: Some(&mut h_n),
         c_n: lstm.then_some(&mut c_n[..]),
     };
-    // A packed case runs as a padded batch; its workspace is kept for the backward.
-    let mut padded = match &s.lengths {
-        Some(l) => Some(
+    // A packed case runs as a padded batch.
+    let mut ws = match &s.lengths {
+        Some(l) => Ws::Padded(
             layer
                 .padded_workspace(l, t, Mode::Training)
                 .map_err(fmt_err)?,
         ),
-        None => None,
+        None => Ws::Fixed(layer.workspace(t, b, Mode::Training).map_err(fmt_err)?),
     };
-    let mut ws = layer.workspace(t, b, Mode::Training).map_err(fmt_err)?;
-    match padded.as_mut() {
-        Some(p) => layer.forward_padded(p, &x, init, &mut y, fin),
-        None => layer.forward(&mut ws, &x, init, &mut y, fin),
+    match &mut ws {
+        Ws::Padded(p) => layer.forward_padded(p, &x, init, &mut y, fin),
+        Ws::Fixed(w) => layer.forward(w, &x, init, &mut y, fin),
     }
     .map_err(fmt_err)?;
     let mut grads = layer.zero_grads();
@@ -381,9 +386,9 @@ fn run<F: Float>(
         dh0: Some(&mut dh0),
         dc0: lstm.then_some(&mut dc0[..]),
     };
-    match padded.as_mut() {
-        Some(p) => layer.backward_padded(p, &x, up, &mut grads, inputs, GradMode::Overwrite),
-        None => layer.backward(&mut ws, &x, up, &mut grads, inputs, GradMode::Overwrite),
+    match &mut ws {
+        Ws::Padded(p) => layer.backward_padded(p, &x, up, &mut grads, inputs, GradMode::Overwrite),
+        Ws::Fixed(w) => layer.backward(w, &x, up, &mut grads, inputs, GradMode::Overwrite),
     }
     .map_err(fmt_err)?;
 
