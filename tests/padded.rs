@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{RandomCase, assert_close, dims, f32_tolerance, rms};
+use common::{RandomCase, assert_close, backward_from, dims, f32_tolerance, forward_from, rms};
 use fused_rnn::{
     CellKind, Error, FinalState, Float, GradMode, GruVariant, InitialState, InputGrads, Layer,
     LayerGrads, Mode, Upstream,
@@ -139,45 +139,18 @@ fn rows_alone<F: Float>(c: &RandomCase<F>, lengths: &[usize]) -> Pass<F> {
         let dy = steps(&c.dy, h);
         let (h0, c0) = (row(&c.h0), c.c0().map(row));
         let (dh_n, dc_n) = (row(&c.dh_n), c.dc_n().map(row));
-        let mut ws = layer.workspace(len, 1, Mode::Training).expect("ws");
-        let mut y = vec![F::ZERO; len * h];
-        let (mut hn, mut cn) = (vec![F::ZERO; h], vec![F::ZERO; h]);
-        layer
-            .forward(
-                &mut ws,
-                &x,
-                InitialState {
-                    h0: Some(&h0),
-                    c0: c0.as_deref(),
-                },
-                &mut y,
-                FinalState {
-                    h_n: Some(&mut hn),
-                    c_n: lstm.then_some(&mut cn[..]),
-                },
-            )
-            .expect("row forward");
+        let (y, hn, cn, mut ws) = forward_from(&layer, &x, (len, 1), &h0, c0.as_deref());
         let mut g = layer.zero_grads();
-        let (mut dx, mut dh0, mut dc0) =
-            (vec![F::ZERO; len * i], vec![F::ZERO; h], vec![F::ZERO; h]);
-        layer
-            .backward(
-                &mut ws,
-                &x,
-                Upstream {
-                    dy: Some(&dy),
-                    dh_n: Some(&dh_n),
-                    dc_n: dc_n.as_deref(),
-                },
-                &mut g,
-                InputGrads {
-                    dx: Some(&mut dx),
-                    dh0: Some(&mut dh0),
-                    dc0: lstm.then_some(&mut dc0[..]),
-                },
-                GradMode::Overwrite,
-            )
-            .expect("row backward");
+        let (dx, dh0, dc0) = backward_from(
+            &layer,
+            &mut ws,
+            &x,
+            &dy,
+            &dh_n,
+            dc_n.as_deref(),
+            &mut g,
+            GradMode::Overwrite,
+        );
         for t in 0..len {
             p.y[(t * b + r) * h..][..h].copy_from_slice(&y[t * h..][..h]);
             p.dx[(t * b + r) * i..][..i].copy_from_slice(&dx[t * i..][..i]);

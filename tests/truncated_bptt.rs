@@ -5,11 +5,8 @@
 
 mod common;
 
-use common::{RandomCase, assert_close, dims, rms};
-use fused_rnn::{
-    CellKind, FinalState, GradMode, InitialState, InputGrads, Layer, LayerGrads, Mode, Upstream,
-    Workspace,
-};
+use common::{RandomCase, assert_close, backward_from, dims, forward_from, rms};
+use fused_rnn::{CellKind, GradMode, Layer, LayerGrads};
 
 /// Rows `t0..t1` of a time-major `[T, B, w]` tensor.
 fn steps(m: &[f64], t0: usize, t1: usize, bw: usize) -> &[f64] {
@@ -18,71 +15,6 @@ fn steps(m: &[f64], t0: usize, t1: usize, bw: usize) -> &[f64] {
 
 fn grads_of(g: &LayerGrads<f64>) -> [&[f64]; 4] {
     [&g.weight_ih, &g.weight_hh, &g.bias_ih, &g.bias_hh]
-}
-
-/// A training forward over `x` from `(h0, c0)`: `y`, `h_n`, `c_n` and the workspace.
-fn forward(
-    layer: &Layer<f64>,
-    x: &[f64],
-    t: usize,
-    b: usize,
-    h0: &[f64],
-    c0: Option<&[f64]>,
-) -> (Vec<f64>, Vec<f64>, Vec<f64>, Workspace<f64>) {
-    let h = layer.hidden_size();
-    let lstm = layer.cell().has_cell_state();
-    let mut ws = layer.workspace(t, b, Mode::Training).expect("ws");
-    let mut y = vec![0.0; t * b * h];
-    let (mut hn, mut cn) = (vec![0.0; b * h], vec![0.0; b * h]);
-    layer
-        .forward(
-            &mut ws,
-            x,
-            InitialState { h0: Some(h0), c0 },
-            &mut y,
-            FinalState {
-                h_n: Some(&mut hn),
-                c_n: lstm.then_some(&mut cn[..]),
-            },
-        )
-        .expect("forward");
-    (y, hn, cn, ws)
-}
-
-/// Backward of one window into `grads` (in `mode`): returns `(dx, dh0, dc0)`.
-#[allow(clippy::too_many_arguments)]
-fn backward(
-    layer: &Layer<f64>,
-    ws: &mut Workspace<f64>,
-    x: &[f64],
-    dy: &[f64],
-    dh_n: &[f64],
-    dc_n: Option<&[f64]>,
-    grads: &mut LayerGrads<f64>,
-    mode: GradMode,
-) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let lstm = layer.cell().has_cell_state();
-    let s = dh_n.len();
-    let (mut dx, mut dh0, mut dc0) = (vec![0.0; x.len()], vec![0.0; s], vec![0.0; s]);
-    layer
-        .backward(
-            ws,
-            x,
-            Upstream {
-                dy: Some(dy),
-                dh_n: Some(dh_n),
-                dc_n,
-            },
-            grads,
-            InputGrads {
-                dx: Some(&mut dx),
-                dh0: Some(&mut dh0),
-                dc0: lstm.then_some(&mut dc0[..]),
-            },
-            mode,
-        )
-        .expect("backward");
-    (dx, dh0, dc0)
 }
 
 #[test]
@@ -97,9 +29,9 @@ fn windows_with_the_state_carried_are_one_pass_and_chained_backward_is_full_bptt
         let (bi, bh) = (b * i, b * h);
 
         // One pass over the whole series.
-        let (y, hn, cn, mut ws) = forward(&layer, &c.x, t, b, &c.h0, c.c0());
+        let (y, hn, cn, mut ws) = forward_from(&layer, &c.x, (t, b), &c.h0, c.c0());
         let mut full = layer.zero_grads();
-        let (dx, dh0, dc0) = backward(
+        let (dx, dh0, dc0) = backward_from(
             &layer,
             &mut ws,
             &c.x,
@@ -112,8 +44,9 @@ fn windows_with_the_state_carried_are_one_pass_and_chained_backward_is_full_bptt
 
         // Two windows, the state carried.
         let (x1, x2) = (steps(&c.x, 0, cut, bi), steps(&c.x, cut, t, bi));
-        let (y1, h1, c1, mut ws1) = forward(&layer, x1, cut, b, &c.h0, c.c0());
-        let (y2, h2, c2, mut ws2) = forward(&layer, x2, t - cut, b, &h1, lstm.then_some(&c1[..]));
+        let (y1, h1, c1, mut ws1) = forward_from(&layer, x1, (cut, b), &c.h0, c.c0());
+        let (y2, h2, c2, mut ws2) =
+            forward_from(&layer, x2, (t - cut, b), &h1, lstm.then_some(&c1[..]));
         let name = cell.name();
         assert_eq!([y1, y2].concat(), y, "{name}: y of the windows");
         assert_eq!(h2, hn, "{name}: h_n");
@@ -123,7 +56,7 @@ fn windows_with_the_state_carried_are_one_pass_and_chained_backward_is_full_bptt
 
         // Backward, last window first, its dh0 entering the first window as dh_n.
         let mut chained = layer.zero_grads();
-        let (dx2, dh_mid, dc_mid) = backward(
+        let (dx2, dh_mid, dc_mid) = backward_from(
             &layer,
             &mut ws2,
             x2,
@@ -135,8 +68,8 @@ fn windows_with_the_state_carried_are_one_pass_and_chained_backward_is_full_bptt
         );
         // Truncated BPTT would cut the link: keep a copy of the first window's workspace state
         // for that by running its forward again.
-        let (_, _, _, mut ws1_cut) = forward(&layer, x1, cut, b, &c.h0, c.c0());
-        let (dx1, dh0_w, dc0_w) = backward(
+        let (_, _, _, mut ws1_cut) = forward_from(&layer, x1, (cut, b), &c.h0, c.c0());
+        let (dx1, dh0_w, dc0_w) = backward_from(
             &layer,
             &mut ws1,
             x1,
@@ -172,7 +105,7 @@ fn windows_with_the_state_carried_are_one_pass_and_chained_backward_is_full_bptt
         // second window: the first window's dh0 changes.
         let zeros = vec![0.0; bh];
         let mut truncated = layer.zero_grads();
-        let (_, dh0_cut, _) = backward(
+        let (_, dh0_cut, _) = backward_from(
             &layer,
             &mut ws1_cut,
             x1,

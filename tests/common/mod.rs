@@ -297,3 +297,69 @@ pub fn training_pass_in<F: Float>(
         .unwrap();
     (y, dx, grads)
 }
+
+/// A training forward of `layer` over `x [T, B, I]` from `(h0, c0)`: `y`, `h_n`, `c_n` (zeros
+/// for a cell without a cell state) and the workspace, kept for [`backward_from`].
+pub fn forward_from<F: Float>(
+    layer: &Layer<F>,
+    x: &[F],
+    (t, b): (usize, usize),
+    h0: &[F],
+    c0: Option<&[F]>,
+) -> (Vec<F>, Vec<F>, Vec<F>, fused_rnn::Workspace<F>) {
+    let h = layer.hidden_size();
+    let lstm = layer.cell().has_cell_state();
+    let mut ws = layer.workspace(t, b, Mode::Training).expect("workspace");
+    let mut y = vec![F::ZERO; t * b * h];
+    let (mut hn, mut cn) = (vec![F::ZERO; b * h], vec![F::ZERO; b * h]);
+    layer
+        .forward(
+            &mut ws,
+            x,
+            InitialState { h0: Some(h0), c0 },
+            &mut y,
+            FinalState {
+                h_n: Some(&mut hn),
+                c_n: lstm.then_some(&mut cn[..]),
+            },
+        )
+        .expect("forward");
+    (y, hn, cn, ws)
+}
+
+/// The backward of a [`forward_from`] with upstream `(dy, dh_n, dc_n)`, weight gradients into
+/// `grads` by `mode`: returns `dx`, `dh0`, `dc0` (zeros for a cell without a cell state).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_from<F: Float>(
+    layer: &Layer<F>,
+    ws: &mut fused_rnn::Workspace<F>,
+    x: &[F],
+    dy: &[F],
+    dh_n: &[F],
+    dc_n: Option<&[F]>,
+    grads: &mut fused_rnn::LayerGrads<F>,
+    mode: GradMode,
+) -> (Vec<F>, Vec<F>, Vec<F>) {
+    let lstm = layer.cell().has_cell_state();
+    let s = dh_n.len();
+    let (mut dx, mut dh0, mut dc0) = (vec![F::ZERO; x.len()], vec![F::ZERO; s], vec![F::ZERO; s]);
+    layer
+        .backward(
+            ws,
+            x,
+            Upstream {
+                dy: Some(dy),
+                dh_n: Some(dh_n),
+                dc_n,
+            },
+            grads,
+            InputGrads {
+                dx: Some(&mut dx),
+                dh0: Some(&mut dh0),
+                dc0: lstm.then_some(&mut dc0[..]),
+            },
+            mode,
+        )
+        .expect("backward");
+    (dx, dh0, dc0)
+}
