@@ -24,8 +24,8 @@
 //! gradients to the ones before. So every kernel, thread split and bit of the fixed-length
 //! path is reused, and padded steps are not computed. The price is one pass per segment: with
 //! every length distinct, B = 32 rows of 64-128 steps (74% of the padded work) at I = H = 512,
-//! a padded pass took 0.85-0.92 of the full-length pass's time on two threads, and with four
-//! distinct lengths (75% of the work) 0.78-0.83 (`cargo bench --bench rnn -- padded`): the
+//! a padded pass took 0.84-0.92 of the full-length pass's time on two threads, and with four
+//! distinct lengths (75% of the work) 0.75-0.83 (`cargo bench --bench rnn -- padded`): the
 //! short segments of few rows run less efficiently than the full batch.
 //!
 //! A row's values are those of the same row run alone: each element of every product is a
