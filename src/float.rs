@@ -107,7 +107,7 @@ pub(crate) mod sealed {
     /// The crate-internal half of [`Float`](super::Float): GEMM and kernel dispatch per type.
     /// Public in a private module, so users can neither name nor implement it.
     pub trait Sealed:
-        crate::gemm::GemmScalar
+        crate::kernels::strided_gemm::GemmScalar
         + crate::kernels::dispatch::StepKernels
         + crate::kernels::dispatch::FoldKernels
     {

@@ -81,34 +81,33 @@
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 pub mod activation;
-pub mod clip;
-mod column_split;
-mod dense;
+mod cell;
 pub mod error;
+mod exec;
 mod float;
 mod gemm;
 pub mod interop;
 mod kernels;
 pub mod layer;
-pub mod output;
-pub mod padded;
+mod packing;
 pub mod policy;
 pub mod reference;
+pub mod sequence;
 pub mod shape;
-mod step_workers;
 pub mod stream;
+pub mod train;
 pub mod weights;
 pub mod workspace;
 
-pub use clip::clip_grad_norm;
 pub use error::{Error, Result};
+pub use exec::pool::MAX_THREADS;
 pub use float::Float;
 pub use kernels::isa::Isa;
 pub use layer::{FinalState, InitialState, InputGrads, Layer, LayerWeightsMut, Upstream};
-pub use output::{OutputGrads, OutputLayer};
-pub use padded::PaddedWorkspace;
+pub use sequence::padded::PaddedWorkspace;
 pub use shape::{CellKind, Dims, GradMode, GruVariant, Mode, RnnActivation};
 pub use stream::StreamingLayer;
+pub use train::{OutputGrads, OutputLayer, clip_grad_norm};
 pub use weights::{LayerGrads, LayerWeights};
 pub use workspace::Workspace;
 

@@ -27,15 +27,15 @@
 //! against 25-28 µs on one, and 6.7-6.9 µs with steps 20-100 µs apart (medians; see
 //! BENCHMARKS.md); with the second core busy it takes what one thread takes.
 
-use crate::column_split::{ColumnPass, SliceState, column_slices};
+use crate::cell::{Prepared, StepState, forward_step, fused_bias};
 use crate::error::{Error, Result, check_len, try_zeroed};
+use crate::exec::columns::{ColumnPass, SliceState, column_slices};
+use crate::exec::stream_workers::{SPIN_WINDOW, StepWorkers};
 use crate::float::Float;
 use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef, PanelOrder};
-use crate::layer::{
-    FinalState, InitialState, Layer, Prepared, StepState, forward_packing, forward_step, fused_bias,
-};
+use crate::layer::{FinalState, InitialState, Layer};
+use crate::packing::forward_packing;
 use crate::shape::{CellKind, Mode};
-use crate::step_workers::{SPIN_WINDOW, StepWorkers};
 use crate::workspace::Workspace;
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 //! pass at T = 128) runs compute-bound before the loop. Here each chunk of the GEMV carries a
 //! piece of the projection (8 rows, 1-2 panels, a run of `k`), its multiply-adds interleaved
 //! with the GEMV's so that the out-of-order core runs them while the GEMV waits on L2. The
-//! caller ([`column_split`](crate::column_split)) schedules the pieces so that a step's rows
+//! caller ([`columns`](crate::exec::columns)) schedules the pieces so that a step's rows
 //! are complete before the step needs them.
 //!
 //! Measured first on a standalone model of the loop (two threads, 512 KiB of `W_hh` each,

@@ -1,7 +1,9 @@
-//! The only home of `unsafe` and `core::arch` code besides `gemm.rs`: vector operations,
-//! activations and the fused per-step kernels. Each `unsafe` block states its `// SAFETY:`
-//! argument beside it.
+//! The only home of `core::arch`, `#[target_feature]` and `unsafe` code (besides the claims
+//! primitive of the hidden-unit split, `exec/claims.rs`): vector operations, activations, the
+//! step GEMMs, the fused post-GEMM kernels and the call into matrixmultiply. Each `unsafe`
+//! block states its `// SAFETY:` argument beside it.
 
+pub(crate) mod activation;
 pub(crate) mod activation_consts;
 pub(crate) mod dispatch;
 #[cfg(target_arch = "x86_64")]
@@ -17,3 +19,4 @@ pub(crate) mod simd_portable;
 pub(crate) mod step_gemm;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod step_gemm_avx512;
+pub(crate) mod strided_gemm;

@@ -283,7 +283,7 @@ impl<F: Float> Layer<F> {
 
     /// [`Layer::forward`] over a padded batch: `x [T, B, I]` in, `y [T, B, H]` out (zero at the
     /// padding), each row's final state after its own last step (see the
-    /// [module docs](crate::padded)). A [`Mode::Training`] workspace keeps what
+    /// [module docs](crate::sequence::padded)). A [`Mode::Training`] workspace keeps what
     /// [`Layer::backward_padded`] needs.
     ///
     /// Errors as [`Layer::forward`]'s, for the padded batch's `T` and `B`.
@@ -369,7 +369,7 @@ impl<F: Float> Layer<F> {
     /// [`Layer::backward`] over the last training [`Layer::forward_padded`] with `ws`: `x` must
     /// be the input that forward saw. `dy` at the padding is not read, `dx` there is zero,
     /// `dh_n`/`dc_n` of a row enter at its last valid step (see the
-    /// [module docs](crate::padded)). Weight gradients go to `grads`, added or overwritten by
+    /// [module docs](crate::sequence::padded)). Weight gradients go to `grads`, added or overwritten by
     /// `mode`. Consumes the forward's state: a second backward needs a new forward.
     ///
     /// Errors as [`Layer::backward`]'s; every buffer is checked before anything is computed.

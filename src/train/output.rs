@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result, check_len, check_opt_len};
 use crate::float::Float;
-use crate::gemm::{MatMut, MatRef, gemm};
+use crate::kernels::strided_gemm::{MatMut, MatRef, gemm};
 use crate::shape::GradMode;
 
 /// A dense output layer: `weight [O, H]` (PyTorch `nn.Linear` layout), `bias [O]`.

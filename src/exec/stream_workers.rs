@@ -58,14 +58,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::column_split::{
+use crate::error::{Error, Result, try_zeroed};
+use crate::exec::columns::{
     ColumnPass, Recurrent, SliceState, put_columns, recurrent_columns, step_slice,
 };
-use crate::error::{Error, Result, try_zeroed};
 use crate::float::Float;
 use crate::kernels::isa::IsaToken;
 use crate::kernels::step_gemm::{AlignedBuf, PackedLayout, PanelOrder};
-use crate::layer::{Layer, pack_forward};
+use crate::layer::Layer;
+use crate::packing::pack_forward;
 use crate::shape::CellKind;
 
 /// How long a worker spins for the next step before it parks, by default (see

@@ -8,9 +8,9 @@
 //! which every slice reads whole at step `t + 1`. That is one synchronisation per step, and
 //! each thread streams only its part of `W_hh` (which then fits in its core's L2).
 //!
-//! The synchronisation is [`StepClaims`]: each `(slice, step)` pair is claimed by exactly one
+//! The synchronisation is [`StepClaims`](crate::exec::claims::StepClaims): each `(slice, step)` pair is claimed by exactly one
 //! thread (its own thread first; another thread takes it over only if it is still unclaimed
-//! after [`PATIENCE`], so a descheduled or never-started worker cannot stall the pass, and a
+//! after [`PATIENCE`](crate::exec::claims::PATIENCE), so a descheduled or never-started worker cannot stall the pass, and a
 //! pass whose workers never start at all completes on the calling thread). A thread that took
 //! a slice over takes the next one over without waiting, until a step where the slice's own
 //! thread was there: a preempted worker then costs one patience, not one per step. Whoever computes a
@@ -22,25 +22,17 @@
 //! ([`FoldPlan`], `gemv_fold_avx512.rs`); such a pass comes here on one thread too, as one
 //! slice run by the calling thread.
 
-use core::cell::UnsafeCell;
-use core::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
-
 use crate::error::{Result, try_zeroed};
+use crate::exec::claims::{Slots, StepClaims, StepOutputs, Turn};
 use crate::float::Float;
+use crate::gemm::input_projection;
 use crate::kernels::dispatch::{FOLD_ROWS, FoldPiece};
 use crate::kernels::isa::{IsaToken, l3_cache_bytes};
 use crate::kernels::postgemm::StepShape;
 use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef, PanelOrder};
-use crate::layer::{Layer, forward_packing, input_projection};
+use crate::layer::Layer;
+use crate::packing::forward_packing;
 use crate::shape::{CellKind, GruVariant};
-
-/// How long a thread waits for a slice's own thread to claim it before computing it itself.
-/// A slice normally takes a few microseconds; this is long enough that slices stay with their
-/// thread (and their weights in that core's cache) and short enough that a preempted thread
-/// costs little.
-pub(crate) const PATIENCE: Duration = Duration::from_micros(30);
 
 /// Hidden-unit ranges `[u0, u1)`, one per slice: `n` slices (fewer if `h` has fewer panels)
 /// of whole panels of `nr` units, as equal as panels allow.
@@ -55,200 +47,6 @@ pub(crate) fn column_slices(h: usize, nr: usize, n: usize) -> Vec<(usize, usize)
         })
         .filter(|(u0, u1)| u1 > u0)
         .collect()
-}
-
-/// Per-slice state handed out exclusively by [`StepClaims::work`].
-pub(crate) struct Slots<T>(Vec<UnsafeCell<T>>);
-
-// SAFETY: a slot is only reached through `StepClaims::work`, which gives `&mut` access to slot
-// `c` only to the single thread that claimed `(c, t)`, after every earlier holder of the slot
-// has finished (see `work`); `T: Send` because the slot moves between threads that way.
-unsafe impl<T: Send> Sync for Slots<T> {}
-
-impl<T> Slots<T> {
-    /// One slot per slice.
-    pub(crate) fn new(slots: Vec<T>) -> Self {
-        Slots(slots.into_iter().map(UnsafeCell::new).collect())
-    }
-    /// The slots back, after the pass.
-    pub(crate) fn into_inner(self) -> Vec<T> {
-        self.0.into_iter().map(UnsafeCell::into_inner).collect()
-    }
-}
-
-/// Who computes which `(slice, step)`, and when a step is complete.
-pub(crate) struct StepClaims {
-    /// Per slice: the next step to be claimed.
-    next: Vec<AtomicUsize>,
-    /// `(slice, step)` pairs finished so far.
-    done: AtomicUsize,
-    /// Set when a pair's work panicked: the waiting threads then stop instead of waiting
-    /// forever for a pair that will never finish, and the panic reaches the caller.
-    poisoned: AtomicBool,
-    steps: usize,
-}
-
-/// Sets `poisoned` if dropped while its thread unwinds from a panic.
-struct PoisonOnPanic<'a>(&'a AtomicBool);
-
-impl Drop for PoisonOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.store(true, Ordering::Release);
-        }
-    }
-}
-
-impl StepClaims {
-    /// `slices × steps` pairs, none claimed.
-    pub(crate) fn new(slices: usize, steps: usize) -> Self {
-        StepClaims {
-            next: (0..slices).map(|_| AtomicUsize::new(0)).collect(),
-            done: AtomicUsize::new(0),
-            poisoned: AtomicBool::new(false),
-            steps,
-        }
-    }
-
-    fn slices(&self) -> usize {
-        self.next.len()
-    }
-
-    /// Tries to claim `(c, t)`; on success runs `f` on slot `c`, counts it done and returns
-    /// true.
-    fn try_run<T>(
-        &self,
-        slots: &Slots<T>,
-        c: usize,
-        t: usize,
-        f: &impl Fn(&mut T, usize, usize),
-    ) -> bool {
-        if self.next[c]
-            .compare_exchange(t, t + 1, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-        {
-            // SAFETY: the exchange above succeeds for exactly one thread per `(c, t)`, so this
-            // thread is the only one with access to slot `c` until it counts `(c, t)` done.
-            // The previous holder of the slot, `(c, t - 1)`, finished and released its writes
-            // (the `Release` below) before `done` reached `t · slices`, which every caller of
-            // `try_run` for step `t` has observed with `Acquire` (see `wait_for_step`).
-            let slot = unsafe { &mut *slots.0[c].get() };
-            let guard = PoisonOnPanic(&self.poisoned);
-            f(slot, c, t);
-            drop(guard);
-            self.done.fetch_add(1, Ordering::Release);
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Waits until every slice of steps `< t` is done, computing unclaimed slices of step
-    /// `t - 1` itself once they have waited [`PATIENCE`] for their own thread, or at once if
-    /// `impatient` (this thread took a slice over at the previous step: its thread is likely
-    /// still away, e.g. preempted). Leaves `impatient` saying whether it took one over now.
-    /// Returns false (without waiting further) if another thread's work panicked.
-    fn wait_for_step<T>(
-        &self,
-        slots: &Slots<T>,
-        t: usize,
-        f: &impl Fn(&mut T, usize, usize),
-        impatient: &mut bool,
-    ) -> bool {
-        let patience = if *impatient { Duration::ZERO } else { PATIENCE };
-        let mut took_over = false;
-        let need = t * self.slices();
-        let mut since: Option<Instant> = None;
-        let mut spins = 0u32;
-        // A pair of step `t` (or later) can only be claimed once `done >= t · slices`, so
-        // `done` reaching `need` means exactly that every pair of the earlier steps finished.
-        while self.done.load(Ordering::Acquire) < need {
-            core::hint::spin_loop();
-            spins = spins.wrapping_add(1);
-            if !spins.is_multiple_of(64) {
-                continue;
-            }
-            if self.poisoned.load(Ordering::Acquire) {
-                return false;
-            }
-            let start = *since.get_or_insert_with(Instant::now);
-            if start.elapsed() >= patience {
-                for c in 0..self.slices() {
-                    took_over |= self.try_run(slots, c, t - 1, f);
-                }
-            }
-        }
-        *impatient = took_over;
-        true
-    }
-
-    /// Runs as worker `me`: for each step, waits for the previous one, then claims its own
-    /// slice (`me % slices`). `f(slot, slice, step)` runs exactly once per pair over all
-    /// workers, and for a given step only after every slice of the earlier steps finished
-    /// (their writes visible). Returns when every pair is done, so a single worker completes
-    /// the pass alone if no other ever starts; or early, if another worker's `f` panicked
-    /// (that panic then reaches the caller through the scope that runs the workers).
-    pub(crate) fn work<T>(&self, me: usize, slots: &Slots<T>, f: &impl Fn(&mut T, usize, usize)) {
-        let own = me % self.slices();
-        let mut impatient = false;
-        for t in 0..self.steps {
-            if t > 0 && !self.wait_for_step(slots, t, f, &mut impatient) {
-                return;
-            }
-            self.try_run(slots, own, t, f);
-        }
-        self.wait_for_step(slots, self.steps, f, &mut impatient);
-    }
-}
-
-/// A buffer that slices write in disjoint parts and read whole once a step is complete.
-pub(crate) struct SharedBuf<'a, F> {
-    ptr: *mut F,
-    len: usize,
-    _borrow: PhantomData<&'a mut [F]>,
-}
-
-// SAFETY: `SharedBuf` is a `&mut [F]` split between threads; its unsafe accessors put the
-// absence of conflicting accesses on their callers.
-unsafe impl<F: Send + Sync> Sync for SharedBuf<'_, F> {}
-
-impl<'a, F> SharedBuf<'a, F> {
-    /// Shares `buf` for the duration of its borrow.
-    pub(crate) fn new(buf: &'a mut [F]) -> Self {
-        SharedBuf {
-            ptr: buf.as_mut_ptr(),
-            len: buf.len(),
-            _borrow: PhantomData,
-        }
-    }
-
-    /// Elements `at..at + n` to read.
-    ///
-    /// # Safety
-    /// No thread may write these elements while the returned slice lives.
-    pub(crate) unsafe fn get(&self, at: usize, n: usize) -> &[F] {
-        assert!(
-            at <= self.len && n <= self.len - at,
-            "SharedBuf::get out of bounds"
-        );
-        // SAFETY: in bounds (checked above) of the borrowed buffer; no concurrent writer (the
-        // caller's promise).
-        unsafe { core::slice::from_raw_parts(self.ptr.add(at), n) }
-    }
-
-    /// Elements `at..at + n` to write.
-    ///
-    /// # Safety
-    /// No other thread may read or write these elements while the returned slice lives.
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn get_mut(&self, at: usize, n: usize) -> &mut [F] {
-        assert!(
-            at <= self.len && n <= self.len - at,
-            "SharedBuf::get_mut out of bounds"
-        );
-        // SAFETY: in bounds (checked above); exclusive (the caller's promise).
-        unsafe { core::slice::from_raw_parts_mut(self.ptr.add(at), n) }
-    }
 }
 
 /// Whether a cell can run split by hidden units: all but the reset-before GRU, whose
@@ -425,25 +223,6 @@ pub(crate) fn put_columns<F: Copy>(dst: &mut [F], src: &[F], h: usize, u0: usize
 fn gather_columns<F: Copy>(dst: &mut [F], src: &[F], h: usize, u0: usize, u1: usize) {
     for (bi, d) in dst.chunks_exact_mut(u1 - u0).enumerate() {
         d.copy_from_slice(&src[bi * h + u0..bi * h + u1]);
-    }
-}
-
-/// Columns `u0..u1` of rows `row0..row0 + B` of the shared `[rows, h]` buffer `dst` = `src
-/// [B, u1 - u0]`.
-///
-/// # Safety
-/// No other thread may access these elements meanwhile.
-unsafe fn scatter_columns<F: Copy>(
-    dst: &SharedBuf<'_, F>,
-    row0: usize,
-    src: &[F],
-    h: usize,
-    u0: usize,
-    u1: usize,
-) {
-    for (bi, s) in src.chunks_exact(u1 - u0).enumerate() {
-        // SAFETY: exclusive (the caller's promise).
-        unsafe { dst.get_mut((row0 + bi) * h + u0, u1 - u0) }.copy_from_slice(s);
     }
 }
 
@@ -752,17 +531,14 @@ pub(crate) fn forward_columns<F: Float>(
             }
         }
     });
-    let y = SharedBuf::new(y);
-    let step = |(sl, mine, plan): &mut SliceWork<'_, F>, _slice: usize, t: usize| {
+    let claims = StepClaims::new(slices.len(), steps);
+    let columns = slices.iter().map(|(sl, _, _)| (sl.u0, sl.u1)).collect();
+    let y = StepOutputs::new(&claims, y, b, h, columns);
+    let step = |(sl, mine, plan): &mut SliceWork<'_, F>, turn: &Turn<'_>| {
+        let t = turn.step();
         let (u0, u1) = (sl.u0, sl.u1);
         let hc = u1 - u0;
-        let h_prev = if t == 0 {
-            h0
-        } else {
-            // SAFETY: step t - 1 is complete (`StepClaims::work` runs (slice, t) only after
-            // every slice of the earlier steps finished), and no slice writes row t - 1 again.
-            unsafe { y.get((t - 1) * b * h, b * h) }
-        };
+        let h_prev = if t == 0 { h0 } else { y.completed(turn, t - 1) };
         let (w0, w1) = pass.weight_columns(u0, u1);
         let w = PackedRef {
             order: PanelOrder::alternating(t),
@@ -794,11 +570,8 @@ pub(crate) fn forward_columns<F: Float>(
         }
         let gates = &mut mine[t * b * g * hc..][..b * g * hc];
         sl.update(pass, gates, h_prev, t % 2);
-        // SAFETY: only the holder of (this slice, t) writes these units of row t, and no
-        // slice reads row t before step t is complete.
-        unsafe { scatter_columns(&y, t * b, &sl.h, h, u0, u1) };
+        y.put(turn, &sl.h);
     };
-    let claims = StepClaims::new(slices.len(), steps);
     let slots = Slots::new(slices);
     if threads > 1 {
         rayon::scope(|s| {
@@ -825,34 +598,6 @@ pub(crate) fn forward_columns<F: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A panic in one worker's work reaches the caller instead of leaving the others waiting
-    /// for a step that never completes.
-    #[test]
-    fn a_panicking_slice_does_not_hang_the_others() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Detached, so that a hang fails the test (by the timeout below) instead of blocking it.
-        std::thread::spawn(move || {
-            let (slices, steps) = (2, 20);
-            let claims = StepClaims::new(slices, steps);
-            let slots = Slots::new(vec![(); slices]);
-            let f = |_: &mut (), c: usize, t: usize| {
-                assert!(!(c == 1 && t == 7), "injected failure");
-            };
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                std::thread::scope(|s| {
-                    let (claims, slots, f) = (&claims, &slots, &f);
-                    s.spawn(move || claims.work(1, slots, f));
-                    claims.work(0, slots, f);
-                });
-            }));
-            let _ = tx.send(r.is_err());
-        });
-        let panicked = rx
-            .recv_timeout(std::time::Duration::from_secs(20))
-            .expect("the workers hung after a panic");
-        assert!(panicked, "the injected panic must reach the caller");
-    }
 
     /// The fold's weight cap is half the L3, 16 MiB where the L3 is unknown, and the L3 read
     /// from CPUID is the one Linux lists.
@@ -952,34 +697,6 @@ mod tests {
                     assert_eq!(w[0].1, w[1].0);
                     assert_eq!(w[0].0 % 16, 0);
                 }
-            }
-        }
-    }
-
-    /// Every pair runs once, in step order per slice, after all of the previous step; with
-    /// one worker only, or several.
-    #[test]
-    fn claims_run_every_pair_once_in_order() {
-        for workers in [1, 2, 3] {
-            let (slices, steps) = (3, 50);
-            let claims = StepClaims::new(slices, steps);
-            let finished = AtomicUsize::new(0);
-            let slots = Slots::new(vec![Vec::<usize>::new(); slices]);
-            let f = |log: &mut Vec<usize>, _c: usize, t: usize| {
-                // Every slice of the steps before t is finished.
-                assert!(finished.load(Ordering::SeqCst) >= t * slices);
-                log.push(t);
-                finished.fetch_add(1, Ordering::SeqCst);
-            };
-            std::thread::scope(|s| {
-                for me in 1..workers {
-                    let (claims, slots, f) = (&claims, &slots, &f);
-                    s.spawn(move || claims.work(me, slots, f));
-                }
-                claims.work(0, &slots, &f);
-            });
-            for log in slots.into_inner() {
-                assert_eq!(log, (0..steps).collect::<Vec<_>>());
             }
         }
     }

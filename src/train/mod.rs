@@ -1,0 +1,7 @@
+//! Training: the output layer on the hidden states, and gradient clipping.
+
+pub mod clip;
+pub mod output;
+
+pub use clip::clip_grad_norm;
+pub use output::{OutputGrads, OutputLayer};
