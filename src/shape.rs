@@ -151,3 +151,67 @@ pub enum GradMode {
     /// `grad += new`, for gradient accumulation across calls (truncated BPTT windows, micro-batches).
     Accumulate,
 }
+
+/// The rows of a batch: all as long as the sequence, or each of its own length.
+///
+/// `usize` converts to [`Batch::Fixed`], `&[usize]` and `&Vec<usize>` to [`Batch::Padded`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch<'a> {
+    /// `B` rows of `T` steps each.
+    Fixed(usize),
+    /// `lengths.len()` rows, row `b` valid for its first `lengths[b] <= T` steps; the steps
+    /// after are padding, never read and never reaching state, output or gradients.
+    Padded(&'a [usize]),
+}
+
+impl From<usize> for Batch<'_> {
+    fn from(rows: usize) -> Self {
+        Batch::Fixed(rows)
+    }
+}
+
+impl<'a> From<&'a [usize]> for Batch<'a> {
+    fn from(lengths: &'a [usize]) -> Self {
+        Batch::Padded(lengths)
+    }
+}
+
+impl<'a> From<&'a Vec<usize>> for Batch<'a> {
+    fn from(lengths: &'a Vec<usize>) -> Self {
+        Batch::Padded(lengths)
+    }
+}
+
+/// The direction a layer runs over time.
+///
+/// PyTorch names the reverse direction's parameters with the suffix `_reverse`
+/// (`weight_ih_l0_reverse`); ONNX stores it at index 1 of the leading `num_directions` axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Runs over `t = 0, 1, ..., T-1`; PyTorch names without suffix, ONNX index 0.
+    Forward,
+    /// Runs over `t = T-1, ..., 0` (a padded row from its own last valid step); PyTorch suffix
+    /// `_reverse`, ONNX index 1.
+    Reverse,
+}
+
+impl Direction {
+    /// Both directions, forward first (PyTorch's order of a bidirectional layer's halves).
+    pub const BOTH: [Direction; 2] = [Direction::Forward, Direction::Reverse];
+
+    /// The PyTorch parameter-name suffix: `""` or `"_reverse"`.
+    pub const fn suffix(self) -> &'static str {
+        match self {
+            Direction::Forward => "",
+            Direction::Reverse => "_reverse",
+        }
+    }
+
+    /// The index along ONNX's `num_directions` axis: 0 or 1.
+    pub const fn index(self) -> usize {
+        match self {
+            Direction::Forward => 0,
+            Direction::Reverse => 1,
+        }
+    }
+}

@@ -35,7 +35,7 @@ use crate::float::Float;
 use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef, PanelOrder};
 use crate::layer::{FinalState, InitialState, Layer};
 use crate::packing::forward_packing;
-use crate::shape::{CellKind, Mode};
+use crate::shape::{CellKind, Direction, Mode};
 use crate::workspace::Workspace;
 use std::time::Duration;
 
@@ -305,7 +305,7 @@ impl<F: Float> StreamingLayer<F> {
             h_n: Some(&mut self.h_next),
             c_n: if lstm { Some(&mut self.c_next) } else { None },
         };
-        self.layer.forward(ws, x, init, y, fin)?;
+        self.layer.forward(ws, Direction::Forward, x, init, y, fin)?;
         core::mem::swap(&mut self.h, &mut self.h_next);
         core::mem::swap(&mut self.c, &mut self.c_next);
         Ok(())

@@ -16,7 +16,8 @@ use core::ops::Range;
 
 use crate::error::{Error, Result, mul_len, try_zeroed};
 use crate::float::Float;
-use crate::shape::{CellKind, Dims, GruVariant, Mode};
+use crate::sequence::padded::Segments;
+use crate::shape::{CellKind, Dims, Direction, GruVariant, Mode};
 
 /// Where a workspace is in its forward/backward cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,19 +160,14 @@ pub(crate) struct WsParts<'a, F> {
     pub dh_b: &'a mut [F],
     pub dc: &'a mut [F],
     pub drh: &'a mut [F],
-    /// Backward's weight-gradient packing scratch (see [`Workspace::reserve_grad_scratch`]).
+    /// Backward's weight-gradient packing scratch (see [`Buffers::reserve_grad_scratch`]).
     pub grad_scratch: &'a mut [F],
 }
 
-/// Scratch and saved state for one layer's forward (and backward) over fixed dimensions.
-///
-/// Make one with [`Workspace::new`] (or `Layer::workspace`); its size is
-/// [`Workspace::required_len`] elements. A training forward fills it with what backward needs;
-/// backward then consumes it (the saved gates are overwritten by gate gradients), so each
-/// backward needs its own training forward. Passing a workspace made for another cell kind,
-/// other dimensions or another mode returns [`Error::WorkspaceMismatch`].
+/// The buffers of one pass over a fixed batch (`B` rows of `T` steps): a [`Workspace`] of a
+/// fixed batch holds one, a padded batch's one per segment.
 #[derive(Debug, Clone)]
-pub struct Workspace<F> {
+pub(crate) struct Buffers<F> {
     cell: CellKind,
     dims: Dims,
     mode: Mode,
@@ -183,10 +179,10 @@ pub struct Workspace<F> {
     grad_scratch: Vec<F>,
 }
 
-impl<F: Float> Workspace<F> {
+impl<F: Float> Buffers<F> {
     /// Number of `F` elements a workspace for `cell`, `dims` and `mode` holds; `Err` if its
     /// size in bytes would not fit the address space.
-    pub fn required_len(cell: CellKind, dims: Dims, mode: Mode) -> Result<usize> {
+    pub(crate) fn required_len(cell: CellKind, dims: Dims, mode: Mode) -> Result<usize> {
         let total = WsLayout::new(cell, &dims, mode)?.total;
         match total.checked_mul(core::mem::size_of::<F>()) {
             Some(bytes) if bytes <= isize::MAX as usize => Ok(total),
@@ -194,12 +190,11 @@ impl<F: Float> Workspace<F> {
         }
     }
 
-    /// Allocates a workspace: the only large allocation a forward/backward pair needs, but for
-    /// the weight gradients' packing scratch (a few MiB at most, independent of `T`), which
-    /// the first [`Layer::backward`](crate::Layer::backward) adds to it and later ones reuse.
-    pub fn new(cell: CellKind, dims: Dims, mode: Mode) -> Result<Self> {
+    /// Allocates the buffers (all but the weight gradients' packing scratch, which the first
+    /// backward adds).
+    pub(crate) fn new(cell: CellKind, dims: Dims, mode: Mode) -> Result<Self> {
         let layout = WsLayout::new(cell, &dims, mode)?;
-        Ok(Workspace {
+        Ok(Buffers {
             cell,
             dims,
             mode,
@@ -211,24 +206,24 @@ impl<F: Float> Workspace<F> {
     }
 
     /// The cell kind this workspace serves.
-    pub fn cell(&self) -> CellKind {
+    pub(crate) fn cell(&self) -> CellKind {
         self.cell
     }
 
     /// The dimensions this workspace serves.
-    pub fn dims(&self) -> Dims {
+    pub(crate) fn dims(&self) -> Dims {
         self.dims
     }
 
     /// The mode this workspace serves.
-    pub fn mode(&self) -> Mode {
+    pub(crate) fn mode(&self) -> Mode {
         self.mode
     }
 
     /// Size in bytes, including the weight-gradient scratch that the first
     /// [`Layer::backward`](crate::Layer::backward) adds (a few MiB at most: a chunk of 256
     /// time-step rows of `x` and `h` per thread, independent of `T`).
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         (self.buf.len() + self.grad_scratch.len()) * core::mem::size_of::<F>()
     }
 
@@ -287,6 +282,96 @@ impl<F: Float> Workspace<F> {
             dh_b,
             dc,
             drh,
+        }
+    }
+}
+
+/// Everything a layer's forward (and backward) needs besides the caller's buffers, sized once
+/// for a batch: `B` rows of `T` steps ([`Batch::Fixed`]) or rows of their own lengths padded to
+/// `T` ([`Batch::Padded`]). Made by [`Layer::workspace`](crate::Layer::workspace); nothing is
+/// allocated per step.
+///
+/// A training forward fills it with what backward needs; backward then consumes it (the saved
+/// gates are overwritten by gate gradients), so each backward needs its own training forward,
+/// and runs in the direction that forward ran. A call refused with an error leaves the
+/// workspace as it was. Passing a workspace made for another cell kind, other widths or (to
+/// backward) another mode returns [`Error::WorkspaceMismatch`].
+///
+/// Its size: training keeps, per valid step of each row, the activated gates (`G·H`), the
+/// hidden state (`H`), the LSTM's cell state (`H`) and the GRU's `H` more; inference keeps
+/// the input projection (`G·H` per step) and `O(B·G·H)` scratch. [`Workspace::bytes`] counts
+/// all of it.
+#[derive(Debug)]
+pub struct Workspace<F> {
+    pub(crate) batch: BatchBuffers<F>,
+    /// The direction of the last forward, which backward follows.
+    pub(crate) direction: Direction,
+}
+
+/// A workspace's buffers by kind of batch.
+#[derive(Debug)]
+pub(crate) enum BatchBuffers<F> {
+    Fixed(Buffers<F>),
+    Padded(Segments<F>),
+}
+
+impl<F: Float> Workspace<F> {
+    /// A workspace for `dims.batch` rows of `dims.seq_len` steps of a `cell` layer with
+    /// `dims.input` inputs and `dims.hidden` units (the same as
+    /// [`Layer::workspace`](crate::Layer::workspace) with [`Batch::Fixed`]).
+    pub fn new(cell: CellKind, dims: Dims, mode: Mode) -> Result<Self> {
+        Ok(Workspace {
+            batch: BatchBuffers::Fixed(Buffers::new(cell, dims, mode)?),
+            direction: Direction::Forward,
+        })
+    }
+
+    /// Number of `F` elements a workspace of a fixed batch for `cell`, `dims` and `mode`
+    /// holds (besides backward's packing scratch); `Err` if its size in bytes would not fit
+    /// the address space.
+    pub fn required_len(cell: CellKind, dims: Dims, mode: Mode) -> Result<usize> {
+        Buffers::<F>::required_len(cell, dims, mode)
+    }
+
+    /// The cell kind this workspace serves.
+    pub fn cell(&self) -> CellKind {
+        match &self.batch {
+            BatchBuffers::Fixed(b) => b.cell(),
+            BatchBuffers::Padded(s) => s.cell(),
+        }
+    }
+
+    /// The dimensions this workspace serves: `T` (padded) steps of `B` rows.
+    pub fn dims(&self) -> Dims {
+        match &self.batch {
+            BatchBuffers::Fixed(b) => b.dims(),
+            BatchBuffers::Padded(s) => s.dims(),
+        }
+    }
+
+    /// The mode this workspace serves.
+    pub fn mode(&self) -> Mode {
+        match &self.batch {
+            BatchBuffers::Fixed(b) => b.mode(),
+            BatchBuffers::Padded(s) => s.mode(),
+        }
+    }
+
+    /// Each row's number of valid steps for a padded batch; `None` for a fixed batch.
+    pub fn lengths(&self) -> Option<&[usize]> {
+        match &self.batch {
+            BatchBuffers::Fixed(_) => None,
+            BatchBuffers::Padded(s) => Some(s.lengths()),
+        }
+    }
+
+    /// Size in bytes, including the weight-gradient scratch that the first backward adds (a
+    /// few MiB at most: a chunk of 256 time-step rows of `x` and `h` per thread, independent
+    /// of `T`).
+    pub fn bytes(&self) -> usize {
+        match &self.batch {
+            BatchBuffers::Fixed(b) => b.bytes(),
+            BatchBuffers::Padded(s) => s.bytes(),
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::error::{Result, try_zeroed};
 use crate::exec::claims::{Slots, StepClaims, StepOutputs, Turn};
 use crate::float::Float;
 use crate::gemm::input_projection;
+use crate::sequence::{TimeAxis, reverse_steps};
 use crate::kernels::dispatch::{FOLD_ROWS, FoldPiece};
 use crate::kernels::isa::{IsaToken, l3_cache_bytes};
 use crate::kernels::postgemm::StepShape;
@@ -483,6 +484,7 @@ pub(crate) fn forward_columns<F: Float>(
     pass: &ColumnPass<'_, F>,
     slices: Vec<SliceState<F>>,
     threads: usize,
+    axis: TimeAxis,
     x: &[F],
     w_ih_t: PackedRef<'_, F>,
     proj: &mut [F],
@@ -495,7 +497,7 @@ pub(crate) fn forward_columns<F: Float>(
     let i = w_ih_t.layout.k;
     // At batch 1, where the kernel exists, most of the projection is folded into the steps'
     // GEMVs instead (see `FoldPlan`); each slice's plan depends on its panel count.
-    let folds = folds_projection::<F>(pass.isa, pass.cell, steps, b, i, h);
+    let folds = !axis.reversed() && folds_projection::<F>(pass.isa, pass.cell, steps, b, i, h);
     // Each slice's part of `proj`, its fold plan, and its projection (the same per-element
     // sums as the row-major projection of the unsplit pass).
     let mut rest = proj;
@@ -533,15 +535,22 @@ pub(crate) fn forward_columns<F: Float>(
     });
     let claims = StepClaims::new(slices.len(), steps);
     let columns = slices.iter().map(|(sl, _, _)| (sl.u0, sl.u1)).collect();
-    let y = StepOutputs::new(&claims, y, b, h, columns);
+    // The slices write y in the order they run the steps (the claims' order); a reverse pass
+    // puts its steps back in time order at the end.
+    let y_run = StepOutputs::new(&claims, &mut *y, b, h, columns);
     let step = |(sl, mine, plan): &mut SliceWork<'_, F>, turn: &Turn<'_>| {
-        let t = turn.step();
+        let tau = turn.step();
+        let t = axis.at(tau);
         let (u0, u1) = (sl.u0, sl.u1);
         let hc = u1 - u0;
-        let h_prev = if t == 0 { h0 } else { y.completed(turn, t - 1) };
+        let h_prev = if tau == 0 {
+            h0
+        } else {
+            y_run.completed(turn, tau - 1)
+        };
         let (w0, w1) = pass.weight_columns(u0, u1);
         let w = PackedRef {
-            order: PanelOrder::alternating(t),
+            order: PanelOrder::alternating(tau),
             ..PackedRef::columns(pass.w_hh_t, pass.layout, w0, w1)
         };
         let a = Operand {
@@ -569,8 +578,8 @@ pub(crate) fn forward_columns<F: Float>(
             }
         }
         let gates = &mut mine[t * b * g * hc..][..b * g * hc];
-        sl.update(pass, gates, h_prev, t % 2);
-        y.put(turn, &sl.h);
+        sl.update(pass, gates, h_prev, tau % 2);
+        y_run.put(turn, &sl.h);
     };
     let slots = Slots::new(slices);
     if threads > 1 {
@@ -592,6 +601,9 @@ pub(crate) fn forward_columns<F: Float>(
                 c_n[bi * h + sl.u0..bi * h + sl.u1].copy_from_slice(src);
             }
         }
+    }
+    if axis.reversed() {
+        reverse_steps(y, b * h);
     }
 }
 

@@ -5,7 +5,7 @@
 use crate::exec::columns::{cell_splits_by_units, folds_projection};
 use crate::float::Float;
 use crate::kernels::isa::IsaToken;
-use crate::shape::{CellKind, Dims};
+use crate::shape::{CellKind, Dims, Direction};
 
 /// Least multiply-adds per step (`B·G·H·max(I, H)`) with 8 or more rows for a pass to split
 /// by rows: below it a parallel region costs more than the second core gains.
@@ -59,6 +59,7 @@ pub(crate) fn forward_plan<F: Float>(
     isa: IsaToken,
     cell: CellKind,
     d: &Dims,
+    direction: Direction,
     training: bool,
 ) -> ForwardPlan {
     let shards = row_shards(threads, cell, d);
@@ -72,8 +73,10 @@ pub(crate) fn forward_plan<F: Float>(
     } else {
         1
     };
-    let folds =
-        !training && folds_projection::<F>(isa, cell, d.seq_len, d.batch, d.input, d.hidden);
+    // The fold projects the rows of later steps during earlier ones: forward only.
+    let folds = !training
+        && direction == Direction::Forward
+        && folds_projection::<F>(isa, cell, d.seq_len, d.batch, d.input, d.hidden);
     if units > 1 || folds {
         ForwardPlan::Columns(units)
     } else {

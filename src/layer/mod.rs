@@ -14,9 +14,10 @@ use crate::kernels::step_gemm::{AlignedBuf, PackedLayout};
 use crate::packing::{backward_packing, forward_packing, pack_forward};
 use crate::sequence;
 use crate::sequence::backward::backward_scratch_len;
-use crate::shape::{CellKind, Dims, GradMode, Mode};
+use crate::sequence::padded::Segments;
+use crate::shape::{Batch, CellKind, Dims, Direction, GradMode, Mode};
 use crate::weights::{LayerGrads, LayerWeights};
-use crate::workspace::{Status, Workspace};
+use crate::workspace::{BatchBuffers, Buffers, Status, Workspace};
 
 /// One recurrent layer (one direction) with its parameters in PyTorch's layout.
 ///
@@ -329,24 +330,106 @@ impl<F: Float> Layer<F> {
             hidden: self.hidden_size,
         }
     }
-    /// A workspace for calls over `seq_len` steps of `batch` sequences.
-    pub fn workspace(&self, seq_len: usize, batch: usize, mode: Mode) -> Result<Workspace<F>> {
-        Workspace::new(self.cell, self.dims(seq_len, batch), mode)
+    /// A workspace for calls over `seq_len` steps of a batch: `B` rows of `seq_len` steps
+    /// (`Batch::Fixed(B)`, or just `B`) or rows of their own lengths padded to `seq_len`
+    /// (`Batch::Padded(&lengths)`, row `b` valid for its first `lengths[b]` steps; 0 allowed:
+    /// the row keeps its initial state). The workspace is made for those lengths: a batch
+    /// with other lengths needs its own.
+    ///
+    /// Errors: [`Error::ZeroDim`] for `seq_len` 0 or no rows, [`Error::InvalidArgument`] for a
+    /// length past `seq_len`, [`Error::SizeOverflow`] / [`Error::AllocationFailed`] for sizes
+    /// that do not fit.
+    pub fn workspace<'b>(
+        &self,
+        seq_len: usize,
+        batch: impl Into<Batch<'b>>,
+        mode: Mode,
+    ) -> Result<Workspace<F>> {
+        let batch = match batch.into() {
+            Batch::Fixed(b) => BatchBuffers::Fixed(Buffers::new(self.cell, self.dims(seq_len, b), mode)?),
+            Batch::Padded(lengths) => {
+                BatchBuffers::Padded(Segments::new(self, lengths, seq_len, mode)?)
+            }
+        };
+        Ok(Workspace {
+            batch,
+            direction: Direction::Forward,
+        })
     }
     /// Zero gradients shaped like this layer's parameters.
     pub fn zero_grads(&self) -> LayerGrads<F> {
         LayerGrads::zeros(self.cell, self.input_size, self.hidden_size)
     }
 
-    /// Runs the layer over `x [T, B, I]` (time-major), writing `y [T, B, H]` and, if asked,
-    /// the final state. `T` and `B` come from the workspace; a [`Mode::Training`] workspace
-    /// also keeps what [`Layer::backward`] needs.
+    /// Runs the layer over `x [T, B, I]` (time-major) in `direction`, writing `y [T, B, H]`
+    /// and, if asked, the final state. `T` and the batch come from the workspace; a
+    /// [`Mode::Training`] workspace also keeps what [`Layer::backward`] needs.
+    ///
+    /// [`Direction::Reverse`] runs each row from its last step back to the first (a padded
+    /// row from its own last valid step): `y[t]` is then the state after reading
+    /// `x[t], x[t+1], ...`, and the final state is the one after step 0, as in the reverse
+    /// half of PyTorch's bidirectional layers.
+    ///
+    /// Over a padded batch ([`Batch::Padded`](crate::Batch::Padded)), `y` is zero at the
+    /// padding, the padding of `x` is never read, and the final state of a row is its state
+    /// after its own last step (its initial state for a row of length 0); see
+    /// [`sequence::padded`](crate::sequence::padded).
     ///
     /// NaN or infinity in inputs or weights propagate to the outputs (never a panic); check
-    /// outputs with `is_finite` where that matters.
+    /// outputs with `is_finite` where that matters. A call refused by validation changes
+    /// nothing.
     pub fn forward(
         &self,
         ws: &mut Workspace<F>,
+        direction: Direction,
+        x: &[F],
+        init: InitialState<'_, F>,
+        y: &mut [F],
+        fin: FinalState<'_, F>,
+    ) -> Result<()> {
+        match &mut ws.batch {
+            BatchBuffers::Fixed(b) => self.forward_buffers(b, direction, x, init, y, fin)?,
+            BatchBuffers::Padded(s) => {
+                sequence::padded::forward(self, s, direction, x, init, y, fin)?
+            }
+        }
+        ws.direction = direction;
+        Ok(())
+    }
+
+    /// Backpropagation through time over the last training [`Layer::forward`] run with `ws`,
+    /// in the direction that forward ran.
+    ///
+    /// `x` must be the input that forward saw. Weight gradients go to `grads`, added or
+    /// overwritten by `mode`; input gradients go to `inputs` (overwritten). Over a padded batch
+    /// `dy` at the padding is not read, `dx` there is zero, and `dh_n`/`dc_n` of a row enter at
+    /// its last step. Backward consumes the workspace's saved gates: a second backward needs a
+    /// new forward ([`Error::InvalidState`] otherwise).
+    pub fn backward(
+        &self,
+        ws: &mut Workspace<F>,
+        x: &[F],
+        up: Upstream<'_, F>,
+        grads: &mut LayerGrads<F>,
+        inputs: InputGrads<'_, F>,
+        mode: GradMode,
+    ) -> Result<()> {
+        let direction = ws.direction;
+        match &mut ws.batch {
+            BatchBuffers::Fixed(b) => {
+                self.backward_buffers(b, direction, x, up, grads, inputs, mode)
+            }
+            BatchBuffers::Padded(s) => {
+                sequence::padded::backward(self, s, direction, x, up, grads, inputs, mode)
+            }
+        }
+    }
+
+    /// [`Layer::forward`] over one fixed batch's buffers.
+    pub(crate) fn forward_buffers(
+        &self,
+        ws: &mut Buffers<F>,
+        direction: Direction,
         x: &[F],
         init: InitialState<'_, F>,
         y: &mut [F],
@@ -358,9 +441,9 @@ impl<F: Float> Layer<F> {
         ws.status = Status::Fresh;
         let training = ws.mode() == Mode::Training;
         let isa = self.isa.resolve();
-        let plan = plan::forward_plan::<F>(self.threads(), isa, self.cell, &d, training);
+        let plan = plan::forward_plan::<F>(self.threads(), isa, self.cell, &d, direction, training);
         self.in_pool(plan.threads(), || {
-            sequence::forward::forward(self, isa, plan, ws, training, x, init, y, fin)
+            sequence::forward::forward(self, isa, plan, direction, ws, training, x, init, y, fin)
         })?;
         ws.status = if training {
             Status::Forwarded
@@ -370,15 +453,12 @@ impl<F: Float> Layer<F> {
         Ok(())
     }
 
-    /// Backpropagation through time over the last training [`Layer::forward`] run with `ws`.
-    ///
-    /// `x` must be the input that forward saw. Weight gradients go to `grads`, added or
-    /// overwritten by `mode`; input gradients go to `inputs` (overwritten). Backward consumes
-    /// the workspace's saved gates: a second backward needs a new forward
-    /// ([`Error::InvalidState`] otherwise).
-    pub fn backward(
+    /// [`Layer::backward`] over one fixed batch's buffers.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_buffers(
         &self,
-        ws: &mut Workspace<F>,
+        ws: &mut Buffers<F>,
+        direction: Direction,
         x: &[F],
         up: Upstream<'_, F>,
         grads: &mut LayerGrads<F>,
@@ -404,7 +484,9 @@ impl<F: Float> Layer<F> {
         ws.status = Status::Consumed;
         let isa = self.isa.resolve();
         self.in_pool(shards, || {
-            sequence::backward::backward(self, isa, shards, ws, x, up, grads, inputs, mode)
+            sequence::backward::backward(
+                self, isa, shards, direction, ws, x, up, grads, inputs, mode,
+            )
         });
         Ok(())
     }

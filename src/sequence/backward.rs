@@ -10,9 +10,10 @@ use crate::kernels::isa::IsaToken;
 use crate::kernels::step_gemm::{Accumulate, PackedRef};
 use crate::layer::{InputGrads, Layer, Upstream};
 use crate::packing::backward_packing;
-use crate::shape::{CellKind, Dims, GradMode, GruVariant};
+use crate::sequence::TimeAxis;
+use crate::shape::{CellKind, Dims, Direction, GradMode, GruVariant};
 use crate::weights::LayerGrads;
-use crate::workspace::Workspace;
+use crate::workspace::Buffers;
 
 /// Scratch elements per thread for backward's weight gradients: B's packed chunks for the
 /// widest call (`[I, H]` operands; the reset-before GRU's three, `[I, H, H]`).
@@ -85,7 +86,8 @@ pub(crate) fn backward<F: Float>(
     layer: &Layer<F>,
     isa: IsaToken,
     shards: usize,
-    ws: &mut Workspace<F>,
+    direction: Direction,
+    ws: &mut Buffers<F>,
     x: &[F],
     up: Upstream<'_, F>,
     grads: &mut LayerGrads<F>,
@@ -99,6 +101,7 @@ pub(crate) fn backward<F: Float>(
     let bh = b * h;
     let tb = t_len * b;
     let p = ws.parts();
+    let axis = TimeAxis::new(t_len, direction);
     // W_hh [G*H, H] packed for dG · W_hh; `w(g)` is its rows from gate block `g` on.
     let bwd_layout = backward_packing::<F>(cell, h);
     let packed = layer.packed_backward();
@@ -175,14 +178,16 @@ pub(crate) fn backward<F: Float>(
         let (mut dh, mut dh_next) = (d0.pop().expect("one piece"), d1.pop().expect("one piece"));
         let mut dc = dc.pop().unwrap_or(&mut []);
         let mut drh = drh.pop().unwrap_or(&mut []);
-        for t in (0..t_len).rev() {
+        for tau in (0..t_len).rev() {
+            let t = axis.at(tau);
+            let (prev, out) = (axis.prev_slot(t), axis.out_slot(t));
             let st = BackwardState {
                 gates: &mut *gates[t],
                 grid: if gru { &mut *grids[t] } else { &mut [] },
-                h_prev: hs[t],
-                h: hs[t + 1],
-                c_prev: if lstm { cs[t] } else { &[] },
-                c: if lstm { cs[t + 1] } else { &[] },
+                h_prev: hs[prev],
+                h: hs[out],
+                c_prev: if lstm { cs[prev] } else { &[] },
+                c: if lstm { cs[out] } else { &[] },
                 dy: dys.get(t).copied(),
                 dh: &mut *dh,
                 dh_prev: &mut *dh_next,
@@ -219,7 +224,8 @@ pub(crate) fn backward<F: Float>(
         GradMode::Overwrite => Accumulate::No,
         GradMode::Accumulate => Accumulate::Yes,
     };
-    let h_prev_all = &p.h_all[..tb * h];
+    // Step t's previous state, for t = 0..T: consecutive slots in either direction.
+    let h_prev_all = &p.h_all[axis.prev_slot(0) * bh..][..tb * h];
     // dW_ih = dGᵀ X, and dW_hh = dGᵀ H_{t-1} for the gate blocks whose recurrent input is
     // h_{t-1} itself: one pass over dG for both.
     let term = GradTerm::new;

@@ -12,8 +12,9 @@ use crate::kernels::isa::IsaToken;
 use crate::kernels::step_gemm::{PackedRef, PanelOrder};
 use crate::layer::{FinalState, InitialState, Layer};
 use crate::packing::forward_packing;
-use crate::shape::CellKind;
-use crate::workspace::Workspace;
+use crate::sequence::{TimeAxis, read_write};
+use crate::shape::{CellKind, Direction};
+use crate::workspace::Buffers;
 
 /// The forward pass over a fixed batch; every buffer was validated by [`Layer::forward`]. The
 /// recurrence runs as `plan` says: split by batch rows, or (inference only) by hidden units;
@@ -23,7 +24,8 @@ pub(crate) fn forward<F: Float>(
     layer: &Layer<F>,
     isa: IsaToken,
     plan: ForwardPlan,
-    ws: &mut Workspace<F>,
+    direction: Direction,
+    ws: &mut Buffers<F>,
     training: bool,
     x: &[F],
     init: InitialState<'_, F>,
@@ -45,14 +47,17 @@ pub(crate) fn forward<F: Float>(
 
     let w_ih_t = PackedRef::all(layer.packed_input(), layer.input_packing());
 
-    // Initial states.
-    let h_init = &mut p.h_all[..bh];
+    // Initial states: in the slot the first step reads (training keeps every state in
+    // order of time; inference only the initial one, and the LSTM's cell state in a ring).
+    let axis = TimeAxis::new(t_len, direction);
+    let first = if training { axis.first_slot() } else { 0 };
+    let h_init = &mut p.h_all[first * bh..][..bh];
     match init.h0 {
         Some(h0) => h_init.copy_from_slice(h0),
         None => h_init.fill(F::ZERO),
     }
     if cell.has_cell_state() {
-        let c_init = &mut p.c_all[..bh];
+        let c_init = &mut p.c_all[first * bh..][..bh];
         match init.c0 {
             Some(c0) => c_init.copy_from_slice(c0),
             None => c_init.fill(F::ZERO),
@@ -68,9 +73,9 @@ pub(crate) fn forward<F: Float>(
                 .map(|range| SliceState::new(&pass, range, init.c0))
                 .collect::<Result<Vec<_>>>()?;
             let (h0, proj) = (&p.h_all[..bh], &mut *p.gates);
-            forward_columns(&pass, slices, units, x, w_ih_t, proj, h0, y, fin.c_n);
+            forward_columns(&pass, slices, units, axis, x, w_ih_t, proj, h0, y, fin.c_n);
             if let Some(h_n) = fin.h_n {
-                h_n.copy_from_slice(&y[(t_len - 1) * bh..]);
+                h_n.copy_from_slice(&y[axis.last_step() * bh..][..bh]);
             }
             return Ok(());
         }
@@ -139,30 +144,25 @@ pub(crate) fn forward<F: Float>(
         mut c_states,
         mut grids,
     ): Shard<'_, F>| {
-        for t in 0..t_len {
-            // h_{t-1} and the slot for h_t: training keeps every state in the workspace;
-            // inference reads h_{t-1} from y (or the initial state) and writes h_t into y.
+        for tau in 0..t_len {
+            let t = axis.at(tau);
+            // The previous state and the slot for this step's: training keeps every state in
+            // the workspace; inference reads the previous state from y (or the initial state)
+            // and writes the new one into y.
             let (h_prev, h_out): (&[F], &mut [F]) = if training {
-                let (before, after) = h_states.split_at_mut(t + 1);
-                (&*before[t], &mut *after[0])
-            } else if t == 0 {
-                (&*h_states[0], &mut *y_rows[0])
+                read_write(&mut h_states, axis.prev_slot(t), axis.out_slot(t))
+            } else if tau == 0 {
+                (&*h_states[0], &mut *y_rows[t])
             } else {
-                let (before, after) = y_rows.split_at_mut(t);
-                (&*before[t - 1], &mut *after[0])
+                read_write(&mut y_rows, axis.at(tau - 1), t)
             };
             let (c_prev, c_out): (&[F], &mut [F]) = if !lstm {
                 (&[], &mut [])
             } else if training {
-                let (before, after) = c_states.split_at_mut(t + 1);
-                (&*before[t], &mut *after[0])
+                read_write(&mut c_states, axis.prev_slot(t), axis.out_slot(t))
             } else {
-                let (s0, s1) = c_states.split_at_mut(1);
-                if t % 2 == 0 {
-                    (&*s0[0], &mut *s1[0])
-                } else {
-                    (&*s1[0], &mut *s0[0])
-                }
+                // A two-slot ring: step tau reads slot tau % 2 and writes the other.
+                read_write(&mut c_states, tau % 2, (tau + 1) % 2)
             };
             let grid: &mut [F] = match (gru, training) {
                 (true, true) => &mut *grids[t],
@@ -177,28 +177,26 @@ pub(crate) fn forward<F: Float>(
                 c_prev,
                 c_out,
                 grid,
-                order: PanelOrder::alternating(t),
+                order: PanelOrder::alternating(tau),
             };
             forward_step(&prep, st);
             if training {
-                y_rows[t].copy_from_slice(&*h_states[t + 1]);
+                y_rows[t].copy_from_slice(&*h_states[axis.out_slot(t)]);
             }
         }
     });
 
     if let Some(h_n) = fin.h_n {
-        h_n.copy_from_slice(&y[(t_len - 1) * bh..]);
+        h_n.copy_from_slice(&y[axis.last_step() * bh..][..bh]);
     }
     if let Some(c_n) = fin.c_n {
         let last = if training {
-            &p.c_all[t_len * bh..]
-        } else if t_len % 2 == 1 {
-            // Step t writes slot (t + 1) % 2.
-            &p.c_all[bh..]
+            axis.last_slot()
         } else {
-            &p.c_all[..bh]
+            // Step tau writes ring slot (tau + 1) % 2.
+            t_len % 2
         };
-        c_n.copy_from_slice(&last[..bh]);
+        c_n.copy_from_slice(&p.c_all[last * bh..][..bh]);
     }
     Ok(())
 }
