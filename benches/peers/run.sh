@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Times PyTorch (CPU; its LSTM runs oneDNN) and ONNX Runtime on the shapes of benches/rnn.rs,
-# with the same thread count, between two runs of ours (examples/peer_shapes.rs), and writes
+# with the same thread count, between two runs of ours (benches/harness/peer_shapes.rs), and writes
 # peers.md beside this script. Not part of CI.
 # Installs both into a virtual environment of its own, from the Python registry.
 #   bash benches/peers/run.sh [threads]

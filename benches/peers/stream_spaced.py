@@ -1,5 +1,5 @@
 """ONNX Runtime's one-step LSTM (I = H = 256, B = 1, T = 1) with the steps spaced apart, as
-examples/stream_latency.rs times ours: the caller busy-waits GAP µs between calls. Prints the
+benches/harness/stream_latency.rs times ours: the caller busy-waits GAP µs between calls. Prints the
 fastest, 10th percentile and median call per gap. Uses the venv of run.sh (run that first):
     .venv/bin/python stream_spaced.py [threads=2] [steps=3000]
 Not part of CI."""

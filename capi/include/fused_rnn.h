@@ -170,7 +170,7 @@ int frnn_backward_padded(frnn_layer *layer,
  * disturb a pending backward. Stateless, and on a layer with 2+ threads each call enters the
  * layer's thread pool: an LSTM at I = H = 256, B = 1 measured 28-53 us (median) on two threads
  * against 27-33 us on one. For low latency use a stream (frnn_stream_*), whose worker threads
- * wait for the next step: 12-15 us on two threads (examples/step_paths.rs). */
+ * wait for the next step: 12-15 us on two threads (benches/harness/step_paths.rs). */
 int frnn_step(frnn_layer *layer, size_t batch,
               const float *x_t, size_t x_len,
               float *h, size_t h_len,
