@@ -18,6 +18,7 @@ use std::time::Duration;
 use criterion::{
     BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime,
 };
+use fused_rnn::Direction;
 use fused_rnn::bench_support::PackedStepGemm;
 use fused_rnn::{
     CellKind, FinalState, GradMode, GruVariant, InitialState, InputGrads, Isa, Layer, Mode,
@@ -99,6 +100,7 @@ impl Bench {
         self.layer
             .forward(
                 &mut self.ws_infer,
+                Direction::Forward,
                 &self.x,
                 InitialState::default(),
                 &mut self.y,
@@ -112,6 +114,7 @@ impl Bench {
         self.layer
             .forward(
                 &mut self.ws_train,
+                Direction::Forward,
                 &self.x,
                 InitialState::default(),
                 &mut self.y,
@@ -387,7 +390,14 @@ fn denormal(c: &mut Criterion) {
                         c0: Some(&c0),
                     };
                     layer
-                        .forward(&mut ws, &x, init, &mut y, FinalState::default())
+                        .forward(
+                            &mut ws,
+                            Direction::Forward,
+                            &x,
+                            init,
+                            &mut y,
+                            FinalState::default(),
+                        )
                         .unwrap();
                     let up = Upstream {
                         dy: Some(&dy),
@@ -437,12 +447,9 @@ fn padded(c: &mut Criterion) {
             let useful = per_step * lengths.iter().sum::<usize>() as u64;
             let mut ws_inf = bench
                 .layer
-                .padded_workspace(lengths, s.t, Mode::Inference)
+                .workspace(s.t, lengths, Mode::Inference)
                 .unwrap();
-            let mut ws_train = bench
-                .layer
-                .padded_workspace(lengths, s.t, Mode::Training)
-                .unwrap();
+            let mut ws_train = bench.layer.workspace(s.t, lengths, Mode::Training).unwrap();
             configure(&mut g, 3 * useful);
             g.throughput(Throughput::Elements(useful));
             let name = format!("{}_{tag}", s.name());
@@ -450,8 +457,9 @@ fn padded(c: &mut Criterion) {
                 b.iter(|| {
                     let Bench { layer, x, y, .. } = &mut bench;
                     layer
-                        .forward_padded(
+                        .forward(
                             &mut ws_inf,
+                            Direction::Forward,
                             x,
                             InitialState::default(),
                             y,
@@ -477,8 +485,9 @@ fn padded(c: &mut Criterion) {
                         ..
                     } = &mut bench;
                     layer
-                        .forward_padded(
+                        .forward(
                             &mut ws_train,
+                            Direction::Forward,
                             x,
                             InitialState::default(),
                             y,
@@ -494,7 +503,7 @@ fn padded(c: &mut Criterion) {
                         ..Default::default()
                     };
                     layer
-                        .backward_padded(&mut ws_train, x, up, grads, inputs, GradMode::Overwrite)
+                        .backward(&mut ws_train, x, up, grads, inputs, GradMode::Overwrite)
                         .unwrap();
                     black_box(&bench.grads);
                 })

@@ -40,11 +40,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use fused_rnn::interop::Direction;
 use fused_rnn::interop::pytorch::{DtypePolicy, StateDict};
 use fused_rnn::{
-    CellKind, Dims, FinalState, Float, GradMode, GruVariant, InitialState, InputGrads, Isa, Layer,
-    Mode, PaddedWorkspace, RnnActivation, Upstream, Workspace,
+    Batch, CellKind, Dims, Direction, FinalState, Float, GradMode, GruVariant, InitialState,
+    InputGrads, Isa, Layer, Mode, RnnActivation, Upstream,
 };
 
 /// One compared tensor.
@@ -300,12 +299,6 @@ fn widen<F: Float>(v: &[F]) -> Vec<f64> {
     v.iter().map(|a| a.to_f64()).collect()
 }
 
-/// The training workspace of a case: a fixed-length batch, or a padded one (`lengths`).
-enum Ws<F> {
-    Fixed(Workspace<F>),
-    Padded(PaddedWorkspace<F>),
-}
-
 /// Runs the case's forward and backward; returns (name, ours, torch's) per tensor.
 type Compared = Vec<(&'static str, Vec<f64>, Vec<f64>)>;
 
@@ -359,19 +352,14 @@ fn run<F: Float>(
         c_n: lstm.then_some(&mut c_n[..]),
     };
     // A packed case runs as a padded batch.
-    let mut ws = match &s.lengths {
-        Some(l) => Ws::Padded(
-            layer
-                .padded_workspace(l, t, Mode::Training)
-                .map_err(fmt_err)?,
-        ),
-        None => Ws::Fixed(layer.workspace(t, b, Mode::Training).map_err(fmt_err)?),
+    let batch = match &s.lengths {
+        Some(l) => Batch::Padded(l),
+        None => Batch::Fixed(b),
     };
-    match &mut ws {
-        Ws::Padded(p) => layer.forward_padded(p, &x, init, &mut y, fin),
-        Ws::Fixed(w) => layer.forward(w, &x, init, &mut y, fin),
-    }
-    .map_err(fmt_err)?;
+    let mut ws = layer.workspace(t, batch, Mode::Training).map_err(fmt_err)?;
+    layer
+        .forward(&mut ws, Direction::Forward, &x, init, &mut y, fin)
+        .map_err(fmt_err)?;
     let mut grads = layer.zero_grads();
     let mut dx = vec![nan; d.x_len()];
     let mut dh0 = vec![nan; d.state_len()];
@@ -386,11 +374,9 @@ fn run<F: Float>(
         dh0: Some(&mut dh0),
         dc0: lstm.then_some(&mut dc0[..]),
     };
-    match &mut ws {
-        Ws::Padded(p) => layer.backward_padded(p, &x, up, &mut grads, inputs, GradMode::Overwrite),
-        Ws::Fixed(w) => layer.backward(w, &x, up, &mut grads, inputs, GradMode::Overwrite),
-    }
-    .map_err(fmt_err)?;
+    layer
+        .backward(&mut ws, &x, up, &mut grads, inputs, GradMode::Overwrite)
+        .map_err(fmt_err)?;
 
     let mut out: Compared = vec![
         ("y", widen(&y), widen(&get::<F>(sd, "y", &[t, b, h])?)),

@@ -8,6 +8,7 @@
 
 use std::time::Instant;
 
+use fused_rnn::Direction;
 use fused_rnn::{
     CellKind, FinalState, GradMode, GruVariant, InitialState, InputGrads, Layer, Mode, OutputLayer,
     RnnActivation, Upstream, clip_grad_norm,
@@ -141,7 +142,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 h_n: Some(&mut h_n),
                 c_n: None,
             };
-            layer.forward(&mut ws, &x, InitialState::default(), &mut y, fin)?;
+            layer.forward(
+                &mut ws,
+                Direction::Forward,
+                &x,
+                InitialState::default(),
+                &mut y,
+                fin,
+            )?;
             head.forward(&h_n, &mut pred)?;
             // Mean squared error and its gradient.
             let dpred: Vec<f32> = pred
@@ -221,7 +229,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         h_n: Some(&mut h_val),
         c_n: None,
     };
-    layer.forward(&mut ws_val, &x, InitialState::default(), &mut y_val, fin)?;
+    layer.forward(
+        &mut ws_val,
+        Direction::Forward,
+        &x,
+        InitialState::default(),
+        &mut y_val,
+        fin,
+    )?;
     let mut pred_val = vec![0.0f32; vb];
     head.forward(&h_val, &mut pred_val)?;
     let mse = |p: &[f32]| {

@@ -58,14 +58,14 @@
 //! ## Example
 //!
 //! ```
-//! use fused_rnn::{CellKind, FinalState, GradMode, InitialState, InputGrads, Layer, Mode, Upstream};
+//! use fused_rnn::{CellKind, Direction, FinalState, GradMode, InitialState, InputGrads, Layer, Mode, Upstream};
 //!
 //! let (t, b, i, h) = (10, 4, 3, 16);
 //! let layer = Layer::<f32>::with_seeded_init(CellKind::Lstm, i, h, 42)?;
 //! let mut ws = layer.workspace(t, b, Mode::Training)?;
 //! let x = vec![0.5f32; t * b * i];
 //! let mut y = vec![0.0f32; t * b * h];
-//! layer.forward(&mut ws, &x, InitialState::default(), &mut y, FinalState::default())?;
+//! layer.forward(&mut ws, Direction::Forward, &x, InitialState::default(), &mut y, FinalState::default())?;
 //!
 //! // Backward for L = sum(y): dL/dy = 1.
 //! let dy = vec![1.0f32; t * b * h];

@@ -154,7 +154,8 @@ pub enum GradMode {
 
 /// The rows of a batch: all as long as the sequence, or each of its own length.
 ///
-/// `usize` converts to [`Batch::Fixed`], `&[usize]` and `&Vec<usize>` to [`Batch::Padded`].
+/// `usize` converts to [`Batch::Fixed`]; `&[usize]`, `&[usize; N]` and `&Vec<usize>` to
+/// [`Batch::Padded`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Batch<'a> {
     /// `B` rows of `T` steps each.
@@ -172,6 +173,12 @@ impl From<usize> for Batch<'_> {
 
 impl<'a> From<&'a [usize]> for Batch<'a> {
     fn from(lengths: &'a [usize]) -> Self {
+        Batch::Padded(lengths)
+    }
+}
+
+impl<'a, const N: usize> From<&'a [usize; N]> for Batch<'a> {
+    fn from(lengths: &'a [usize; N]) -> Self {
         Batch::Padded(lengths)
     }
 }

@@ -305,7 +305,8 @@ impl<F: Float> StreamingLayer<F> {
             h_n: Some(&mut self.h_next),
             c_n: if lstm { Some(&mut self.c_next) } else { None },
         };
-        self.layer.forward(ws, Direction::Forward, x, init, y, fin)?;
+        self.layer
+            .forward(ws, Direction::Forward, x, init, y, fin)?;
         core::mem::swap(&mut self.h, &mut self.h_next);
         core::mem::swap(&mut self.c, &mut self.c_next);
         Ok(())

@@ -6,6 +6,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+use fused_rnn::Direction;
 use fused_rnn::{
     CellKind, FinalState, GradMode, InitialState, InputGrads, Isa, Layer, Mode, Upstream,
 };
@@ -62,6 +63,7 @@ fn count_rows<F: fused_rnn::Float>(cell: CellKind, isa: Isa, t: usize, b: usize)
         layer
             .forward(
                 &mut ws,
+                Direction::Forward,
                 &x,
                 InitialState::default(),
                 &mut y,
@@ -85,6 +87,7 @@ fn count_rows<F: fused_rnn::Float>(cell: CellKind, isa: Isa, t: usize, b: usize)
         layer
             .forward(
                 &mut ws_inf,
+                Direction::Forward,
                 &x,
                 InitialState::default(),
                 &mut y,
@@ -164,11 +167,12 @@ fn count_padded(cell: CellKind, scale: usize) -> usize {
     let mut dx = vec![0.0f32; t * b * i];
     let mut dh0 = vec![0.0f32; b * h];
     let mut grads = layer.zero_grads();
-    let mut ws = layer.padded_workspace(&lengths, t, Mode::Training).unwrap();
+    let mut ws = layer.workspace(t, &lengths, Mode::Training).unwrap();
     let mut pass = || {
         layer
-            .forward_padded(
+            .forward(
                 &mut ws,
+                Direction::Forward,
                 &x,
                 InitialState::default(),
                 &mut y,
@@ -176,7 +180,7 @@ fn count_padded(cell: CellKind, scale: usize) -> usize {
             )
             .unwrap();
         layer
-            .backward_padded(
+            .backward(
                 &mut ws,
                 &x,
                 Upstream {

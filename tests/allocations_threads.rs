@@ -5,6 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use fused_rnn::Direction;
 use fused_rnn::{CellKind, FinalState, InitialState, Layer, Mode, StreamingLayer};
 
 struct Counting;
@@ -90,7 +91,14 @@ fn threaded_paths_allocate_nothing_per_step() {
         let mut run = || {
             let fin = FinalState::default();
             layer
-                .forward(&mut ws, &xs, InitialState::default(), &mut y, fin)
+                .forward(
+                    &mut ws,
+                    Direction::Forward,
+                    &xs,
+                    InitialState::default(),
+                    &mut y,
+                    fin,
+                )
                 .unwrap()
         };
         run();

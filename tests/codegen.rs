@@ -16,6 +16,7 @@
 
 mod common;
 
+use fused_rnn::Direction;
 use fused_rnn::{CellKind, FinalState, InitialState, Isa, Layer, Mode, StreamingLayer};
 
 /// Runs every f32 kernel entry on `isa`, so that its code is linked into this binary.
@@ -49,6 +50,7 @@ fn run_every_kernel(isa: Isa) {
             layer
                 .forward(
                     &mut ws,
+                    Direction::Forward,
                     &x,
                     InitialState::default(),
                     &mut y,

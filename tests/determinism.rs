@@ -6,6 +6,7 @@
 mod common;
 
 use common::{RandomCase, dims};
+use fused_rnn::Direction;
 use fused_rnn::{
     CellKind, Dims, FinalState, Float, GradMode, InitialState, InputGrads, Isa, Layer, LayerGrads,
     Mode, StreamingLayer, Upstream, Workspace,
@@ -26,6 +27,7 @@ fn forward_backward<F: Float>(
     layer
         .forward(
             ws,
+            Direction::Forward,
             &c.x,
             InitialState {
                 h0: Some(&c.h0),

@@ -1,6 +1,7 @@
 //! The fused layer's analytic f64 gradients against central finite differences of its own
 //! forward pass, for every cell kind and every gradient tensor.
 
+use fused_rnn::Direction;
 use fused_rnn::{
     CellKind, FinalState, GradMode, InitialState, InputGrads, Layer, LayerWeights, Mode, Upstream,
 };
@@ -82,7 +83,9 @@ impl Case {
             h_n: Some(&mut h_n),
             c_n: if self.lstm() { Some(&mut c_n) } else { None },
         };
-        layer.forward(&mut ws, &self.x, init, &mut y, fin).unwrap();
+        layer
+            .forward(&mut ws, Direction::Forward, &self.x, init, &mut y, fin)
+            .unwrap();
         let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>();
         let dot_abs =
             |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| (p * q).abs()).sum::<f64>();
@@ -104,7 +107,14 @@ fn analytic(c: &Case) -> Vec<Vec<f64>> {
         c0: c.lstm().then_some(&c.c0[..]),
     };
     layer
-        .forward(&mut ws, &c.x, init, &mut y, FinalState::default())
+        .forward(
+            &mut ws,
+            Direction::Forward,
+            &c.x,
+            init,
+            &mut y,
+            FinalState::default(),
+        )
         .unwrap();
     let mut g = layer.zero_grads();
     let mut dx = vec![f64::NAN; c.x.len()];

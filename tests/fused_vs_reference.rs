@@ -6,6 +6,7 @@
 mod common;
 
 use common::{RandomCase, assert_close, dims, f32_tolerance, rms};
+use fused_rnn::Direction;
 use fused_rnn::reference;
 use fused_rnn::{
     CellKind, FinalState, Float, GradMode, InitialState, InputGrads, Isa, Layer, Mode, Upstream,
@@ -38,7 +39,7 @@ fn run_fused<F: Float>(c: &RandomCase<F>, isa: Isa) -> Vec<(&'static str, Vec<f6
         c_n: if lstm { Some(&mut c_inf) } else { None },
     };
     layer
-        .forward(&mut ws_inf, &c.x, init, &mut y_inf, fin)
+        .forward(&mut ws_inf, Direction::Forward, &c.x, init, &mut y_inf, fin)
         .unwrap();
 
     let mut ws = layer.workspace(d.seq_len, d.batch, Mode::Training).unwrap();
@@ -46,7 +47,9 @@ fn run_fused<F: Float>(c: &RandomCase<F>, isa: Isa) -> Vec<(&'static str, Vec<f6
         h_n: Some(&mut h_n),
         c_n: if lstm { Some(&mut c_n) } else { None },
     };
-    layer.forward(&mut ws, &c.x, init, &mut y, fin).unwrap();
+    layer
+        .forward(&mut ws, Direction::Forward, &c.x, init, &mut y, fin)
+        .unwrap();
     let bits = |v: &[F]| v.iter().map(|a| a.to_f64().to_bits()).collect::<Vec<_>>();
     assert_eq!(
         bits(&y),

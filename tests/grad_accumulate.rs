@@ -6,6 +6,7 @@
 mod common;
 
 use common::{RandomCase, assert_close, dims, rms};
+use fused_rnn::Direction;
 use fused_rnn::{
     CellKind, FinalState, GradMode, InitialState, InputGrads, Layer, LayerGrads, Mode, Upstream,
     Workspace,
@@ -27,7 +28,14 @@ fn backward_into(
         c0: c.c0(),
     };
     layer
-        .forward(ws, &c.x, init, &mut y, FinalState::default())
+        .forward(
+            ws,
+            Direction::Forward,
+            &c.x,
+            init,
+            &mut y,
+            FinalState::default(),
+        )
         .unwrap();
     let up = Upstream {
         dy: Some(&c.dy),

@@ -417,7 +417,9 @@ fn onnx_tensors_run_through_our_layer_equal_the_onnx_equations() {
             h_n: None,
             c_n: lstm.then_some(&mut c_n[..]),
         };
-        layer.forward(&mut ws, &x, init, &mut y, fin).unwrap();
+        layer
+            .forward(&mut ws, Direction::Forward, &x, init, &mut y, fin)
+            .unwrap();
         // Both in f64; they differ in summation order and in how the sigmoid is evaluated
         // (here 1/(1+e^-a); the z flip of the reset-before GRU turns 1 - σ(a) into σ(-a)), a few
         // eps per value, chained over 6 steps.

@@ -1,6 +1,7 @@
 //! Every wrong length, zero-sized dimension, misplaced buffer, mismatched workspace and
 //! out-of-order call on the layer API returns `Err`, never a panic.
 
+use fused_rnn::Direction;
 use fused_rnn::{
     CellKind, Error, FinalState, GradMode, InitialState, InputGrads, Layer, LayerGrads,
     LayerWeights, Mode, Upstream, Workspace,
@@ -129,6 +130,7 @@ fn forward_rejects_every_wrong_buffer() {
         is_len_err(
             l.forward(
                 &mut ws,
+                Direction::Forward,
                 &x[1..],
                 InitialState::default(),
                 &mut y,
@@ -139,6 +141,7 @@ fn forward_rejects_every_wrong_buffer() {
         is_len_err(
             l.forward(
                 &mut ws,
+                Direction::Forward,
                 &x,
                 InitialState::default(),
                 &mut y[1..],
@@ -151,7 +154,14 @@ fn forward_rejects_every_wrong_buffer() {
             c0: None,
         };
         is_len_err(
-            l.forward(&mut ws, &x, init, &mut y, FinalState::default()),
+            l.forward(
+                &mut ws,
+                Direction::Forward,
+                &x,
+                init,
+                &mut y,
+                FinalState::default(),
+            ),
             "h0",
         );
         let fin = FinalState {
@@ -159,14 +169,28 @@ fn forward_rejects_every_wrong_buffer() {
             c_n: None,
         };
         is_len_err(
-            l.forward(&mut ws, &x, InitialState::default(), &mut y, fin),
+            l.forward(
+                &mut ws,
+                Direction::Forward,
+                &x,
+                InitialState::default(),
+                &mut y,
+                fin,
+            ),
             "h_n",
         );
         let init = InitialState {
             h0: None,
             c0: Some(&s),
         };
-        let r = l.forward(&mut ws, &x, init, &mut y, FinalState::default());
+        let r = l.forward(
+            &mut ws,
+            Direction::Forward,
+            &x,
+            init,
+            &mut y,
+            FinalState::default(),
+        );
         if cell.has_cell_state() {
             assert!(r.is_ok());
             let init = InitialState {
@@ -174,7 +198,14 @@ fn forward_rejects_every_wrong_buffer() {
                 c0: Some(&s[1..]),
             };
             is_len_err(
-                l.forward(&mut ws, &x, init, &mut y, FinalState::default()),
+                l.forward(
+                    &mut ws,
+                    Direction::Forward,
+                    &x,
+                    init,
+                    &mut y,
+                    FinalState::default(),
+                ),
                 "c0",
             );
         } else {
@@ -186,7 +217,14 @@ fn forward_rejects_every_wrong_buffer() {
                 h_n: None,
                 c_n: Some(&mut out),
             };
-            let r = l.forward(&mut ws, &x, InitialState::default(), &mut y, fin);
+            let r = l.forward(
+                &mut ws,
+                Direction::Forward,
+                &x,
+                InitialState::default(),
+                &mut y,
+                fin,
+            );
             assert!(
                 matches!(r, Err(Error::UnexpectedBuffer { what: "c_n", .. })),
                 "{r:?}"
@@ -201,6 +239,7 @@ fn forward_rejects_every_wrong_buffer() {
         let mut ws_other = Workspace::<f32>::new(other_cell, l.dims(T, B), Mode::Training).unwrap();
         let r = l.forward(
             &mut ws_other,
+            Direction::Forward,
             &x,
             InitialState::default(),
             &mut y,
@@ -212,6 +251,7 @@ fn forward_rejects_every_wrong_buffer() {
         let mut ws_wide = Workspace::<f32>::new(cell, dims, Mode::Training).unwrap();
         let r = l.forward(
             &mut ws_wide,
+            Direction::Forward,
             &x,
             InitialState::default(),
             &mut y,
@@ -247,6 +287,7 @@ fn backward_rejects_every_wrong_buffer_and_call_order() {
         let mut ws_inf = l.workspace(T, B, Mode::Inference).unwrap();
         l.forward(
             &mut ws_inf,
+            Direction::Forward,
             &x,
             InitialState::default(),
             &mut y,
@@ -263,8 +304,15 @@ fn backward_rejects_every_wrong_buffer_and_call_order() {
         assert!(matches!(r, Err(Error::WorkspaceMismatch { .. })), "{r:?}");
 
         let forward = |ws: &mut Workspace<f32>, y: &mut [f32]| {
-            l.forward(ws, &x, InitialState::default(), y, FinalState::default())
-                .unwrap()
+            l.forward(
+                ws,
+                Direction::Forward,
+                &x,
+                InitialState::default(),
+                y,
+                FinalState::default(),
+            )
+            .unwrap()
         };
         forward(&mut ws, &mut y);
         is_len_err(

@@ -18,6 +18,7 @@
 mod common;
 
 use common::{RandomCase, dims};
+use fused_rnn::Direction;
 use fused_rnn::{
     CellKind, FinalState, Float, GradMode, InitialState, InputGrads, Isa, Layer, LayerGrads, Mode,
     RnnActivation, Upstream, all_finite,
@@ -46,6 +47,7 @@ fn run<F: Float>(layer: &Layer<F>, c: &RandomCase<F>, x: &[F], dy: &[F]) -> Run<
     layer
         .forward(
             &mut ws,
+            Direction::Forward,
             x,
             InitialState {
                 h0: Some(&c.h0),

@@ -6,6 +6,7 @@
 mod common;
 
 use common::{RandomCase, assert_close, backward_from, dims, f32_tolerance, forward_from, rms};
+use fused_rnn::Direction;
 use fused_rnn::{
     CellKind, Error, FinalState, Float, GradMode, GruVariant, InitialState, InputGrads, Layer,
     LayerGrads, Mode, Upstream,
@@ -51,7 +52,7 @@ fn padded_pass<F: Float>(c: &RandomCase<F>, lengths: &[usize], threads: usize) -
     layer.set_threads(threads).expect("threads");
     let (x, dy) = with_nan_padding(c, lengths);
     let mut ws = layer
-        .padded_workspace(lengths, t, Mode::Training)
+        .workspace(t, lengths, Mode::Training)
         .expect("workspace");
     let s = b * h;
     let mut p = Pass {
@@ -64,8 +65,9 @@ fn padded_pass<F: Float>(c: &RandomCase<F>, lengths: &[usize], threads: usize) -
         grads: Default::default(),
     };
     layer
-        .forward_padded(
+        .forward(
             &mut ws,
+            Direction::Forward,
             &x,
             InitialState {
                 h0: Some(&c.h0),
@@ -80,7 +82,7 @@ fn padded_pass<F: Float>(c: &RandomCase<F>, lengths: &[usize], threads: usize) -
         .expect("forward_padded");
     let mut grads = layer.zero_grads();
     layer
-        .backward_padded(
+        .backward(
             &mut ws,
             &x,
             Upstream {
@@ -258,13 +260,14 @@ fn loss(c: &RandomCase<f64>, lengths: &[usize]) -> f64 {
     let lstm = c.cell.has_cell_state();
     let layer = Layer::new(c.cell, i, h, c.weights()).expect("layer");
     let mut ws = layer
-        .padded_workspace(lengths, t_all, Mode::Inference)
+        .workspace(t_all, lengths, Mode::Inference)
         .expect("ws");
     let mut y = vec![0.0; t_all * b * h];
     let (mut hn, mut cn) = (vec![0.0; b * h], vec![0.0; b * h]);
     layer
-        .forward_padded(
+        .forward(
             &mut ws,
+            Direction::Forward,
             &c.x,
             InitialState {
                 h0: Some(&c.h0),
@@ -366,37 +369,35 @@ fn f32_padded_pass_is_within_the_f32_tolerance_of_f64() {
 fn bad_padded_input_is_an_error() {
     let cell = CellKind::Gru(GruVariant::ResetAfter);
     let layer = Layer::<f32>::with_seeded_init(cell, 3, 4, 1).expect("layer");
-    let err = |r: Result<fused_rnn::PaddedWorkspace<f32>, Error>| r.expect_err("must fail");
+    let err = |r: Result<fused_rnn::Workspace<f32>, Error>| r.expect_err("must fail");
     assert!(matches!(
-        err(layer.padded_workspace(&[2, 5], 4, Mode::Training)),
+        err(layer.workspace(4, &[2, 5], Mode::Training)),
         Error::InvalidArgument {
             what: "lengths",
             ..
         }
     ));
     assert!(matches!(
-        err(layer.padded_workspace(&[], 4, Mode::Training)),
+        err(layer.workspace(4, &[], Mode::Training)),
         Error::ZeroDim { .. }
     ));
     assert!(matches!(
-        err(layer.padded_workspace(&[0], 0, Mode::Training)),
+        err(layer.workspace(0, &[0], Mode::Training)),
         Error::ZeroDim { .. }
     ));
     // Short rows of a batch whose padded buffers could not exist.
     assert!(matches!(
-        err(layer.padded_workspace(&[1, 2], usize::MAX / 2, Mode::Training)),
+        err(layer.workspace(usize::MAX / 2, &[1, 2], Mode::Training)),
         Error::SizeOverflow { .. }
     ));
 
     let (t, b, i, h) = (4, 2, 3, 4);
-    let mut ws = layer
-        .padded_workspace(&[4, 1], t, Mode::Training)
-        .expect("ws");
+    let mut ws = layer.workspace(t, &[4, 1], Mode::Training).expect("ws");
     let x = vec![0.5f32; t * b * i];
     let mut y = vec![0.0f32; t * b * h];
     let mut grads = layer.zero_grads();
-    let backward = |ws: &mut fused_rnn::PaddedWorkspace<f32>, grads: &mut LayerGrads<f32>| {
-        layer.backward_padded(
+    let backward = |ws: &mut fused_rnn::Workspace<f32>, grads: &mut LayerGrads<f32>| {
+        layer.backward(
             ws,
             &x,
             Upstream::default(),
@@ -410,8 +411,9 @@ fn bad_padded_input_is_an_error() {
         Err(Error::InvalidState { .. })
     ));
     assert!(matches!(
-        layer.forward_padded(
+        layer.forward(
             &mut ws,
+            Direction::Forward,
             &x[1..],
             InitialState::default(),
             &mut y,
@@ -421,8 +423,9 @@ fn bad_padded_input_is_an_error() {
     ));
     let c0 = vec![0.0f32; b * h];
     assert!(matches!(
-        layer.forward_padded(
+        layer.forward(
             &mut ws,
+            Direction::Forward,
             &x,
             InitialState {
                 h0: None,
@@ -434,8 +437,9 @@ fn bad_padded_input_is_an_error() {
         Err(Error::UnexpectedBuffer { .. })
     ));
     layer
-        .forward_padded(
+        .forward(
             &mut ws,
+            Direction::Forward,
             &x,
             InitialState::default(),
             &mut y,
@@ -456,12 +460,11 @@ fn bad_padded_input_is_an_error() {
         Err(Error::InvalidState { .. })
     ));
     // Inference workspaces keep nothing for backward; another layer's does not fit.
-    let mut inf = layer
-        .padded_workspace(&[4, 1], t, Mode::Inference)
-        .expect("ws");
+    let mut inf = layer.workspace(t, &[4, 1], Mode::Inference).expect("ws");
     layer
-        .forward_padded(
+        .forward(
             &mut inf,
+            Direction::Forward,
             &x,
             InitialState::default(),
             &mut y,
@@ -473,12 +476,11 @@ fn bad_padded_input_is_an_error() {
         Err(Error::WorkspaceMismatch { .. })
     ));
     let other = Layer::<f32>::with_seeded_init(cell, 3, 5, 1).expect("layer");
-    let mut ws_other = other
-        .padded_workspace(&[4, 1], t, Mode::Training)
-        .expect("ws");
+    let mut ws_other = other.workspace(t, &[4, 1], Mode::Training).expect("ws");
     assert!(matches!(
-        layer.forward_padded(
+        layer.forward(
             &mut ws_other,
+            Direction::Forward,
             &x,
             InitialState::default(),
             &mut y,

@@ -7,6 +7,7 @@
 
 #![cfg(target_os = "linux")]
 
+use fused_rnn::Direction;
 use fused_rnn::{CellKind, FinalState, GruVariant, InitialState, Layer, Mode};
 
 /// The threads of this process.
@@ -25,6 +26,7 @@ fn run(layer: &Layer<f32>) {
     layer
         .forward(
             &mut ws,
+            Direction::Forward,
             &x,
             InitialState::default(),
             &mut y,

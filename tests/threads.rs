@@ -5,6 +5,7 @@
 mod common;
 
 use common::{RandomCase, dims, inference_forward, training_pass_in};
+use fused_rnn::Direction;
 use fused_rnn::{
     CellKind, FinalState, Float, GradMode, InitialState, InputGrads, Isa, Layer, Mode,
     StreamingLayer, Upstream,
@@ -23,7 +24,14 @@ fn run<F: Float>(c: &RandomCase<F>, isa: Isa, threads: usize) -> Vec<u64> {
         c0: c.c0(),
     };
     layer
-        .forward(&mut ws, &c.x, init, &mut y, FinalState::default())
+        .forward(
+            &mut ws,
+            Direction::Forward,
+            &c.x,
+            init,
+            &mut y,
+            FinalState::default(),
+        )
         .unwrap();
     let mut g = layer.zero_grads();
     let mut dx = vec![F::ZERO; d.x_len()];

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{RandomCase, dims};
+use fused_rnn::Direction;
 use fused_rnn::{CellKind, FinalState, GradMode, InitialState, InputGrads, Layer, Mode, Upstream};
 
 fn pass(layer: &Layer<f32>, c: &RandomCase<f32>) -> Vec<u32> {
@@ -15,7 +16,14 @@ fn pass(layer: &Layer<f32>, c: &RandomCase<f32>) -> Vec<u32> {
         c0: c.c0(),
     };
     layer
-        .forward(&mut ws, &c.x, init, &mut y, FinalState::default())
+        .forward(
+            &mut ws,
+            Direction::Forward,
+            &c.x,
+            init,
+            &mut y,
+            FinalState::default(),
+        )
         .unwrap();
     let mut g = layer.zero_grads();
     let mut dh0 = vec![0.0f32; d.state_len()];

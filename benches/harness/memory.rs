@@ -2,6 +2,7 @@
 //! reports: `cargo run --release --example memory -- [lstm|gru|rnn] [T]` (Linux: reads VmRSS and
 //! VmHWM from /proc/self/status). Default shape: B=32, I=H=512, T=512.
 
+use fused_rnn::Direction;
 use fused_rnn::{
     CellKind, FinalState, GradMode, GruVariant, InitialState, InputGrads, Layer, Mode,
     RnnActivation, Upstream, Workspace,
@@ -43,6 +44,7 @@ fn main() -> Result<(), fused_rnn::Error> {
     let mut ws = layer.workspace(t, b, Mode::Training)?;
     layer.forward(
         &mut ws,
+        Direction::Forward,
         &x,
         InitialState::default(),
         &mut y,

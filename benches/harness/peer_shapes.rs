@@ -2,6 +2,7 @@
 //! of repeated calls after two warm-up calls), so that one `run.sh` measures us and the peers
 //! in one session. `cargo run --release --example peer_shapes -- [threads]`.
 
+use fused_rnn::Direction;
 use fused_rnn::{
     CellKind, FinalState, GradMode, GruVariant, InitialState, InputGrads, Layer, Mode,
     RnnActivation, StreamingLayer, Upstream,
@@ -40,7 +41,9 @@ fn layer_and_input(
 /// One forward pass from the zero state.
 fn forward(layer: &Layer<f32>, ws: &mut fused_rnn::Workspace<f32>, x: &[f32], y: &mut [f32]) {
     let (init, fin) = (InitialState::default(), FinalState::default());
-    layer.forward(ws, x, init, y, fin).expect("forward");
+    layer
+        .forward(ws, Direction::Forward, x, init, y, fin)
+        .expect("forward");
 }
 
 fn main() -> Result<(), fused_rnn::Error> {

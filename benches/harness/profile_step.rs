@@ -1,6 +1,7 @@
 //! A fixed workload for profilers (perf, callgrind): LSTM/GRU forward+backward at B=32,
 //! I=H=512, T=32, repeated. `cargo run --release --example profile_step -- [lstm|gru] [reps] [threads]`.
 
+use fused_rnn::Direction;
 use fused_rnn::{
     CellKind, FinalState, GradMode, GruVariant, InitialState, InputGrads, Layer, Mode, Upstream,
 };
@@ -30,6 +31,7 @@ fn main() -> Result<(), fused_rnn::Error> {
     for _ in 0..reps {
         layer.forward(
             &mut ws,
+            Direction::Forward,
             &x,
             InitialState::default(),
             &mut y,

@@ -5,6 +5,7 @@
 //!
 //! `cargo run --release --example step_paths -- [steps=3000]`
 
+use fused_rnn::Direction;
 use fused_rnn::{CellKind, FinalState, InitialState, Layer, Mode, StreamingLayer};
 use std::time::Instant;
 
@@ -41,7 +42,7 @@ fn main() -> Result<(), fused_rnn::Error> {
                 h_n: None,
                 c_n: Some(&mut c_t),
             };
-            layer.forward(&mut ws, &x, init, &mut h_t, fin)?;
+            layer.forward(&mut ws, Direction::Forward, &x, init, &mut h_t, fin)?;
             times.push(t0.elapsed().as_secs_f64() * 1e6);
         }
         let (fastest, median) = fastest_and_median(&mut times);

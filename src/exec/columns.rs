@@ -26,13 +26,13 @@ use crate::error::{Result, try_zeroed};
 use crate::exec::claims::{Slots, StepClaims, StepOutputs, Turn};
 use crate::float::Float;
 use crate::gemm::input_projection;
-use crate::sequence::{TimeAxis, reverse_steps};
 use crate::kernels::dispatch::{FOLD_ROWS, FoldPiece};
 use crate::kernels::isa::{IsaToken, l3_cache_bytes};
 use crate::kernels::postgemm::StepShape;
 use crate::kernels::step_gemm::{Accumulate, Operand, PackedLayout, PackedRef, PanelOrder};
 use crate::layer::Layer;
 use crate::packing::forward_packing;
+use crate::sequence::{TimeAxis, reverse_steps};
 use crate::shape::{CellKind, GruVariant};
 
 /// Hidden-unit ranges `[u0, u1)`, one per slice: `n` slices (fewer if `h` has fewer panels)

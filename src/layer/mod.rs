@@ -346,7 +346,9 @@ impl<F: Float> Layer<F> {
         mode: Mode,
     ) -> Result<Workspace<F>> {
         let batch = match batch.into() {
-            Batch::Fixed(b) => BatchBuffers::Fixed(Buffers::new(self.cell, self.dims(seq_len, b), mode)?),
+            Batch::Fixed(b) => {
+                BatchBuffers::Fixed(Buffers::new(self.cell, self.dims(seq_len, b), mode)?)
+            }
             Batch::Padded(lengths) => {
                 BatchBuffers::Padded(Segments::new(self, lengths, seq_len, mode)?)
             }

@@ -90,7 +90,6 @@ impl<F: Float> Segments<F> {
         &self.lengths
     }
 
-
     /// `B`, the number of rows.
     pub(crate) fn batch(&self) -> usize {
         self.lengths.len()

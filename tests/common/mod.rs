@@ -2,6 +2,7 @@
 //! relative-error comparison that reports where and by how much it failed.
 #![allow(dead_code)]
 
+use fused_rnn::Direction;
 use fused_rnn::{
     CellKind, Dims, FinalState, Float, GradMode, InitialState, InputGrads, Layer, LayerWeights,
     Mode, Upstream,
@@ -247,7 +248,9 @@ pub fn inference_forward<F: Float>(
         h_n: Some(&mut h_n),
         c_n: if lstm { Some(&mut c_n) } else { None },
     };
-    layer.forward(&mut ws, &c.x, init, &mut y, fin).unwrap();
+    layer
+        .forward(&mut ws, Direction::Forward, &c.x, init, &mut y, fin)
+        .unwrap();
     (y, h_n, lstm.then_some(c_n))
 }
 
@@ -277,6 +280,7 @@ pub fn training_pass_in<F: Float>(
     layer
         .forward(
             ws,
+            Direction::Forward,
             x,
             InitialState::default(),
             &mut y,
@@ -315,6 +319,7 @@ pub fn forward_from<F: Float>(
     layer
         .forward(
             &mut ws,
+            Direction::Forward,
             x,
             InitialState { h0: Some(h0), c0 },
             &mut y,
