@@ -1,5 +1,5 @@
 /*
- * fused_rnn.h - C API of fused-rnn (hand-kept; matches capi/src/lib.rs).
+ * fused_rnn.h - C API of fused-rnn (hand-kept; matches capi/src/).
  *
  * f32 RNN / LSTM / GRU layers with fused SIMD forward and BPTT backward.
  *
