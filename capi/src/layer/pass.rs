@@ -11,52 +11,61 @@ use fused_rnn::{
 
 use super::FrnnLayer;
 use crate::ffi::{
-    CErr, FRNN_ERR_PANIC, FRNN_ERR_STATE, Span, check_length, check_overlap, check_ptr, err,
-    in_slice, out_slice,
+    CErr, FRNN_ERR_STATE, Span, check_length, check_overlap, check_ptr, err, in_slice, out_slice,
 };
 
-/// The workspace in `slot` if `fits` accepts it, else a new one from `make` put there.
-fn slot_workspace<W>(
+/// Runs `pass` on the workspace in `slot` if `fits` accepts it, else on a new one from `make`
+/// that takes the slot's place only once `pass` succeeds. So a refused call changes nothing in
+/// the handle: the Rust layer leaves a workspace's saved state alone when it refuses a call,
+/// and a workspace made for a call that is refused is dropped, the old one (and the backward
+/// pending in it) kept. While a new workspace runs, the old one is still allocated.
+fn with_slot<W>(
     slot: &mut Option<W>,
     fits: impl Fn(&W) -> bool,
     make: impl FnOnce() -> Result<W, Error>,
-) -> Result<&mut W, CErr> {
-    if !slot.as_ref().is_some_and(fits) {
-        *slot = Some(make()?);
+    pass: impl FnOnce(&mut W) -> Result<(), Error>,
+) -> Result<(), CErr> {
+    match slot {
+        Some(w) if fits(w) => pass(w)?,
+        _ => {
+            let mut w = make()?;
+            pass(&mut w)?;
+            *slot = Some(w);
+        }
     }
-    slot.as_mut()
-        .ok_or_else(|| err(FRNN_ERR_PANIC, "workspace slot unexpectedly empty"))
+    Ok(())
 }
 
-/// A workspace in `slot` for `(seq_len, batch, mode)`, made anew only when they change.
-fn workspace<'a>(
+/// Runs `pass` on a workspace for `(seq_len, batch, mode)` from `slot`, made anew only when
+/// they change ([`with_slot`]).
+fn with_workspace(
     layer: &Layer<f32>,
-    slot: &'a mut Option<Workspace<f32>>,
-    seq_len: usize,
-    batch: usize,
-    mode: Mode,
-) -> Result<&'a mut Workspace<f32>, CErr> {
+    slot: &mut Option<Workspace<f32>>,
+    (seq_len, batch, mode): (usize, usize, Mode),
+    pass: impl FnOnce(&mut Workspace<f32>) -> Result<(), Error>,
+) -> Result<(), CErr> {
     let dims = layer.dims(seq_len, batch);
-    slot_workspace(
+    with_slot(
         slot,
         |w| w.dims() == dims && w.mode() == mode,
         || layer.workspace(seq_len, batch, mode),
+        pass,
     )
 }
 
-/// A padded workspace in `slot` for `(lengths, seq_len, mode)`, made anew only when they
-/// change.
-fn padded_workspace<'a>(
+/// Runs `pass` on a padded workspace for `(lengths, seq_len, mode)` from `slot`, made anew
+/// only when they change ([`with_slot`]).
+fn with_padded_workspace(
     layer: &Layer<f32>,
-    slot: &'a mut Option<PaddedWorkspace<f32>>,
-    lengths: &[usize],
-    seq_len: usize,
-    mode: Mode,
-) -> Result<&'a mut PaddedWorkspace<f32>, CErr> {
-    slot_workspace(
+    slot: &mut Option<PaddedWorkspace<f32>>,
+    (lengths, seq_len, mode): (&[usize], usize, Mode),
+    pass: impl FnOnce(&mut PaddedWorkspace<f32>) -> Result<(), Error>,
+) -> Result<(), CErr> {
+    with_slot(
         slot,
         |w| w.lengths() == lengths && w.seq_len() == seq_len && w.mode() == mode,
         || layer.padded_workspace(lengths, seq_len, mode),
+        pass,
     )
 }
 
@@ -124,16 +133,18 @@ pub(super) unsafe fn forward_impl(
                 Mode::Training => &mut l.train_ws,
                 Mode::Inference => &mut l.infer_ws,
             };
-            let ws = workspace(&l.layer, slot, seq_len, b, mode)?;
-            l.layer.forward(ws, x, init, y, fin)?;
+            with_workspace(&l.layer, slot, (seq_len, b, mode), |ws| {
+                l.layer.forward(ws, x, init, y, fin)
+            })?;
         }
         Batch::Padded(lengths) => {
             let slot = match mode {
                 Mode::Training => &mut l.padded_train,
                 Mode::Inference => &mut l.padded_infer,
             };
-            let ws = padded_workspace(&l.layer, slot, lengths, seq_len, mode)?;
-            l.layer.forward_padded(ws, x, init, y, fin)?;
+            with_padded_workspace(&l.layer, slot, (lengths, seq_len, mode), |ws| {
+                l.layer.forward_padded(ws, x, init, y, fin)
+            })?;
         }
     }
     Ok(())
@@ -301,28 +312,33 @@ pub(super) unsafe fn step_impl(
             out_slice(pc, c, c_len),
         )
     };
-    let ws = workspace(&l.layer, &mut l.step_ws, 1, batch, Mode::Inference)?;
-    // The state is read from copies so that it can be written in place.
-    l.step_h.clear();
-    l.step_h.extend_from_slice(h);
-    let c_prev = match c.as_deref() {
-        Some(c) => {
-            l.step_c.clear();
-            l.step_c.extend_from_slice(c);
-            Some(&l.step_c[..])
-        }
-        None => None,
-    };
-    // y [1, B, H] is the new h.
-    l.layer.forward(
-        ws,
-        x_t,
-        InitialState {
-            h0: Some(&l.step_h),
-            c0: c_prev,
+    with_workspace(
+        &l.layer,
+        &mut l.step_ws,
+        (1, batch, Mode::Inference),
+        |ws| {
+            // The state is read from copies so that it can be written in place.
+            l.step_h.clear();
+            l.step_h.extend_from_slice(h);
+            let c_prev = match c.as_deref() {
+                Some(c) => {
+                    l.step_c.clear();
+                    l.step_c.extend_from_slice(c);
+                    Some(&l.step_c[..])
+                }
+                None => None,
+            };
+            // y [1, B, H] is the new h.
+            l.layer.forward(
+                ws,
+                x_t,
+                InitialState {
+                    h0: Some(&l.step_h),
+                    c0: c_prev,
+                },
+                h,
+                FinalState { h_n: None, c_n: c },
+            )
         },
-        h,
-        FinalState { h_n: None, c_n: c },
-    )?;
-    Ok(())
+    )
 }
