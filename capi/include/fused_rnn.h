@@ -1,5 +1,5 @@
 /*
- * fused_rnn.h - C API of fused-rnn (hand-kept; matches capi/src/lib.rs).
+ * fused_rnn.h - C API of fused-rnn (hand-kept; matches capi/src/).
  *
  * f32 RNN / LSTM / GRU layers with fused SIMD forward and BPTT backward.
  *
@@ -12,6 +12,9 @@
  *   - Returns FRNN_OK (0) or an FRNN_ERR_* code; on error, frnn_last_error_message() describes
  *     it (e.g. "buffer x [T, B, I]: expected length 24, got 23"). Outputs may be partly
  *     written on error.
+ *   - A refused call (any FRNN_ERR_* but FRNN_ERR_PANIC) changes nothing in its handle: a layer
+ *     keeps its pending backward (a refused training forward, even with another T, B or
+ *     lengths, leaves the earlier training forward's backward pending), a stream its state.
  *   - Every buffer comes with its length in elements, checked against the dimensions.
  *   - Optional buffers may be NULL (with length 0): absent inputs mean zeros, absent outputs
  *     are not written. Required pointers that are NULL give FRNN_ERR_NULL.
@@ -97,8 +100,9 @@ int frnn_layer_sizes(const frnn_layer *layer, int *cell, size_t *input_size,
  *   y    [T, B, H]  required output
  *   h_n  [B, H]     optional output: final hidden state
  *   c_n  [B, H]     optional output, LSTM only: final cell state
- * training != 0 keeps what frnn_backward needs (in the handle, until the next training
- * forward); training = 0 keeps nothing and does not disturb a pending backward. */
+ * training != 0 keeps what frnn_backward needs (in the handle, until the next accepted
+ * training forward: a refused one leaves the pending backward pending); training = 0 keeps
+ * nothing and does not disturb a pending backward. */
 int frnn_forward(frnn_layer *layer, size_t seq_len, size_t batch, int training,
                  const float *x, size_t x_len,
                  const float *h0, size_t h0_len,
@@ -133,10 +137,12 @@ int frnn_backward(frnn_layer *layer,
  * (its initial state for length 0), and the padding of x is never read (NaN there changes
  * nothing). Each row's outputs are the bits it gives run alone. PyTorch's packed sequences
  * (pack_padded_sequence) without the sorting. training != 0 keeps what frnn_backward_padded
- * needs; the padded and the fixed-length pending backward are kept apart. The batch runs as
- * one pass per distinct length over the rows still live (a padded step is not computed); the
- * workspace is reused while lengths and seq_len stay the same. Errors: FRNN_ERR_NULL for NULL
- * lengths, FRNN_ERR_ARGUMENT for a length past seq_len, no rows or seq_len = 0. */
+ * needs, until the next accepted training frnn_forward_padded (a refused one, even with other
+ * lengths, leaves it pending); the padded and the fixed-length pending backward are kept
+ * apart. The batch runs as one pass per distinct length over the rows still live (a padded
+ * step is not computed); the workspace is reused while lengths and seq_len stay the same.
+ * Errors: FRNN_ERR_NULL for NULL lengths, FRNN_ERR_ARGUMENT for a length past seq_len, no
+ * rows or seq_len = 0. */
 int frnn_forward_padded(frnn_layer *layer, size_t seq_len, const size_t *lengths,
                         size_t lengths_len, int training,
                         const float *x, size_t x_len,

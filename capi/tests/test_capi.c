@@ -2,7 +2,8 @@
  *
  * case_data.h (generated) holds, per cell, the weights, inputs and every output and gradient
  * the Rust API computed, as f32 bit patterns. Through the C API this program runs forward
- * (training), backward (overwrite, then accumulate), streaming steps and loading from
+ * (training), backward (overwrite, then accumulate; and after refused training forwards of
+ * other sizes, which leave the pending backward pending), streaming steps and loading from
  * safetensors, and requires bitwise equality; then it checks the error paths (wrong length,
  * NULL pointers, unknown cell, wrong call order, overlapping buffers, bad files). Then a
  * stream (frnn_stream_*) on two threads, against a one-thread Rust stream. */
@@ -42,6 +43,13 @@ static float nan_f(void) {
     uint32_t u = 0x7fc00000u;
     float f;
     memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* n NaNs (NULL for none): an output buffer that shows whether it was written. */
+static float *nans(size_t n) {
+    float *f = zeros(n);
+    for (size_t i = 0; i < n; i++) f[i] = nan_f();
     return f;
 }
 
@@ -134,6 +142,42 @@ static void run_case(const case_data *c) {
     same(ctx, "acc db_ih", db_ih, c->acc_db_ih);
     same(ctx, "acc db_hh", db_hh, c->acc_db_hh);
 
+    /* A refused training forward changes nothing in the handle: after one with another T (x
+     * too short for it) and one with another B (y too short for it), the backward of the
+     * forward before them still runs and gives the clean forward + backward's gradients. */
+    {
+        rc = frnn_forward(l, c->T, c->B, 1, x, c->x.n, h0, c->h0.n, c0, c->c0.n, y, yn, NULL,
+                          0, NULL, 0);
+        CHECK(rc == FRNN_OK, "%s forward before refused: %d %s", ctx, rc,
+              frnn_last_error_message());
+        float *ry = zeros((c->T + 1) * (c->B + 1) * c->H);
+        rc = frnn_forward(l, c->T + 1, c->B, 1, x, c->x.n, NULL, 0, NULL, 0, ry,
+                          (c->T + 1) * c->B * c->H, NULL, 0, NULL, 0);
+        CHECK(rc == FRNN_ERR_LENGTH && strstr(frnn_last_error_message(), "x [T, B, I]"),
+              "%s refused forward, T + 1: %d %s", ctx, rc, frnn_last_error_message());
+        rc = frnn_forward(l, c->T, c->B + 1, 1, x, c->x.n, NULL, 0, NULL, 0, ry, yn, NULL, 0,
+                          NULL, 0);
+        CHECK(rc == FRNN_ERR_LENGTH, "%s refused forward, B + 1: %d %s", ctx, rc,
+              frnn_last_error_message());
+        float *rdx = nans(c->dx.n), *rdh0 = nans(c->dh0.n), *rdc0 = nans(c->dc0.n);
+        float *rdw_ih = nans(c->dw_ih.n), *rdw_hh = nans(c->dw_hh.n);
+        float *rdb_ih = nans(c->db_ih.n), *rdb_hh = nans(c->db_hh.n);
+        rc = frnn_backward(l, x, c->x.n, dy, c->dy.n, dh_n, c->dh_n.n, dc_n, c->dc_n.n, rdx,
+                           c->dx.n, rdh0, c->dh0.n, rdc0, c->dc0.n, rdw_ih, c->dw_ih.n,
+                           rdw_hh, c->dw_hh.n, rdb_ih, c->db_ih.n, rdb_hh, c->db_hh.n, 0);
+        CHECK(rc == FRNN_OK, "%s backward after refused forwards: %d %s", ctx, rc,
+              frnn_last_error_message());
+        same(ctx, "dx after refused", rdx, c->dx);
+        same(ctx, "dh0 after refused", rdh0, c->dh0);
+        same(ctx, "dc0 after refused", rdc0, c->dc0);
+        same(ctx, "dw_ih after refused", rdw_ih, c->dw_ih);
+        same(ctx, "dw_hh after refused", rdw_hh, c->dw_hh);
+        same(ctx, "db_ih after refused", rdb_ih, c->db_ih);
+        same(ctx, "db_hh after refused", rdb_hh, c->db_hh);
+        free(ry); free(rdx); free(rdh0); free(rdc0);
+        free(rdw_ih); free(rdw_hh); free(rdb_ih); free(rdb_hh);
+    }
+
     /* Streaming: T steps from (h0, c0), state in place. */
     float *h = floats(c->h0), *cs = floats(c->c0);
     size_t xs = c->B * c->I;
@@ -164,6 +208,12 @@ static void run_case(const case_data *c) {
         same(ctx, "padded y", py, c->pad_y);
         same(ctx, "padded h_n", phn, c->pad_h_n);
         same(ctx, "padded c_n", pcn, c->pad_c_n);
+        /* Refused (y too short) with other lengths: the pending backward_padded stays. */
+        size_t other[3] = {3, 1, 2};
+        rc = frnn_forward_padded(l, c->T, other, nb, 1, px, c->x.n, NULL, 0, NULL, 0, py,
+                                 yn - 1, NULL, 0, NULL, 0);
+        CHECK(rc == FRNN_ERR_LENGTH, "%s refused forward_padded: %d %s", ctx, rc,
+              frnn_last_error_message());
         rc = frnn_backward_padded(l, px, c->x.n, pdy, c->dy.n, dh_n, c->dh_n.n, dc_n,
                                   c->dc_n.n, pdx, c->dx.n, pdh0, sn, pdc0, cn, dw_ih,
                                   c->dw_ih.n, dw_hh, c->dw_hh.n, db_ih, c->db_ih.n, db_hh,
