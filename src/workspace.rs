@@ -19,23 +19,43 @@ use crate::float::Float;
 use crate::sequence::padded::Segments;
 use crate::shape::{CellKind, Dims, Direction, GruVariant, Mode};
 
+/// Which values a layer's weights hold: a number drawn afresh (never reused in the process)
+/// whenever a layer is made or its weights are handed out mutably, kept by clones (whose
+/// weights are the same until one of them changes). A training forward records it, and
+/// backward refuses to run with other weights, whose gradients the saved gates would not give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WeightsVersion(u64);
+
+impl WeightsVersion {
+    /// A version no other set of weights has had.
+    pub(crate) fn fresh() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        WeightsVersion(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 /// Where a workspace is in its forward/backward cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Status {
     /// Nothing computed yet, or the last forward was an inference one. (A call that fails
     /// validation returns before touching the workspace.)
     Fresh,
-    /// A training forward ran: backward may run once.
-    Forwarded,
+    /// A training forward ran with the weights of this [`WeightsVersion`]: backward may run
+    /// once, with the same weights.
+    Forwarded(WeightsVersion),
     /// Backward consumed the saved gates (they now hold gradients).
     Consumed,
 }
 
 impl Status {
-    /// `Ok` if a backward may run: a training forward ran and no backward consumed it.
-    pub(crate) fn check_forwarded(self) -> Result<()> {
+    /// `Ok` if a backward with weights `weights` may run: a training forward ran with the
+    /// same weights and no backward consumed it.
+    pub(crate) fn check_forwarded(self, weights: WeightsVersion) -> Result<()> {
         match self {
-            Status::Forwarded => Ok(()),
+            Status::Forwarded(v) if v == weights => Ok(()),
+            Status::Forwarded(_) => Err(Error::InvalidState {
+                why: "the forward in this workspace ran with other weights (changed since by weights_mut, or another layer's); run forward again",
+            }),
             Status::Fresh => Err(Error::InvalidState {
                 why: "backward needs a training forward with this workspace first",
             }),

@@ -135,18 +135,39 @@ fn bits<F: Float>(v: &[F]) -> Vec<u64> {
 /// The reverse pass of `p` against each row run forward alone over its steps reversed.
 fn check_against_rows<F: Float>(layer: &Layer<F>, p: &Problem<F>, batch: Batch<'_>, tol: f64) {
     let (b, i, h) = (p.lengths.len(), layer.input_size(), layer.hidden_size());
-    let what = format!("{} {:?} lengths {:?}", layer.cell().name(), F::NAME, p.lengths);
+    let what = format!(
+        "{} {:?} lengths {:?}",
+        layer.cell().name(),
+        F::NAME,
+        p.lengths
+    );
     let rev = pass(layer, p, batch, Direction::Reverse);
     let mut sum = layer.zero_grads();
     for (r, &len) in p.lengths.iter().enumerate() {
         let row = |m: &[F], w: usize| m[r * w..(r + 1) * w].to_vec();
         if len == 0 {
             // Nothing runs: the final state is the initial one, and dh_n flows to dh0.
-            assert_eq!(bits(&row(&rev.h_n, h)), bits(&row(&p.h0, h)), "{what} row {r}");
-            assert_eq!(bits(&row(&rev.dh0, h)), bits(&row(&p.dh_n, h)), "{what} row {r}");
+            assert_eq!(
+                bits(&row(&rev.h_n, h)),
+                bits(&row(&p.h0, h)),
+                "{what} row {r}"
+            );
+            assert_eq!(
+                bits(&row(&rev.dh0, h)),
+                bits(&row(&p.dh_n, h)),
+                "{what} row {r}"
+            );
             for t in 0..p.t {
-                assert!(rev.y[(t * b + r) * h..][..h].iter().all(|v| v.to_f64() == 0.0));
-                assert!(rev.dx[(t * b + r) * i..][..i].iter().all(|v| v.to_f64() == 0.0));
+                assert!(
+                    rev.y[(t * b + r) * h..][..h]
+                        .iter()
+                        .all(|v| v.to_f64() == 0.0)
+                );
+                assert!(
+                    rev.dx[(t * b + r) * i..][..i]
+                        .iter()
+                        .all(|v| v.to_f64() == 0.0)
+                );
             }
             continue;
         }
@@ -181,7 +202,8 @@ fn check_against_rows<F: Float>(layer: &Layer<F>, p: &Problem<F>, batch: Batch<'
             assert_eq!(bits(&row(got, h)), bits(want), "{at}: {name}");
         }
         for t in len..p.t {
-            let pad = |m: &[F], w: usize| m[(t * b + r) * w..][..w].iter().all(|v| v.to_f64() == 0.0);
+            let pad =
+                |m: &[F], w: usize| m[(t * b + r) * w..][..w].iter().all(|v| v.to_f64() == 0.0);
             assert!(pad(&rev.y, h) && pad(&rev.dx, i), "{at}: padding step {t}");
         }
         for (s, g) in [
@@ -204,7 +226,12 @@ fn check_against_rows<F: Float>(layer: &Layer<F>, p: &Problem<F>, batch: Batch<'
         let scale = want.iter().map(|v| v.to_f64().abs()).fold(1e-30, f64::max);
         for (k, (g, w)) in got.iter().zip(want.iter()).enumerate() {
             let err = (g.to_f64() - w.to_f64()).abs() / scale;
-            assert!(err <= tol, "{what}: {name}[{k}] {} vs {} ({err:e})", g.to_f64(), w.to_f64());
+            assert!(
+                err <= tol,
+                "{what}: {name}[{k}] {} vs {} ({err:e})",
+                g.to_f64(),
+                w.to_f64()
+            );
         }
     }
 }
@@ -247,13 +274,21 @@ fn padded_reverse_starts_each_row_at_its_own_last_valid_step() {
                 check_against_rows(&l, &p, Batch::Padded(&lengths), 1e-12);
                 let l = layer::<f32>(cell, 5, 9, threads);
                 let p = problem(&l, 7, &lengths, 4);
-                check_against_rows(&l, &p, Batch::Padded(&lengths), f32_tol(14, 7 * lengths.len()));
+                check_against_rows(
+                    &l,
+                    &p,
+                    Batch::Padded(&lengths),
+                    f32_tol(14, 7 * lengths.len()),
+                );
             }
         }
     }
 }
 
-/// A padded batch whose rows all run `T` steps is the fixed batch, in either direction.
+/// A padded batch whose rows all run `T` steps is the fixed batch, in either direction: the
+/// same bits for outputs, states and input gradients; going forward, for the weight gradients
+/// too (in reverse, the padded pass sums their rows in the order it runs the steps, the fixed
+/// one in time order; `check_against_rows` bounds both).
 #[test]
 fn padded_at_full_length_equals_fixed_in_both_directions() {
     for cell in CellKind::ALL {
@@ -263,14 +298,23 @@ fn padded_at_full_length_equals_fixed_in_both_directions() {
         for dir in Direction::BOTH {
             let fixed = pass(&l, &p, Batch::Fixed(3), dir);
             let padded = pass(&l, &p, Batch::Padded(&lengths), dir);
-            for (name, a, b) in [
+            let mut compared = vec![
                 ("y", &fixed.y, &padded.y),
                 ("h_n", &fixed.h_n, &padded.h_n),
+                ("c_n", &fixed.c_n, &padded.c_n),
                 ("dx", &fixed.dx, &padded.dx),
                 ("dh0", &fixed.dh0, &padded.dh0),
-                ("dW_hh", &fixed.grads.weight_hh, &padded.grads.weight_hh),
-                ("db_ih", &fixed.grads.bias_ih, &padded.grads.bias_ih),
-            ] {
+                ("dc0", &fixed.dc0, &padded.dc0),
+            ];
+            if dir == Direction::Forward {
+                compared.extend([
+                    ("dW_ih", &fixed.grads.weight_ih, &padded.grads.weight_ih),
+                    ("dW_hh", &fixed.grads.weight_hh, &padded.grads.weight_hh),
+                    ("db_ih", &fixed.grads.bias_ih, &padded.grads.bias_ih),
+                    ("db_hh", &fixed.grads.bias_hh, &padded.grads.bias_hh),
+                ]);
+            }
+            for (name, a, b) in compared {
                 assert_eq!(bits(a), bits(b), "{} {dir:?}: {name}", cell.name());
             }
         }

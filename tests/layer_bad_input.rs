@@ -443,3 +443,79 @@ fn unavailable_isa_is_an_error_not_a_crash() {
         }
     }
 }
+
+/// A training forward, then `f` on the layer, then backward with `backward_layer(layer)`.
+fn backward_after<Fb>(cell: CellKind, batch: fused_rnn::Batch<'_>, f: Fb) -> fused_rnn::Result<()>
+where
+    Fb: FnOnce(&mut Layer<f32>) -> Option<Layer<f32>>,
+{
+    let mut l = layer(cell);
+    let mut ws = l.workspace(T, batch, Mode::Training).unwrap();
+    let b = ws.dims().batch;
+    let x = vec![0.25f32; T * b * I];
+    let mut y = vec![0.0f32; T * b * H];
+    l.forward(
+        &mut ws,
+        Direction::Forward,
+        &x,
+        InitialState::default(),
+        &mut y,
+        FinalState::default(),
+    )
+    .unwrap();
+    let other = f(&mut l);
+    let runner = other.as_ref().unwrap_or(&l);
+    let dy = vec![1.0f32; T * b * H];
+    let mut grads = runner.zero_grads();
+    runner.backward(
+        &mut ws,
+        &x,
+        Upstream {
+            dy: Some(&dy),
+            ..Default::default()
+        },
+        &mut grads,
+        InputGrads::default(),
+        GradMode::Overwrite,
+    )
+}
+
+/// Backward refuses a forward whose weights changed since (`weights_mut`), or that another
+/// layer of the same shape ran; a clone, whose weights are the same, may run it.
+#[test]
+fn backward_refuses_stale_or_foreign_weights() {
+    let state = |r: fused_rnn::Result<()>, what: &str| match r {
+        Err(Error::InvalidState { .. }) => {}
+        other => panic!("{what}: expected InvalidState, got {other:?}"),
+    };
+    let lengths = [T, 1];
+    for cell in CellKind::ALL {
+        for batch in [
+            fused_rnn::Batch::Fixed(B),
+            fused_rnn::Batch::Padded(&lengths),
+        ] {
+            let what = format!("{} {batch:?}", cell.name());
+            state(
+                backward_after(cell, batch, |l| {
+                    l.weights_mut().weight_hh[0] += 0.5;
+                    None
+                }),
+                &format!("{what}: weights changed"),
+            );
+            // Asking for the weights mutably is enough: the layer cannot know nothing changed.
+            state(
+                backward_after(cell, batch, |l| {
+                    let _ = l.weights_mut();
+                    None
+                }),
+                &format!("{what}: weights_mut"),
+            );
+            state(
+                backward_after(cell, batch, |_| Some(layer(cell))),
+                &format!("{what}: another layer"),
+            );
+            backward_after(cell, batch, |l| Some(l.clone())).expect("a clone's weights");
+            backward_after(cell, batch, |_| None).expect("the same layer");
+        }
+    }
+}

@@ -7,13 +7,13 @@ use std::ffi::c_int;
 
 use fused_rnn::interop::Direction;
 use fused_rnn::interop::pytorch;
-use fused_rnn::{Layer, LayerGrads, LayerWeights, PaddedWorkspace, Workspace};
+use fused_rnn::{Batch, Layer, LayerGrads, LayerWeights, Workspace};
 
 use crate::ffi::{
     CErr, cell_from_c, cell_to_c, check_out_handle, check_ptr, free_handle, guard, live, live_ref,
     store_handle,
 };
-use pass::{Batch, Pass, backward_impl, forward_impl, step_impl};
+use pass::{Pass, backward_impl, forward_impl, step_impl};
 
 /// The opaque layer handle (`frnn_layer` in C): the layer plus the workspaces and buffers its
 /// calls reuse.
@@ -27,8 +27,8 @@ pub struct FrnnLayer {
     step_h: Vec<f32>,
     step_c: Vec<f32>,
     /// Kept from a training `frnn_forward_padded` for the `frnn_backward_padded` that follows.
-    padded_train: Option<PaddedWorkspace<f32>>,
-    padded_infer: Option<PaddedWorkspace<f32>>,
+    padded_train: Option<Workspace<f32>>,
+    padded_infer: Option<Workspace<f32>>,
     grads: LayerGrads<f32>,
 }
 

@@ -83,6 +83,7 @@ fn fwd_bwd(
     layer
         .forward(
             &mut ws,
+            Direction::Forward,
             x,
             InitialState {
                 h0: Some(h0),
@@ -152,6 +153,7 @@ fn emit_case(a: &mut Arrays, p: &str, cell: CellKind, cell_c: i32, seed: u64) ->
         layer
             .forward(
                 &mut ws,
+                Direction::Forward,
                 &inp[0][step * b * i..(step + 1) * b * i],
                 InitialState {
                     h0: Some(&hs),
@@ -172,11 +174,12 @@ fn emit_case(a: &mut Arrays, p: &str, cell: CellKind, cell_c: i32, seed: u64) ->
 
     // A padded batch of rows of lengths PAD_LENGTHS (training forward, backward overwriting).
     let lengths = [4usize, 0, 2];
-    let mut pws = layer.padded_workspace(&lengths, t, Mode::Training).unwrap();
+    let mut pws = layer.workspace(t, &lengths, Mode::Training).unwrap();
     let (mut py, mut phn, mut pcn) = (vec![0.0; t * b * h], vec![0.0; b * h], vec![0.0; b * h]);
     layer
-        .forward_padded(
+        .forward(
             &mut pws,
+            Direction::Forward,
             &inp[0],
             InitialState {
                 h0: Some(&inp[1]),
@@ -192,7 +195,7 @@ fn emit_case(a: &mut Arrays, p: &str, cell: CellKind, cell_c: i32, seed: u64) ->
     let mut pg = layer.zero_grads();
     let (mut pdx, mut pdh0, mut pdc0) = (vec![0.0; t * b * i], vec![0.0; b * h], vec![0.0; b * h]);
     layer
-        .backward_padded(
+        .backward(
             &mut pws,
             &inp[0],
             Upstream {

@@ -17,7 +17,7 @@ use crate::sequence::backward::backward_scratch_len;
 use crate::sequence::padded::Segments;
 use crate::shape::{Batch, CellKind, Dims, Direction, GradMode, Mode};
 use crate::weights::{LayerGrads, LayerWeights};
-use crate::workspace::{BatchBuffers, Buffers, Status, Workspace};
+use crate::workspace::{BatchBuffers, Buffers, Status, WeightsVersion, Workspace};
 
 /// One recurrent layer (one direction) with its parameters in PyTorch's layout.
 ///
@@ -40,6 +40,8 @@ pub struct Layer<F> {
     bias_ih: Vec<F>,
     bias_hh: Vec<F>,
     isa: Isa,
+    /// Which values the weights hold (a training forward records it, backward checks it).
+    version: WeightsVersion,
     /// The rayon pool a pass runs in, `None` for the calling thread only.
     pool: Option<std::sync::Arc<JoinedPool>>,
     /// `W_hhᵀ` packed for the forward step GEMM, made on first use after a weight change.
@@ -89,6 +91,7 @@ impl<F: Float> Layer<F> {
             bias_ih: w.bias_ih.to_vec(),
             bias_hh: w.bias_hh.to_vec(),
             isa: Isa::detect(),
+            version: WeightsVersion::fresh(),
             pool: None,
             packed_forward: std::sync::OnceLock::new(),
             packed_input: std::sync::OnceLock::new(),
@@ -135,6 +138,7 @@ impl<F: Float> Layer<F> {
             bias_ih,
             bias_hh,
             isa: Isa::detect(),
+            version: WeightsVersion::fresh(),
             pool: None,
             packed_forward: std::sync::OnceLock::new(),
             packed_input: std::sync::OnceLock::new(),
@@ -165,9 +169,12 @@ impl<F: Float> Layer<F> {
         }
     }
     /// The parameters, mutable (e.g. for an optimiser step). The packed copies the kernels use
-    /// are dropped and rebuilt on the next pass.
+    /// are dropped and rebuilt on the next pass. A training forward run before this call can no
+    /// longer be backpropagated with this layer: its saved gates belong to the old weights, so
+    /// [`Layer::backward`] refuses it ([`Error::InvalidState`]); run forward again.
     pub fn weights_mut(&mut self) -> LayerWeightsMut<'_, F> {
         self.drop_packed();
+        self.version = WeightsVersion::fresh();
         LayerWeightsMut {
             weight_ih: &mut self.weight_ih,
             weight_hh: &mut self.weight_hh,
@@ -182,6 +189,11 @@ impl<F: Float> Layer<F> {
         self.packed_input = std::sync::OnceLock::new();
         self.packed_backward = std::sync::OnceLock::new();
         self.packed_input_backward = std::sync::OnceLock::new();
+    }
+
+    /// Which values the weights hold.
+    pub(crate) fn version(&self) -> WeightsVersion {
+        self.version
     }
 
     /// The instruction-set path the f32 kernels use.
@@ -400,7 +412,9 @@ impl<F: Float> Layer<F> {
     }
 
     /// Backpropagation through time over the last training [`Layer::forward`] run with `ws`,
-    /// in the direction that forward ran.
+    /// in the direction that forward ran, by this layer with the same weights (a workspace
+    /// filled by another layer, or before [`Layer::weights_mut`], is refused with
+    /// [`Error::InvalidState`]).
     ///
     /// `x` must be the input that forward saw. Weight gradients go to `grads`, added or
     /// overwritten by `mode`; input gradients go to `inputs` (overwritten). Over a padded batch
@@ -448,7 +462,7 @@ impl<F: Float> Layer<F> {
             sequence::forward::forward(self, isa, plan, direction, ws, training, x, init, y, fin)
         })?;
         ws.status = if training {
-            Status::Forwarded
+            Status::Forwarded(self.version)
         } else {
             Status::Fresh
         };
@@ -473,7 +487,7 @@ impl<F: Float> Layer<F> {
             self.hidden_size,
             Some(Mode::Training),
         )?;
-        ws.status.check_forwarded()?;
+        ws.status.check_forwarded(self.version)?;
         let d = ws.dims();
         self.check_backward_buffers(&d, x, &up, grads, &inputs)?;
         let shards = plan::row_shards(self.threads(), self.cell, &d);

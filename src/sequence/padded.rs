@@ -374,7 +374,7 @@ pub(crate) fn forward<F: Float>(
         }
     }
     if ws.mode == Mode::Training {
-        ws.status = Status::Forwarded;
+        ws.status = Status::Forwarded(layer.version());
     }
     Ok(())
 }
@@ -397,7 +397,7 @@ pub(crate) fn backward<F: Float>(
     mode: GradMode,
 ) -> Result<()> {
     ws.check(layer, Some(Mode::Training))?;
-    ws.status.check_forwarded()?;
+    ws.status.check_forwarded(layer.version())?;
     let (b, i, h) = (ws.batch(), layer.input_size(), layer.hidden_size());
     let lstm = layer.cell().has_cell_state();
     layer.check_backward_buffers(&ws.dims(), x, &up, grads, &inputs)?;

@@ -1,11 +1,11 @@
 //! The bodies of the forward, backward and step calls: the pointer checks, the handle's
 //! workspaces, and the crate's only calls into the Rust layer's passes (`Layer::forward`,
-//! `forward_padded`, `backward`, `backward_padded`, `workspace`, `padded_workspace`).
+//! `Layer::backward`, `Layer::workspace`).
 
 use std::ffi::c_int;
 
 use fused_rnn::{
-    Error, FinalState, GradMode, InitialState, InputGrads, Layer, Mode, PaddedWorkspace, Upstream,
+    Batch, Direction, Error, FinalState, GradMode, InitialState, InputGrads, Layer, Mode, Upstream,
     Workspace,
 };
 
@@ -41,39 +41,20 @@ fn with_slot<W>(
 fn with_workspace(
     layer: &Layer<f32>,
     slot: &mut Option<Workspace<f32>>,
-    (seq_len, batch, mode): (usize, usize, Mode),
+    (seq_len, batch, mode): (usize, Batch<'_>, Mode),
     pass: impl FnOnce(&mut Workspace<f32>) -> Result<(), Error>,
 ) -> Result<(), CErr> {
-    let dims = layer.dims(seq_len, batch);
+    let (rows, lengths) = match batch {
+        Batch::Fixed(b) => (b, None),
+        Batch::Padded(l) => (l.len(), Some(l)),
+    };
+    let dims = layer.dims(seq_len, rows);
     with_slot(
         slot,
-        |w| w.dims() == dims && w.mode() == mode,
+        |w| w.dims() == dims && w.lengths() == lengths && w.mode() == mode,
         || layer.workspace(seq_len, batch, mode),
         pass,
     )
-}
-
-/// Runs `pass` on a padded workspace for `(lengths, seq_len, mode)` from `slot`, made anew
-/// only when they change ([`with_slot`]).
-fn with_padded_workspace(
-    layer: &Layer<f32>,
-    slot: &mut Option<PaddedWorkspace<f32>>,
-    (lengths, seq_len, mode): (&[usize], usize, Mode),
-    pass: impl FnOnce(&mut PaddedWorkspace<f32>) -> Result<(), Error>,
-) -> Result<(), CErr> {
-    with_slot(
-        slot,
-        |w| w.lengths() == lengths && w.seq_len() == seq_len && w.mode() == mode,
-        || layer.padded_workspace(lengths, seq_len, mode),
-        pass,
-    )
-}
-
-/// The batch of a forward call: `B` rows of the full length, or rows of their own lengths.
-#[derive(Clone, Copy)]
-pub(super) enum Batch<'a> {
-    Fixed(usize),
-    Padded(&'a [usize]),
 }
 
 /// Which training forward a backward call follows.
@@ -127,26 +108,15 @@ pub(super) unsafe fn forward_impl(
         Mode::Inference
     };
     let (init, fin) = (InitialState { h0, c0 }, FinalState { h_n, c_n });
-    match batch {
-        Batch::Fixed(b) => {
-            let slot = match mode {
-                Mode::Training => &mut l.train_ws,
-                Mode::Inference => &mut l.infer_ws,
-            };
-            with_workspace(&l.layer, slot, (seq_len, b, mode), |ws| {
-                l.layer.forward(ws, x, init, y, fin)
-            })?;
-        }
-        Batch::Padded(lengths) => {
-            let slot = match mode {
-                Mode::Training => &mut l.padded_train,
-                Mode::Inference => &mut l.padded_infer,
-            };
-            with_padded_workspace(&l.layer, slot, (lengths, seq_len, mode), |ws| {
-                l.layer.forward_padded(ws, x, init, y, fin)
-            })?;
-        }
-    }
+    let slot = match (batch, mode) {
+        (Batch::Fixed(_), Mode::Training) => &mut l.train_ws,
+        (Batch::Fixed(_), Mode::Inference) => &mut l.infer_ws,
+        (Batch::Padded(_), Mode::Training) => &mut l.padded_train,
+        (Batch::Padded(_), Mode::Inference) => &mut l.padded_infer,
+    };
+    with_workspace(&l.layer, slot, (seq_len, batch, mode), |ws| {
+        l.layer.forward(ws, Direction::Forward, x, init, y, fin)
+    })?;
     Ok(())
 }
 
@@ -258,8 +228,7 @@ pub(super) unsafe fn backward_impl(
                         "invalid call order: backward_padded needs a training forward_padded (training = 1) first",
                     )
                 })?;
-            l.layer
-                .backward_padded(ws, x, up, &mut l.grads, inputs, mode)?;
+            l.layer.backward(ws, x, up, &mut l.grads, inputs, mode)?;
         }
     }
     let own: [&Vec<f32>; 4] = [
@@ -315,7 +284,7 @@ pub(super) unsafe fn step_impl(
     with_workspace(
         &l.layer,
         &mut l.step_ws,
-        (1, batch, Mode::Inference),
+        (1, Batch::Fixed(batch), Mode::Inference),
         |ws| {
             // The state is read from copies so that it can be written in place.
             l.step_h.clear();
@@ -331,6 +300,7 @@ pub(super) unsafe fn step_impl(
             // y [1, B, H] is the new h.
             l.layer.forward(
                 ws,
+                Direction::Forward,
                 x_t,
                 InitialState {
                     h0: Some(&l.step_h),
