@@ -3,7 +3,7 @@
 //! # Accuracy
 //!
 //! Over every f32 in [-30, 30], the result is within **4 ULP** of the correctly rounded value,
-//! on every [`Isa`] path (measured against an f64 reference in `tests/activation_accuracy.rs`;
+//! on every [`Isa`] path (checked against an f64 reference by `tests/activation_accuracy.rs`;
 //! the ULP is the spacing of f32 at the reference value). The paths share algorithm and
 //! coefficients but may differ in the last bits: the portable path's multiply-add is not fused.
 //! An element's result never depends on its position in the slice or on the slice's length.

@@ -23,9 +23,8 @@
 //! next step's recurrent half `h_t · W_hhᵀ` (their slices', and the first worker the
 //! caller's, from its own copy of the caller's columns of `W_hh`) whenever the caller paused
 //! between steps, so that such a step reads only `W_ih` once `x_{t+1}` comes. Bit-identical to
-//! one thread. An LSTM step at I = H = 256, B = 1 takes 12-14 µs back to back on two threads
-//! against 25-28 µs on one, and 6.7-6.9 µs with steps 20-100 µs apart (medians; see
-//! BENCHMARKS.md); with the second core busy it takes what one thread takes.
+//! one thread. With the second core busy a split step costs what a one-thread step costs (step
+//! times: BENCHMARKS.md).
 
 use crate::cell::{Prepared, StepState, forward_step, fused_bias};
 use crate::error::{Error, Result, check_len, try_zeroed};
@@ -150,10 +149,8 @@ impl<F: Float> StreamingLayer<F> {
     /// doc). Once they parked, a step that comes more than the window after the step before
     /// runs their slices on the calling thread (as fast as a one-thread stream: waking them
     /// would cost a system call); one that comes sooner wakes them and hands them their
-    /// slices. Measured (LSTM I = H = 256, B = 1, two threads, median per step; see
-    /// `BENCHMARKS.md`): steps back to back 11.9-13.8 µs, 20-100 µs apart 6.7-6.9 µs; 1 ms
-    /// apart 29-30 µs with the default (one thread: 28-30), 11.1-11.4 µs with a window of
-    /// 2 ms. A spinning worker keeps its core busy for the whole window after every step, so a
+    /// slices. So steps further apart than the window cost what one-thread steps cost, and a
+    /// window longer than the gap keeps them split (figures: BENCHMARKS.md). A spinning worker keeps its core busy for the whole window after every step, so a
     /// long window suits a stream whose steps come at a steady rate on a machine with cores to
     /// spare. `Duration::ZERO` parks the workers right after each step.
     pub fn set_spin_window(&mut self, window: Duration) {

@@ -174,9 +174,9 @@ int frnn_backward_padded(frnn_layer *layer,
  * h [B, H] (and c [B, H], required for the LSTM, NULL otherwise) and overwrites the state with
  * the next one. Equal to frnn_forward with T = 1, h0 = h, c0 = c, y = h_n = new h. Does not
  * disturb a pending backward. Stateless, and on a layer with 2+ threads each call enters the
- * layer's thread pool: an LSTM at I = H = 256, B = 1 measured 28-53 us (median) on two threads
- * against 27-33 us on one. For low latency use a stream (frnn_stream_*), whose worker threads
- * wait for the next step: 12-15 us on two threads (benches/harness/step_paths.rs). */
+ * layer's thread pool, which can make it no faster, or slower, than one thread. For low
+ * latency use a stream (frnn_stream_*), whose worker threads wait for the next step (timings:
+ * BENCHMARKS.md). */
 int frnn_step(frnn_layer *layer, size_t batch,
               const float *x_t, size_t x_len,
               float *h, size_t h_len,
@@ -185,7 +185,8 @@ int frnn_step(frnn_layer *layer, size_t batch,
 /* Sets how many threads the layer's calls use: 1 (the default) runs everything on the calling
  * thread; more starts a pool of that many (batch rows, or hidden-unit slices at small batch,
  * per thread; results bit-identical for every count). Streams created afterwards take the
- * count. Errors: FRNN_ERR_ARGUMENT for 0 or if the threads cannot be started. */
+ * count. Errors: FRNN_ERR_ARGUMENT for 0, for more than 1024 (MAX_THREADS of the Rust crate),
+ * or if the threads cannot be started. */
 int frnn_layer_set_threads(frnn_layer *layer, size_t threads);
 
 /* Creates a stream of batch = B sequences over a copy of the layer's parameters and thread
@@ -193,9 +194,8 @@ int frnn_layer_set_threads(frnn_layer *layer, size_t threads);
  * for bit. On a layer with 2+ threads, a step with fewer than 8 rows and enough work (e.g. an
  * LSTM with I = H = 128 and up) is split by hidden units over worker threads the stream owns,
  * which spin for a while after each step (frnn_stream_set_spin_window) and, when steps come
- * with pauses between them, compute the next step's recurrent half in the pause. Measured: an
- * LSTM step at I = H = 256, B = 1 on two threads 12 us back to back, 7 us with steps 20-100 us
- * apart (one thread: 25 us). On success *out is a new handle to free with frnn_stream_free;
+ * with pauses between them, compute the next step's recurrent half in the pause (step times:
+ * BENCHMARKS.md). On success *out is a new handle to free with frnn_stream_free;
  * the layer may be freed independently. */
 int frnn_stream_create(const frnn_layer *layer, size_t batch, frnn_stream **out);
 

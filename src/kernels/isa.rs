@@ -24,8 +24,8 @@ pub enum Isa {
     /// per-step GEMM and the big ones built on its micro-kernel) with wider register tiles, the
     /// activations and state updates on 16 lanes. Results are bit for bit those of `Avx2Fma`:
     /// every output element comes from the same operations in the same order, only more
-    /// elements per instruction. The default where the CPU has AVX-512F. Measured faster only
-    /// on AMD Zen 4 (see `BENCHMARKS.md`); on Intel parts that lower their clock for 512-bit
+    /// elements per instruction. The default where the CPU has AVX-512F. Whether it beats
+    /// `Avx2Fma` depends on the CPU (see BENCHMARKS.md); on Intel parts that lower their clock for 512-bit
     /// work, time it against `Avx2Fma` ([`Layer::set_isa`](crate::Layer::set_isa)).
     Avx512,
 }
