@@ -519,3 +519,19 @@ fn backward_refuses_stale_or_foreign_weights() {
         }
     }
 }
+
+/// A thread count past `MAX_THREADS` is refused before anything is sized for it (it used to
+/// abort on a vector of `1 << 40` thread handles, or panic on `usize::MAX`); the layer keeps
+/// its threads.
+#[test]
+fn absurd_thread_counts_are_refused_before_anything_is_sized() {
+    let mut l = layer(CellKind::Lstm);
+    l.set_threads(2).unwrap();
+    for n in [0, fused_rnn::MAX_THREADS + 1, 1 << 40, usize::MAX] {
+        match l.set_threads(n) {
+            Err(Error::InvalidArgument { what: "threads", .. }) => {}
+            other => panic!("{n} threads: expected InvalidArgument, got {other:?}"),
+        }
+        assert_eq!(l.threads(), 2, "{n} threads: the layer keeps its pool");
+    }
+}
