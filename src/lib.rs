@@ -100,7 +100,7 @@ pub mod stream;
 pub mod weights;
 pub mod workspace;
 
-pub use clip::clip_grad_norm;
+pub use clip::{clip_grad_norm, clip_grad_value};
 pub use error::{Error, Result};
 pub use float::Float;
 pub use kernels::isa::Isa;
