@@ -160,3 +160,16 @@ pub(crate) fn try_zeroed<T: Copy + Default>(what: &'static str, n: usize) -> Res
     v.resize(n, T::default());
     Ok(v)
 }
+
+/// A copy of `src` in a new `Vec`, or [`Error::AllocationFailed`] instead of the allocator's
+/// abort (`src` exists, so its byte size fits).
+pub(crate) fn try_to_vec<T: Copy>(what: &'static str, src: &[T]) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(src.len())
+        .map_err(|_| Error::AllocationFailed {
+            what,
+            bytes: core::mem::size_of_val(src),
+        })?;
+    v.extend_from_slice(src);
+    Ok(v)
+}
