@@ -20,7 +20,7 @@
 //! | [`Error::InvalidState`] | `backward` with a workspace that saw no training `forward`, or whose forward was already consumed by a `backward` (run `forward` again) |
 //! | [`Error::IsaUnavailable`] | an [`Isa`](crate::Isa) this CPU cannot run, passed to [`Layer::set_isa`](crate::Layer::set_isa) or the [`activation`](crate::activation) functions |
 //! | [`Error::InvalidArgument`] | an option out of range: a non-positive or non-finite clipping norm, a NaN or infinite gradient in [`clip_grad_norm`](crate::clip_grad_norm) (gradients left unscaled), a negative or non-finite clip value in [`clip_grad_value`](crate::clip_grad_value), an LSTM stream state set without `c`, inconsistent interop options |
-//! | [`Error::Format`] | a serialized tensor file (safetensors, ONNX) lacks a tensor, has the wrong dtype or shape, or cannot be parsed |
+//! | [`Error::Format`] | a serialized tensor file (safetensors, ONNX) lacks a tensor, has the wrong dtype or shape (zero-size tensors, `H` or `I` of 0, included), or cannot be parsed |
 //!
 //! Lengths are checked before anything is written: a refused call changes nothing
 //! (`tests/layer_bad_input.rs`, `tests/streaming.rs`, and the `api_misuse` and
