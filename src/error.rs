@@ -150,6 +150,16 @@ pub(crate) fn mul_len(what: &'static str, a: usize, b: usize) -> Result<usize> {
 /// size must fit in `isize` ([`Error::SizeOverflow`]) and the allocation must succeed
 /// ([`Error::AllocationFailed`]).
 pub(crate) fn try_zeroed<T: Copy + Default>(what: &'static str, n: usize) -> Result<Vec<T>> {
+    let mut v = try_with_capacity(what, n)?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
+/// An empty `Vec` with room for exactly `n` elements, with the errors of [`try_zeroed`]. The
+/// memory is not written: reserving every buffer of a call before filling any means that a
+/// refused one leaves none of the others' pages touched (Linux grants large requests as
+/// untouched address space, and writing them is what costs memory).
+pub(crate) fn try_with_capacity<T>(what: &'static str, n: usize) -> Result<Vec<T>> {
     let bytes = n
         .checked_mul(core::mem::size_of::<T>())
         .filter(|b| *b <= isize::MAX as usize);
@@ -157,6 +167,18 @@ pub(crate) fn try_zeroed<T: Copy + Default>(what: &'static str, n: usize) -> Res
     let mut v = Vec::new();
     v.try_reserve_exact(n)
         .map_err(|_| Error::AllocationFailed { what, bytes })?;
-    v.resize(n, T::default());
+    Ok(v)
+}
+
+/// A copy of `src` in a new `Vec`, or [`Error::AllocationFailed`] instead of the allocator's
+/// abort (`src` exists, so its byte size fits).
+pub(crate) fn try_to_vec<T: Copy>(what: &'static str, src: &[T]) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(src.len())
+        .map_err(|_| Error::AllocationFailed {
+            what,
+            bytes: core::mem::size_of_val(src),
+        })?;
+    v.extend_from_slice(src);
     Ok(v)
 }

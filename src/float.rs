@@ -29,6 +29,8 @@ pub trait Float:
     const ONE: Self;
     /// Machine epsilon (2^-23 for f32, 2^-52 for f64).
     const EPSILON: Self;
+    /// The largest finite value (`f32::MAX`, `f64::MAX`).
+    const MAX: Self;
     /// `"f32"` or `"f64"`.
     const NAME: &'static str;
     /// Rounds an f64 to this type.
@@ -56,6 +58,7 @@ macro_rules! impl_float {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const EPSILON: Self = <$t>::EPSILON;
+            const MAX: Self = <$t>::MAX;
             const NAME: &'static str = $name;
             #[inline(always)]
             fn from_f64(v: f64) -> Self {

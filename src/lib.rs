@@ -106,7 +106,7 @@ pub use kernels::isa::Isa;
 pub use layer::{FinalState, InitialState, InputGrads, Layer, LayerWeightsMut, Upstream};
 pub use shape::{Batch, CellKind, Dims, Direction, GradMode, GruVariant, Mode, RnnActivation};
 pub use stream::StreamingLayer;
-pub use train::{OutputGrads, OutputLayer, clip_grad_norm};
+pub use train::{OutputGrads, OutputLayer, clip_grad_norm, clip_grad_value};
 pub use weights::{LayerGrads, LayerWeights};
 pub use workspace::Workspace;
 
@@ -132,7 +132,7 @@ pub struct ReadmeDoctests;
 /// Internal kernels exposed for the benchmarks and fuzz targets only; not a stable API.
 #[doc(hidden)]
 pub mod bench_support {
-    use crate::error::{Result, check_len};
+    use crate::error::{Result, check_len, mul_len};
     use crate::kernels::dispatch::StepKernels;
     use crate::kernels::step_gemm::{Accumulate, AlignedBuf, Operand, PackedLayout, PackedRef};
     use crate::{Error, Isa};
@@ -150,14 +150,17 @@ pub mod bench_support {
             if k == 0 || n == 0 {
                 return Err(Error::ZeroDim { what: "k or n" });
             }
-            check_len("w [k, n]", w, k * n)?;
+            check_len("w [k, n]", w, mul_len("w [k, n]", k, n)?)?;
             let layout = PackedLayout {
                 k,
                 groups: 1,
                 group_width: n,
                 nr: <f32 as StepKernels>::PANEL_WIDTH,
             };
-            let mut data = AlignedBuf::zeroed(layout.len());
+            let len = layout
+                .checked_len()
+                .ok_or(Error::SizeOverflow { what: "packed w" })?;
+            let mut data = AlignedBuf::try_zeroed("packed w", len)?;
             layout.pack(&mut data, |p, c| w[p * n + c]);
             Ok(PackedStepGemm { layout, data })
         }
@@ -169,8 +172,8 @@ pub mod bench_support {
             if m == 0 {
                 return Err(Error::ZeroDim { what: "m" });
             }
-            check_len("a [m, k]", a, m * k)?;
-            check_len("c [m, n]", c, m * n)?;
+            check_len("a [m, k]", a, mul_len("a [m, k]", m, k)?)?;
+            check_len("c [m, n]", c, mul_len("c [m, n]", m, n)?)?;
             f32::step_gemm(
                 isa.resolve(),
                 m,
@@ -189,6 +192,35 @@ pub mod bench_support {
 #[cfg(test)]
 mod tests {
     use super::all_finite;
+    use super::bench_support::PackedStepGemm;
+    use crate::Error;
+
+    /// `k·n` past `usize` is an error, not a wrapped length that passes the length check
+    /// and then panics (or, in a debug build, an overflow panic).
+    #[test]
+    fn packed_step_gemm_sizes_that_overflow_are_errors() {
+        for (k, n) in [(1 << 32, 1 << 32), (usize::MAX, 2), (2, usize::MAX)] {
+            let r = PackedStepGemm::new(&[], k, n);
+            assert!(
+                matches!(r, Err(Error::SizeOverflow { .. })),
+                "k = {k}, n = {n}: {:?}",
+                r.err()
+            );
+        }
+    }
+
+    /// `m·k` or `m·n` past `usize` in `run` is an error too, not a wrapped length.
+    #[test]
+    fn packed_step_gemm_runs_whose_sizes_overflow_are_errors() {
+        let g = PackedStepGemm::new(&[1.0; 4], 2, 2).unwrap();
+        for m in [1 << 63, usize::MAX] {
+            let r = g.run(crate::Isa::Portable, m, &[], &mut []);
+            assert!(
+                matches!(r, Err(Error::SizeOverflow { .. })),
+                "m = {m}: {r:?}"
+            );
+        }
+    }
 
     #[test]
     fn all_finite_flags_every_non_finite_value() {

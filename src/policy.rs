@@ -19,8 +19,8 @@
 //! | [`Error::UnexpectedBuffer`] | a cell-state buffer (`c0`, `c_n`, `dc_n`, `dc0`, a stream's `c`) given to a cell without a cell state |
 //! | [`Error::InvalidState`] | `backward` with a workspace that saw no training `forward`, or whose forward was already consumed by a `backward` (run `forward` again) |
 //! | [`Error::IsaUnavailable`] | an [`Isa`](crate::Isa) this CPU cannot run, passed to [`Layer::set_isa`](crate::Layer::set_isa) or the [`activation`](crate::activation) functions |
-//! | [`Error::InvalidArgument`] | an option out of range: a non-positive or non-finite clipping norm, a non-finite gradient norm in [`clip_grad_norm`](crate::clip_grad_norm) (gradients left unscaled), an LSTM stream state set without `c`, inconsistent interop options |
-//! | [`Error::Format`] | a serialized tensor file (safetensors, ONNX) lacks a tensor, has the wrong dtype or shape, or cannot be parsed |
+//! | [`Error::InvalidArgument`] | an option out of range: a non-positive or non-finite clipping norm, a NaN or infinite gradient in [`clip_grad_norm`](crate::clip_grad_norm) (gradients left unscaled), a negative or non-finite clip value in [`clip_grad_value`](crate::clip_grad_value), an LSTM stream state set without `c`, inconsistent interop options |
+//! | [`Error::Format`] | a serialized tensor file (safetensors, ONNX) lacks a tensor, has the wrong dtype or shape (zero-size tensors, `H` or `I` of 0, included), or cannot be parsed |
 //!
 //! Lengths are checked before anything is written: a refused call changes nothing
 //! (`tests/layer_bad_input.rs`, `tests/streaming.rs`, and the `api_misuse` and
@@ -55,7 +55,11 @@
 //! implementation (e.g. with an infinite `h0` the fused GRU update `h + z (n - h)` gives NaN
 //! where the reference's `(1 - z) n + z h` gives ±inf); only finiteness is specified.
 //! [`clip_grad_norm`](crate::clip_grad_norm) is the one function that refuses non-finite data:
-//! it returns [`Error::InvalidArgument`] and leaves the gradients untouched.
+//! it returns [`Error::InvalidArgument`] and leaves the gradients untouched. Finite gradients
+//! always have a norm there, however large or small (it is computed with scaling, in f64); one
+//! past `F`'s largest finite value is returned as `F::MAX` and the gradients are still clipped.
+//! [`clip_grad_value`](crate::clip_grad_value) leaves NaN as NaN and clamps ±inf to the clip
+//! value.
 //!
 //! The f32 activation kernels ([`activation`](crate::activation)) map NaN to NaN and ±inf to
 //! their limits exactly; see that module's table of special values.

@@ -4,7 +4,7 @@
 //! blocks of `H` rows stacked in the order LSTM `i, f, g, o`, GRU `r, z, n` (RNN: one block).
 //! These are PyTorch's `weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0`.
 
-use crate::error::{Result, check_len};
+use crate::error::{Result, check_len, mul_len, try_zeroed};
 use crate::float::Float;
 use crate::shape::{CellKind, Dims};
 
@@ -57,6 +57,21 @@ impl<F: Float> LayerGrads<F> {
             bias_ih: vec![F::ZERO; gh],
             bias_hh: vec![F::ZERO; gh],
         }
+    }
+
+    /// As [`LayerGrads::zeros`], with overflowing sizes ([`Error::SizeOverflow`]) and refused
+    /// allocations ([`Error::AllocationFailed`]) as errors.
+    ///
+    /// [`Error::SizeOverflow`]: crate::Error::SizeOverflow
+    /// [`Error::AllocationFailed`]: crate::Error::AllocationFailed
+    pub(crate) fn try_zeros(cell: CellKind, input: usize, hidden: usize) -> Result<Self> {
+        let gh = mul_len("gradient [G*H]", cell.gates(), hidden)?;
+        Ok(LayerGrads {
+            weight_ih: try_zeroed("weight_ih gradient", mul_len("weight_ih", gh, input)?)?,
+            weight_hh: try_zeroed("weight_hh gradient", mul_len("weight_hh", gh, hidden)?)?,
+            bias_ih: try_zeroed("bias_ih gradient", gh)?,
+            bias_hh: try_zeroed("bias_hh gradient", gh)?,
+        })
     }
 
     /// Views the gradients as a [`LayerWeights`] (same shapes).

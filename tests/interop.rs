@@ -189,17 +189,25 @@ fn pytorch_load_errors_name_the_problem() {
         pytorch::load_layer::<f64>(&raw_file(&t), gru, 0, Direction::Forward),
         &["bias_hh_l0", "absent"],
     );
-    // Zero hidden size comes back as the crate's own error.
+    // Zero-size tensors (H = 0 or I = 0) are a file the loader cannot use: a format error
+    // naming the tensor, as the policy says of a wrong shape (not the ZeroDim of a caller's
+    // dimensions).
     let t = vec![
         ("weight_ih_l0", Dtype::F64, vec![0, 2]),
         ("weight_hh_l0", Dtype::F64, vec![0, 0]),
         ("bias_ih_l0", Dtype::F64, vec![0]),
         ("bias_hh_l0", Dtype::F64, vec![0]),
     ];
-    assert!(matches!(
+    assert_format_err(
         pytorch::load_layer::<f64>(&raw_file(&t), gru, 0, Direction::Forward),
-        Err(Error::ZeroDim { .. })
-    ));
+        &["weight_hh_l0", "H >= 1", "[0, 0]"],
+    );
+    let mut t = good(Dtype::F32);
+    t[0].2 = vec![9, 0];
+    assert_format_err(
+        pytorch::load_layer::<f32>(&raw_file(&t), gru, 0, Direction::Forward),
+        &["weight_ih_l0", "I >= 1", "[9, 0]"],
+    );
     // Not a safetensors file at all, and a truncated one.
     assert_format_err(
         pytorch::load_layer::<f32>(b"not a file", gru, 0, Direction::Forward),

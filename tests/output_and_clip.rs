@@ -39,7 +39,7 @@ fn output_layer_gradients_match_finite_differences() {
         y.iter().zip(&dy).map(|(a, c)| a * c).sum::<f64>()
     };
     let layer = OutputLayer::new(o, h, &w, &b).unwrap();
-    let mut g = layer.zero_grads();
+    let mut g = layer.zero_grads().unwrap();
     let mut dh = vec![f64::NAN; n * h];
     layer
         .backward(&x, &dy, &mut g, Some(&mut dh), GradMode::Overwrite)
@@ -115,6 +115,46 @@ fn output_layer_rejects_bad_shapes() {
         OutputLayer::<f32>::new(2, 3, &[0.0; 5], &[0.0; 2]),
         Err(Error::BufferLength { .. })
     ));
+}
+
+/// Sizes whose bytes overflow are [`Error::SizeOverflow`], not a "capacity overflow" panic.
+#[test]
+fn output_layer_sizes_whose_bytes_overflow_are_errors() {
+    for (o, h) in [(1 << 62, 1), (1, 1 << 62), (1 << 31, 1 << 31)] {
+        let r = OutputLayer::<f32>::with_seeded_init(o, h, 0);
+        assert!(
+            matches!(r, Err(Error::SizeOverflow { .. })),
+            "O = {o}, H = {h}: {:?}",
+            r.err()
+        );
+    }
+}
+
+/// Sizes the allocator refuses are [`Error::AllocationFailed`], not an abort. 2^60 f32 are
+/// 2^62 bytes, past every 64-bit address space (x86-64: 2^47 bytes for a process, 2^56 with
+/// 5-level paging), so the request fails whatever the overcommit policy. The reviewer's
+/// 2^40 f32 (4 TiB) fits the address space: it is asked for only where the kernel refuses
+/// it (with `vm.overcommit_memory = 1` it would be granted, and then written).
+#[test]
+fn output_layer_sizes_past_memory_are_errors() {
+    for (o, h) in [(1 << 60, 1), (1, 1 << 60)] {
+        let r = OutputLayer::<f32>::with_seeded_init(o, h, 0);
+        assert!(
+            matches!(r, Err(Error::AllocationFailed { .. })),
+            "O = {o}, H = {h}: {:?}",
+            r.err()
+        );
+    }
+    if common::kernel_refuses_allocation(4 << 40) {
+        let r = OutputLayer::<f32>::with_seeded_init(1 << 40, 1, 0);
+        assert!(
+            matches!(r, Err(Error::AllocationFailed { .. })),
+            "{:?}",
+            r.err()
+        );
+    } else {
+        eprintln!("skipped O = 2^40: this kernel might grant 4 TiB");
+    }
 }
 
 #[test]

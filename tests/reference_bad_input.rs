@@ -211,6 +211,52 @@ fn overflowing_dims_are_an_error() {
     }
 }
 
+/// A sequence whose trace does not fit in memory is [`Error::AllocationFailed`], not an abort:
+/// T = 2^23, B = I = 1, H = 2048 in f32 keeps `x` (32 MiB) and the weights (at most 64 MiB)
+/// small while the states `[T+1, B, H]` are 64 GiB each and an LSTM's gates 256 GiB. Run only
+/// where the kernel refuses each of those by itself (see `kernel_refuses_allocation`), so that
+/// no order of allocation can be granted memory and write it. (The reviewer's T = 2^21 has
+/// 16 GiB states, which a 24 GiB machine grants as untouched address space; the reference
+/// reserves every buffer of its trace before it writes any, so that case is an `Err` too.)
+#[test]
+fn a_trace_larger_than_memory_is_an_error() {
+    let d = dims(1 << 23, 1, 1, 2048);
+    let state_bytes = (d.seq_len + 1) * d.hidden * 4;
+    if !common::kernel_refuses_allocation(state_bytes) {
+        eprintln!("skipped: this kernel might grant {state_bytes} bytes");
+        return;
+    }
+    let x = vec![0.0f32; d.x_len()];
+    for &cell in &CellKind::ALL {
+        let gh = cell.gates() * d.hidden;
+        let (w_ih, w_hh, b) = (
+            vec![0.0f32; gh],
+            vec![0.0f32; gh * d.hidden],
+            vec![0.0f32; gh],
+        );
+        let w = LayerWeights {
+            weight_ih: &w_ih,
+            weight_hh: &w_hh,
+            bias_ih: &b,
+            bias_hh: &b,
+        };
+        let r = reference::forward(cell, d, &w, &x, None, None);
+        assert!(
+            matches!(r, Err(Error::AllocationFailed { .. })),
+            "{} forward: {:?}",
+            cell.name(),
+            r.err()
+        );
+        let r = reference::backward(cell, d, &w, &x, None, None, None, None, None);
+        assert!(
+            matches!(r, Err(Error::AllocationFailed { .. })),
+            "{} backward: {:?}",
+            cell.name(),
+            r.err()
+        );
+    }
+}
+
 #[test]
 fn cell_state_buffers_for_cells_without_one_are_an_error() {
     let d = dims(3, 2, 4, 5);

@@ -20,7 +20,8 @@
 //!
 //! `H` is read from `weight_hh`'s second axis and `I` from `weight_ih`'s; every other extent is
 //! checked against them and against the cell's gate count, and a mismatch names the tensor, the
-//! shape it needs and the shape it has. Modules built with `bias=False` have no bias tensors and
+//! shape it needs and the shape it has. Zero-size tensors (`H = 0` or `I = 0`) are refused the
+//! same way, as an [`Error::Format`]. Modules built with `bias=False` have no bias tensors and
 //! are refused (the error says which name is missing); give such a layer zero biases instead.
 //!
 //! # What the file does not say
@@ -308,6 +309,14 @@ impl<'a> StateDict<'a> {
                 shape_str(&w_hh.shape),
             ));
         };
+        if h == 0 {
+            // Zero-size tensors: the file holds no layer (a ZeroDim would blame the caller).
+            return Err(format_err(
+                format!("tensor {n_hh} shape"),
+                format!("[G*H, H] with H >= 1 (G = {g} for {cell_name})"),
+                shape_str(&w_hh.shape),
+            ));
+        }
         if Some(rows) != g.checked_mul(h) {
             return Err(format_err(
                 format!("tensor {n_hh} shape"),
@@ -320,11 +329,13 @@ impl<'a> StateDict<'a> {
         }
         let w_ih = self.tensor::<F>(&n_ih, policy)?;
         let input = match w_ih.shape.as_slice() {
-            &[r, i] if r == rows => i,
+            &[r, i] if r == rows && i > 0 => i,
             _ => {
                 return Err(format_err(
                     format!("tensor {n_ih} shape"),
-                    format!("[G*H, I] = [{rows}, I] (G = {g} for {cell_name}, H = {h})"),
+                    format!(
+                        "[G*H, I] = [{rows}, I] with I >= 1 (G = {g} for {cell_name}, H = {h})"
+                    ),
                     shape_str(&w_ih.shape),
                 ));
             }

@@ -17,6 +17,7 @@
 //! buffers are [`AlignedBuf`]s, so that every panel row starts on a cache line.
 
 use super::simd::{MAX_LANES, SimdOps, array_from};
+use crate::error::{Error, Result, try_zeroed};
 
 /// A row-major matrix operand: element `(r, c)` at `data[r * ld + c]`. (The other form of A
 /// the kernel reads is [`OperandTiles`].)
@@ -125,11 +126,29 @@ pub(crate) struct AlignedBuf<E> {
 }
 
 impl<E: Copy + Default> AlignedBuf<E> {
-    /// `len` zeros (`E::default()`), the first on a line boundary.
+    /// `len` zeros (`E::default()`), the first on a line boundary. Aborts if the allocator
+    /// refuses (and panics if `len` is within a line of `usize::MAX`): for a length that comes
+    /// from user input use [`AlignedBuf::try_zeroed`].
     pub(crate) fn zeroed(len: usize) -> Self {
         let buf = vec![E::default(); len + LINE / size_of::<E>().max(1)];
         let start = line_start(&buf);
         AlignedBuf { buf, start, len }
+    }
+
+    /// As [`AlignedBuf::zeroed`], with errors instead of a panic or an abort:
+    /// [`Error::SizeOverflow`] if `len` elements (and a line of padding) do not fit in
+    /// `isize::MAX` bytes, [`Error::AllocationFailed`] if the allocator refuses them. `what`
+    /// names the buffer in the error, e.g. `"packed W_hh"`.
+    ///
+    /// [`Error::SizeOverflow`]: crate::Error::SizeOverflow
+    /// [`Error::AllocationFailed`]: crate::Error::AllocationFailed
+    pub(crate) fn try_zeroed(what: &'static str, len: usize) -> Result<Self> {
+        let padded = len
+            .checked_add(LINE / size_of::<E>().max(1))
+            .ok_or(Error::SizeOverflow { what })?;
+        let buf = try_zeroed(what, padded)?;
+        let start = line_start(&buf);
+        Ok(AlignedBuf { buf, start, len })
     }
 }
 
@@ -197,6 +216,14 @@ impl PackedLayout {
     /// Elements of the packed buffer.
     pub fn len(&self) -> usize {
         self.groups * self.panels_per_group() * self.k * self.nr
+    }
+    /// [`len`](Self::len), or `None` if it overflows `usize` (for layouts sized by user
+    /// input, before the buffer is allocated).
+    pub fn checked_len(&self) -> Option<usize> {
+        self.groups
+            .checked_mul(self.panels_per_group())?
+            .checked_mul(self.k)?
+            .checked_mul(self.nr)
     }
     /// Packs `W [K, N]`, element `(p, n)` given by `get(p, n)`, into `out`.
     pub fn pack<E: Copy + Default>(&self, out: &mut [E], get: impl Fn(usize, usize) -> E) {
@@ -617,5 +644,37 @@ mod tests {
     fn aligned_buffers_start_on_a_line_and_clone_exactly() {
         check(|k| k as f32 + 0.5);
         check(|k| -(k as f64));
+    }
+
+    /// Lengths whose bytes overflow are `SizeOverflow`; 2^59 f64 (2^62 bytes, past every
+    /// 64-bit address space) are refused by the allocator whatever the overcommit policy.
+    #[test]
+    fn fallible_aligned_buffers_report_sizes_they_cannot_have() {
+        use crate::Error;
+        for len in [usize::MAX, usize::MAX - 3, 1 << 62] {
+            let r = AlignedBuf::<f32>::try_zeroed("test buffer", len).map(|b| b.len());
+            assert_eq!(
+                r,
+                Err(Error::SizeOverflow {
+                    what: "test buffer"
+                }),
+                "{len}"
+            );
+        }
+        let r = AlignedBuf::<f64>::try_zeroed("test buffer", 1 << 59).map(|b| b.len());
+        assert!(
+            matches!(
+                r,
+                Err(Error::AllocationFailed {
+                    what: "test buffer",
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        let a = AlignedBuf::<f32>::try_zeroed("test buffer", 17).unwrap();
+        assert_eq!(a.len(), 17);
+        assert!(a.iter().all(|v| *v == 0.0));
+        assert_eq!(a.as_ptr().addr() % 64, 0);
     }
 }

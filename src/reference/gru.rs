@@ -4,8 +4,9 @@
 
 use super::{
     ReferenceGradients, Trace, Upstream, add_assign, add_matvec, add_matvec_t, add_outer,
-    initial_states,
+    state_grad,
 };
+use crate::error::Result;
 use crate::float::Float;
 use crate::shape::{Dims, GruVariant};
 use crate::weights::LayerWeights;
@@ -15,18 +16,19 @@ pub(super) fn forward<F: Float>(
     dims: &Dims,
     w: &LayerWeights<'_, F>,
     x: &[F],
-    h0: Option<&[F]>,
-) -> Trace<F> {
+    tr: &mut Trace<F>,
+) {
     let (hid, inp, s) = (dims.hidden, dims.input, dims.state_len());
     let gh = 3 * hid;
     // Row blocks of the recurrent weights: `r` and `z` together, and `n`.
     let (w_hrz, w_hn) = w.weight_hh.split_at(2 * hid * hid);
-    let mut h = initial_states(dims, h0);
-    let mut gates = vec![F::ZERO; dims.seq_len * dims.batch * gh];
-    let mut hn_all = match variant {
-        GruVariant::ResetAfter => vec![F::ZERO; dims.seq_len * s],
-        GruVariant::ResetBefore => Vec::new(),
-    };
+    // `hn` is `[T, B, H]` for reset-after, empty for reset-before.
+    let Trace {
+        h,
+        gates,
+        hn: hn_all,
+        ..
+    } = tr;
     let mut ah_rz = vec![F::ZERO; 2 * hid];
     let mut ah_n = vec![F::ZERO; hid];
     let mut rh = vec![F::ZERO; hid];
@@ -72,12 +74,6 @@ pub(super) fn forward<F: Float>(
             }
         }
     }
-    Trace {
-        h,
-        c: None,
-        gates,
-        hn: hn_all,
-    }
 }
 
 pub(super) fn backward<F: Float>(
@@ -88,12 +84,12 @@ pub(super) fn backward<F: Float>(
     tr: &Trace<F>,
     up: &Upstream<'_, F>,
     g: &mut ReferenceGradients<F>,
-) {
+) -> Result<()> {
     let (hid, inp, s) = (dims.hidden, dims.input, dims.state_len());
     let gh = 3 * hid;
     let (w_hrz, w_hn) = w.weight_hh.split_at(2 * hid * hid);
     // dL/dh_t from the later steps.
-    let mut dh_next = up.dh_n();
+    let mut dh_next = up.dh_n()?;
     // dL/d(input-side pre-activation) of r, z, n: `W_ih x_t + b_ih` enters each gate's argument
     // with coefficient 1.
     let mut dai = vec![F::ZERO; gh];
@@ -103,8 +99,8 @@ pub(super) fn backward<F: Float>(
     let mut rh = vec![F::ZERO; hid];
     let mut drh = vec![F::ZERO; hid];
     for t in (0..dims.seq_len).rev() {
-        let dy = up.dy_step(t);
-        let mut dh_prev = vec![F::ZERO; s];
+        let dy = up.dy_step(t)?;
+        let mut dh_prev = state_grad(s)?;
         for b in 0..dims.batch {
             let act = &tr.gates[(t * dims.batch + b) * gh..][..gh];
             let h_prev = &tr.h[t * s + b * hid..][..hid];
@@ -172,4 +168,5 @@ pub(super) fn backward<F: Float>(
         dh_next = dh_prev;
     }
     g.dh0 = dh_next;
+    Ok(())
 }

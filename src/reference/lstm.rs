@@ -1,23 +1,24 @@
 //! LSTM: gates `i, f, g, o = σ, σ, tanh, σ` of `W_ih x_t + b_ih + W_hh h_{t-1} + b_hh`,
 //! `c_t = f * c_{t-1} + i * g`, `h_t = o * tanh(c_t)`.
 
-use super::{ReferenceGradients, Trace, Upstream, add_matvec, affine_backward, initial_states};
+use super::{ReferenceGradients, Trace, Upstream, add_matvec, affine_backward, state_grad};
+use crate::error::Result;
 use crate::float::Float;
 use crate::shape::Dims;
 use crate::weights::LayerWeights;
 
-pub(super) fn forward<F: Float>(
-    dims: &Dims,
-    w: &LayerWeights<'_, F>,
-    x: &[F],
-    h0: Option<&[F]>,
-    c0: Option<&[F]>,
-) -> Trace<F> {
+pub(super) fn forward<F: Float>(dims: &Dims, w: &LayerWeights<'_, F>, x: &[F], tr: &mut Trace<F>) {
     let (hid, inp, s) = (dims.hidden, dims.input, dims.state_len());
     let gh = 4 * hid;
-    let mut h = initial_states(dims, h0);
-    let mut c = initial_states(dims, c0);
-    let mut gates = vec![F::ZERO; dims.seq_len * dims.batch * gh];
+    let Trace {
+        h,
+        c: Some(c),
+        gates,
+        ..
+    } = tr
+    else {
+        unreachable!("an LSTM trace has cell states");
+    };
     for t in 0..dims.seq_len {
         for b in 0..dims.batch {
             let x_t = &x[(t * dims.batch + b) * inp..][..inp];
@@ -43,12 +44,6 @@ pub(super) fn forward<F: Float>(
             }
         }
     }
-    Trace {
-        h,
-        c: Some(c),
-        gates,
-        hn: Vec::new(),
-    }
 }
 
 pub(super) fn backward<F: Float>(
@@ -58,20 +53,20 @@ pub(super) fn backward<F: Float>(
     tr: &Trace<F>,
     up: &Upstream<'_, F>,
     g: &mut ReferenceGradients<F>,
-) {
+) -> Result<()> {
     let (hid, inp, s) = (dims.hidden, dims.input, dims.state_len());
     let gh = 4 * hid;
     let c =
         tr.c.as_ref()
             .expect("the LSTM forward pass always records the cell states");
     // dL/dh_t and dL/dc_t from the later steps.
-    let mut dh_next = up.dh_n();
-    let mut dc_next = up.dc_n();
+    let mut dh_next = up.dh_n()?;
+    let mut dc_next = up.dc_n()?;
     let mut da = vec![F::ZERO; gh];
     for t in (0..dims.seq_len).rev() {
-        let dy = up.dy_step(t);
-        let mut dh_prev = vec![F::ZERO; s];
-        let mut dc_prev = vec![F::ZERO; s];
+        let dy = up.dy_step(t)?;
+        let mut dh_prev = state_grad(s)?;
+        let mut dc_prev = state_grad(s)?;
         for b in 0..dims.batch {
             let act = &tr.gates[(t * dims.batch + b) * gh..][..gh];
             for k in 0..hid {
@@ -102,4 +97,5 @@ pub(super) fn backward<F: Float>(
     }
     g.dh0 = dh_next;
     g.dc0 = Some(dc_next);
+    Ok(())
 }

@@ -2,6 +2,10 @@
 //!
 //! Written straight from the equations below with plain loops: no blocking, no SIMD, no
 //! workspace reuse. It is slow and allocates freely; its only job is to be obviously right.
+//! Allocating freely does not mean aborting: every buffer whose size grows with `T` or `B`
+//! (the forward trace, the outputs, the gradients, the per-step states) is allocated with
+//! `try_reserve`, and one the allocator refuses is an [`Error::AllocationFailed`]. (Per-row
+//! scratch of `G·H` elements, smaller than the weights already in memory, is not.)
 //! Generic over [`Float`] (`f32` and `f64`); the f64 instance is checked against finite
 //! differences in `tests/gradcheck.rs`.
 //!
@@ -47,9 +51,11 @@ mod gru;
 mod lstm;
 mod rnn;
 
-use crate::error::{Error, Result, check_len, check_opt_len};
+use crate::error::{
+    Error, Result, check_len, check_opt_len, mul_len, try_to_vec, try_with_capacity, try_zeroed,
+};
 use crate::float::Float;
-use crate::shape::{CellKind, Dims};
+use crate::shape::{CellKind, Dims, GruVariant};
 use crate::weights::{LayerGrads, LayerWeights};
 
 /// The result of [`forward`].
@@ -84,7 +90,8 @@ pub struct ReferenceGradients<F> {
 ///
 /// [`Error::ZeroDim`] / [`Error::SizeOverflow`] for unusable `dims`, [`Error::BufferLength`] for a
 /// buffer of the wrong length, [`Error::UnexpectedBuffer`] for `c0` given to a cell without a
-/// cell state.
+/// cell state, [`Error::AllocationFailed`] if the trace of the forward pass (the states of every
+/// step and, but for the RNN, the gates) does not fit in memory.
 pub fn forward<F: Float>(
     cell: CellKind,
     dims: Dims,
@@ -94,14 +101,17 @@ pub fn forward<F: Float>(
     c0: Option<&[F]>,
 ) -> Result<ReferenceOutput<F>> {
     validate_inputs(cell, &dims, w, x, h0, c0)?;
-    let tr = trace(cell, &dims, w, x, h0, c0);
+    let Trace { mut h, c, .. } = trace(cell, &dims, w, x, h0, c0)?;
     let s = dims.state_len();
     let t = dims.seq_len;
-    Ok(ReferenceOutput {
-        y: tr.h[s..].to_vec(),
-        h_n: tr.h[t * s..].to_vec(),
-        c_n: tr.c.map(|c| c[t * s..].to_vec()),
-    })
+    let h_n = try_to_vec("reference h_n [B, H]", &h[t * s..])?;
+    let c_n = match c {
+        Some(c) => Some(try_to_vec("reference c_n [B, H]", &c[t * s..])?),
+        None => None,
+    };
+    // `y` is `h` without `h0`: moved down in place, not copied.
+    h.drain(..s);
+    Ok(ReferenceOutput { y: h, h_n, c_n })
 }
 
 /// Gradients of `L = sum(y * dy) + sum(h_n * dh_n) + sum(c_n * dc_n)` with respect to `x`, `h0`,
@@ -137,25 +147,27 @@ pub fn backward<F: Float>(
     }
     check_opt_len("dc_n [B, H]", dc_n, dims.state_len())?;
 
-    let tr = trace(cell, &dims, w, x, h0, c0);
+    let tr = trace(cell, &dims, w, x, h0, c0)?;
     let up = Upstream {
         dy,
         dh_n,
         dc_n,
         state_len: dims.state_len(),
     };
+    let s = dims.state_len();
     let mut g = ReferenceGradients {
-        dx: vec![F::ZERO; dims.x_len()],
-        dh0: vec![F::ZERO; dims.state_len()],
-        dc0: cell
-            .has_cell_state()
-            .then(|| vec![F::ZERO; dims.state_len()]),
-        weights: LayerGrads::zeros(cell, dims.input, dims.hidden),
+        dx: try_zeroed("reference dx [T, B, I]", dims.x_len())?,
+        dh0: try_zeroed("reference dh0 [B, H]", s)?,
+        dc0: match cell.has_cell_state() {
+            true => Some(try_zeroed("reference dc0 [B, H]", s)?),
+            false => None,
+        },
+        weights: LayerGrads::try_zeros(cell, dims.input, dims.hidden)?,
     };
     match cell {
-        CellKind::Rnn(act) => rnn::backward(act, &dims, w, x, &tr, &up, &mut g),
-        CellKind::Lstm => lstm::backward(&dims, w, x, &tr, &up, &mut g),
-        CellKind::Gru(variant) => gru::backward(variant, &dims, w, x, &tr, &up, &mut g),
+        CellKind::Rnn(act) => rnn::backward(act, &dims, w, x, &tr, &up, &mut g)?,
+        CellKind::Lstm => lstm::backward(&dims, w, x, &tr, &up, &mut g)?,
+        CellKind::Gru(variant) => gru::backward(variant, &dims, w, x, &tr, &up, &mut g)?,
     }
     Ok(g)
 }
@@ -210,24 +222,82 @@ struct Upstream<'a, F> {
 
 impl<F: Float> Upstream<'_, F> {
     /// `dy[t]`, `[B, H]`, zeros if absent.
-    fn dy_step(&self, t: usize) -> Vec<F> {
+    fn dy_step(&self, t: usize) -> Result<Vec<F>> {
         let s = self.state_len;
         match self.dy {
-            Some(dy) => dy[t * s..(t + 1) * s].to_vec(),
-            None => vec![F::ZERO; s],
+            Some(dy) => try_to_vec("reference dy_t [B, H]", &dy[t * s..(t + 1) * s]),
+            None => try_zeroed("reference dy_t [B, H]", s),
         }
     }
 
     /// `dh_n`, zeros if absent.
-    fn dh_n(&self) -> Vec<F> {
-        self.dh_n
-            .map_or_else(|| vec![F::ZERO; self.state_len], <[F]>::to_vec)
+    fn dh_n(&self) -> Result<Vec<F>> {
+        match self.dh_n {
+            Some(v) => try_to_vec("reference dh [B, H]", v),
+            None => try_zeroed("reference dh [B, H]", self.state_len),
+        }
     }
 
     /// `dc_n`, zeros if absent.
-    fn dc_n(&self) -> Vec<F> {
-        self.dc_n
-            .map_or_else(|| vec![F::ZERO; self.state_len], <[F]>::to_vec)
+    fn dc_n(&self) -> Result<Vec<F>> {
+        match self.dc_n {
+            Some(v) => try_to_vec("reference dc [B, H]", v),
+            None => try_zeroed("reference dc [B, H]", self.state_len),
+        }
+    }
+}
+
+/// A zeroed `[B, H]` state gradient for one step.
+fn state_grad<F: Float>(s: usize) -> Result<Vec<F>> {
+    try_zeroed("reference dh, dc [B, H]", s)
+}
+
+impl<F: Float> Trace<F> {
+    /// The buffers of a trace of `cell` over `dims`, zeros but for `h0` and `c0` (absent:
+    /// zeros) as the states of step -1. Every buffer is reserved before any is written, so
+    /// that one the allocator refuses leaves the others untouched (see `try_with_capacity`):
+    /// an LSTM at T = 2^21, H = 2048 has 16 GiB of states and 64 GiB of gates, and a machine
+    /// that grants the states but not the gates must not have written 32 GiB first.
+    fn new(cell: CellKind, dims: &Dims, h0: Option<&[F]>, c0: Option<&[F]>) -> Result<Self> {
+        let s = dims.state_len();
+        let rows = mul_len("reference T*B", dims.seq_len, dims.batch)?;
+        let states = mul_len("reference states [T+1, B, H]", dims.seq_len + 1, s)?;
+        let gates = match cell {
+            CellKind::Rnn(_) => 0,
+            _ => mul_len(
+                "reference gates [T, B, G*H]",
+                rows,
+                cell.gates() * dims.hidden,
+            )?,
+        };
+        let hn = match cell {
+            CellKind::Gru(GruVariant::ResetAfter) => dims.seq_len * s,
+            _ => 0,
+        };
+        let lstm = cell.has_cell_state();
+        let mut tr = Trace {
+            h: try_with_capacity("reference h [T+1, B, H]", states)?,
+            c: match lstm {
+                true => Some(try_with_capacity("reference c [T+1, B, H]", states)?),
+                false => None,
+            },
+            gates: try_with_capacity("reference gates [T, B, G*H]", gates)?,
+            hn: try_with_capacity("reference W_hn h + b_hn [T, B, H]", hn)?,
+        };
+        // All reserved: now written.
+        let initial = |v: &mut Vec<F>, s0: Option<&[F]>| {
+            v.resize(states, F::ZERO);
+            if let Some(s0) = s0 {
+                v[..s].copy_from_slice(s0);
+            }
+        };
+        initial(&mut tr.h, h0);
+        if let Some(c) = &mut tr.c {
+            initial(c, c0);
+        }
+        tr.gates.resize(gates, F::ZERO);
+        tr.hn.resize(hn, F::ZERO);
+        Ok(tr)
     }
 }
 
@@ -239,22 +309,14 @@ fn trace<F: Float>(
     x: &[F],
     h0: Option<&[F]>,
     c0: Option<&[F]>,
-) -> Trace<F> {
+) -> Result<Trace<F>> {
+    let mut tr = Trace::new(cell, dims, h0, c0)?;
     match cell {
-        CellKind::Rnn(act) => rnn::forward(act, dims, w, x, h0),
-        CellKind::Lstm => lstm::forward(dims, w, x, h0, c0),
-        CellKind::Gru(variant) => gru::forward(variant, dims, w, x, h0),
+        CellKind::Rnn(act) => rnn::forward(act, dims, w, x, &mut tr),
+        CellKind::Lstm => lstm::forward(dims, w, x, &mut tr),
+        CellKind::Gru(variant) => gru::forward(variant, dims, w, x, &mut tr),
     }
-}
-
-/// Hidden states `[T+1, B, H]` with `h0` (or zeros) in the first `B*H` entries.
-fn initial_states<F: Float>(dims: &Dims, s0: Option<&[F]>) -> Vec<F> {
-    let s = dims.state_len();
-    let mut v = vec![F::ZERO; (dims.seq_len + 1) * s];
-    if let Some(s0) = s0 {
-        v[..s].copy_from_slice(s0);
-    }
-    v
+    Ok(tr)
 }
 
 /// `out[r] += sum_k w[r, k] * v[k]` for a row-major `w [out.len(), v.len()]`.

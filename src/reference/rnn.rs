@@ -1,6 +1,7 @@
 //! Vanilla RNN: `h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`.
 
-use super::{ReferenceGradients, Trace, Upstream, add_matvec, affine_backward, initial_states};
+use super::{ReferenceGradients, Trace, Upstream, add_matvec, affine_backward, state_grad};
+use crate::error::Result;
 use crate::float::Float;
 use crate::shape::{Dims, RnnActivation};
 use crate::weights::LayerWeights;
@@ -39,10 +40,10 @@ pub(super) fn forward<F: Float>(
     dims: &Dims,
     w: &LayerWeights<'_, F>,
     x: &[F],
-    h0: Option<&[F]>,
-) -> Trace<F> {
+    tr: &mut Trace<F>,
+) {
     let (hid, inp, s) = (dims.hidden, dims.input, dims.state_len());
-    let mut h = initial_states(dims, h0);
+    let h = &mut tr.h;
     let mut a = vec![F::ZERO; hid];
     for t in 0..dims.seq_len {
         for b in 0..dims.batch {
@@ -59,12 +60,6 @@ pub(super) fn forward<F: Float>(
             }
         }
     }
-    Trace {
-        h,
-        c: None,
-        gates: Vec::new(),
-        hn: Vec::new(),
-    }
 }
 
 pub(super) fn backward<F: Float>(
@@ -75,14 +70,14 @@ pub(super) fn backward<F: Float>(
     tr: &Trace<F>,
     up: &Upstream<'_, F>,
     g: &mut ReferenceGradients<F>,
-) {
+) -> Result<()> {
     let (hid, inp, s) = (dims.hidden, dims.input, dims.state_len());
     // dL/dh_t from the later steps (starts as dh_n for the last step).
-    let mut dh_next = up.dh_n();
+    let mut dh_next = up.dh_n()?;
     let mut da = vec![F::ZERO; hid];
     for t in (0..dims.seq_len).rev() {
-        let dy = up.dy_step(t);
-        let mut dh_prev = vec![F::ZERO; s];
+        let dy = up.dy_step(t)?;
+        let mut dh_prev = state_grad(s)?;
         for b in 0..dims.batch {
             let h_t = &tr.h[(t + 1) * s + b * hid..][..hid];
             for k in 0..hid {
@@ -103,4 +98,5 @@ pub(super) fn backward<F: Float>(
         dh_next = dh_prev;
     }
     g.dh0 = dh_next;
+    Ok(())
 }

@@ -3,5 +3,5 @@
 pub mod clip;
 pub mod output;
 
-pub use clip::clip_grad_norm;
+pub use clip::{clip_grad_norm, clip_grad_value};
 pub use output::{OutputGrads, OutputLayer};

@@ -1,7 +1,7 @@
 //! The output layer `y_t = W_hy h_t + b_y`, applied to any number of rows of hidden states
 //! (one row per sequence for many-to-one, `T·B` rows for many-to-many).
 
-use crate::error::{Error, Result, check_len, check_opt_len};
+use crate::error::{Error, Result, check_len, check_opt_len, mul_len, try_to_vec, try_zeroed};
 use crate::float::Float;
 use crate::kernels::strided_gemm::{MatMut, MatRef, gemm};
 use crate::shape::GradMode;
@@ -26,31 +26,41 @@ pub struct OutputGrads<F> {
 
 impl<F: Float> OutputLayer<F> {
     /// An output layer from `weight [O, H]` and `bias [O]` (copied).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroDim`] for `O` or `H` zero, [`Error::SizeOverflow`] if `O·H` overflows,
+    /// [`Error::BufferLength`] for a buffer of the wrong length, [`Error::AllocationFailed`]
+    /// if the copies cannot be allocated.
     pub fn new(outputs: usize, hidden: usize, weight: &[F], bias: &[F]) -> Result<Self> {
-        Self::check_dims(outputs, hidden)?;
-        check_len("weight [O, H]", weight, outputs * hidden)?;
+        let len = Self::check_dims(outputs, hidden)?;
+        check_len("weight [O, H]", weight, len)?;
         check_len("bias [O]", bias, outputs)?;
         Ok(OutputLayer {
             outputs,
             hidden,
-            weight: weight.to_vec(),
-            bias: bias.to_vec(),
+            weight: try_to_vec("weight [O, H]", weight)?,
+            bias: try_to_vec("bias [O]", bias)?,
         })
     }
 
     /// Initialised like PyTorch's `nn.Linear`: `U(-1/sqrt(H), 1/sqrt(H))`, seeded.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroDim`] for `O` or `H` zero, [`Error::SizeOverflow`] if the weights' size in
+    /// bytes overflows `isize`, [`Error::AllocationFailed`] if the allocator refuses them.
     pub fn with_seeded_init(outputs: usize, hidden: usize, seed: u64) -> Result<Self> {
         use rand::{RngExt, SeedableRng};
-        Self::check_dims(outputs, hidden)?;
+        let len = Self::check_dims(outputs, hidden)?;
+        // Both allocated before any is written: a refused bias leaves no weights touched.
+        let mut weight = try_zeroed("weight [O, H]", len)?;
+        let mut bias = try_zeroed("bias [O]", outputs)?;
         let k = 1.0 / (hidden as f64).sqrt();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut draw = |n: usize| -> Vec<F> {
-            (0..n)
-                .map(|_| F::from_f64(rng.random_range(-k..k)))
-                .collect()
-        };
-        let weight = draw(outputs * hidden);
-        let bias = draw(outputs);
+        for v in weight.iter_mut().chain(bias.iter_mut()) {
+            *v = F::from_f64(rng.random_range(-k..k));
+        }
         Ok(OutputLayer {
             outputs,
             hidden,
@@ -59,15 +69,15 @@ impl<F: Float> OutputLayer<F> {
         })
     }
 
-    fn check_dims(outputs: usize, hidden: usize) -> Result<()> {
+    /// Checks `O` and `H`; returns the weights' length `O·H`.
+    fn check_dims(outputs: usize, hidden: usize) -> Result<usize> {
         if outputs == 0 {
             return Err(Error::ZeroDim { what: "outputs" });
         }
         if hidden == 0 {
             return Err(Error::ZeroDim { what: "hidden" });
         }
-        crate::error::mul_len("weight [O, H]", outputs, hidden)?;
-        Ok(())
+        mul_len("weight [O, H]", outputs, hidden)
     }
 
     /// Output width `O`.
@@ -91,11 +101,16 @@ impl<F: Float> OutputLayer<F> {
         (&mut self.weight, &mut self.bias)
     }
     /// Zero gradients shaped like the parameters.
-    pub fn zero_grads(&self) -> OutputGrads<F> {
-        OutputGrads {
-            weight: vec![F::ZERO; self.weight.len()],
-            bias: vec![F::ZERO; self.bias.len()],
-        }
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AllocationFailed`] if they cannot be allocated (they are as large as the
+    /// parameters).
+    pub fn zero_grads(&self) -> Result<OutputGrads<F>> {
+        Ok(OutputGrads {
+            weight: try_zeroed("output weight gradient", self.weight.len())?,
+            bias: try_zeroed("output bias gradient", self.bias.len())?,
+        })
     }
 
     /// Rows in `h`, which must be a whole number of `[H]` rows (at least one).
@@ -113,7 +128,7 @@ impl<F: Float> OutputLayer<F> {
     /// `y [N, O] = h [N, H] · W_hyᵀ + b_y`.
     pub fn forward(&self, h: &[F], y: &mut [F]) -> Result<()> {
         let n = self.rows(h)?;
-        check_len("y [N, O]", y, n * self.outputs)?;
+        check_len("y [N, O]", y, mul_len("y [N, O]", n, self.outputs)?)?;
         for row in y.chunks_exact_mut(self.outputs) {
             row.copy_from_slice(&self.bias);
         }
@@ -138,8 +153,8 @@ impl<F: Float> OutputLayer<F> {
         mode: GradMode,
     ) -> Result<()> {
         let n = self.rows(h)?;
-        check_len("dy [N, O]", dy, n * self.outputs)?;
-        check_opt_len("dh [N, H]", dh.as_deref(), n * self.hidden)?;
+        check_len("dy [N, O]", dy, mul_len("dy [N, O]", n, self.outputs)?)?;
+        check_opt_len("dh [N, H]", dh.as_deref(), h.len())?;
         check_len("grads.weight [O, H]", &grads.weight, self.weight.len())?;
         check_len("grads.bias [O]", &grads.bias, self.outputs)?;
         let beta = match mode {
