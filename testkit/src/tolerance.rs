@@ -66,7 +66,8 @@ pub fn family_rms(tensors: &[&[f64]]) -> f64 {
 
 /// `|got - want| / (rel · max(|want|, floor))`, the error of one element in units of its
 /// bound (above 1 fails): 0 where both are NaN or both are equal (equal infinities included),
-/// infinite where exactly one is NaN.
+/// infinite where exactly one is NaN or `want` is infinite and `got` is not the same infinity,
+/// so never NaN.
 pub fn error_ratio(got: f64, want: f64, rel: f64, floor: f64) -> f64 {
     if (got.is_nan() && want.is_nan()) || got == want {
         return 0.0;
@@ -74,13 +75,10 @@ pub fn error_ratio(got: f64, want: f64, rel: f64, floor: f64) -> f64 {
     if got.is_nan() || want.is_nan() {
         return f64::INFINITY;
     }
-    let err = (got - want).abs();
-    // err is NaN only for opposite infinities.
-    if err.is_nan() {
-        f64::INFINITY
-    } else {
-        err / (rel * want.abs().max(floor))
-    }
+    // With an infinite `want` and any other `got` the error and the bound are both infinite:
+    // inf / inf is NaN, which `ratio > 1` would pass.
+    let ratio = (got - want).abs() / (rel * want.abs().max(floor));
+    if ratio.is_nan() { f64::INFINITY } else { ratio }
 }
 
 /// The worst element of `got` against `want` under [`error_ratio`]: `(index, got, want,
@@ -158,10 +156,13 @@ mod tests {
     }
 
     #[test]
-    fn error_ratio_of_special_values() {
+    fn error_ratio_is_never_nan() {
         let inf = f64::INFINITY;
         assert_eq!(error_ratio(f64::NAN, f64::NAN, 1e-6, 1.0), 0.0);
         assert_eq!(error_ratio(inf, inf, 1e-6, 1.0), 0.0);
+        assert_eq!(error_ratio(-inf, inf, 1e-6, 1.0), inf);
+        assert_eq!(error_ratio(1.0, inf, 1e-6, 1.0), inf);
+        assert_eq!(error_ratio(inf, 1.0, 1e-6, 1.0), inf);
         assert_eq!(error_ratio(f64::NAN, 1.0, 1e-6, 1.0), inf);
         assert_eq!(error_ratio(1.0, f64::NAN, 1e-6, 1.0), inf);
         // The floor scales where |want| is below it.
@@ -198,6 +199,12 @@ mod tests {
     #[should_panic(expected = "1 of 1 elements differ")]
     fn assert_close_fails_on_one_nan() {
         assert_close("nan", &[f32::NAN], &[0.0], 0.1, 1.0);
+    }
+
+    #[test]
+    #[should_panic(expected = "1 of 1 elements differ")]
+    fn assert_close_fails_on_another_infinity() {
+        assert_close("inf", &[-f64::INFINITY], &[f64::INFINITY], 0.1, 1.0);
     }
 
     #[test]
