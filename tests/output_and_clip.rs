@@ -1,10 +1,8 @@
 //! The output layer `y = W_hy h + b_y` (values against a direct loop, gradients against
 //! central finite differences in f64) and gradient clipping by global norm.
 
-mod common;
-
-use common::{rng, uniform};
 use fused_rnn::{Error, GradMode, OutputLayer, clip_grad_norm};
+use testkit::random::{rng, uniform};
 
 #[test]
 fn output_layer_forward_matches_direct_sum() {

@@ -4,7 +4,7 @@
 //! Output buffers are prefilled with NaN (rule of thumb 11), so an element left unwritten
 //! shows up in any comparison.
 
-use fused_rnn::reference;
+use fused_rnn::reference::{self, ReferenceGradients, ReferenceOutput};
 use fused_rnn::{
     FinalState, Float, GradMode, InitialState, InputGrads, Isa, Layer, LayerGrads, Mode, Upstream,
     Workspace,
@@ -235,16 +235,17 @@ pub fn run_fused_on<F: Float>(c: &RandomCase<F>, isa: Isa, threads: usize) -> Pa
     pass
 }
 
-/// The same tensors from the scalar oracle, computed in `F` (f64 is the oracle proper; in f32
-/// it shows how far plain scalar f32 code lands on the same inputs, to triage a failure).
-pub fn run_reference<F: Float>(c: &RandomCase<F>) -> Pass {
-    let w = c.weights();
-    let o =
-        reference::forward(c.cell, c.dims, &w, &c.x, c.h0(), c.c0()).expect("reference::forward");
-    let g = reference::backward(
+/// `reference::forward` on case `c`.
+pub fn reference_forward<F: Float>(c: &RandomCase<F>) -> fused_rnn::Result<ReferenceOutput<F>> {
+    reference::forward(c.cell, c.dims, &c.weights(), &c.x, c.h0(), c.c0())
+}
+
+/// `reference::backward` on case `c`.
+pub fn reference_backward<F: Float>(c: &RandomCase<F>) -> fused_rnn::Result<ReferenceGradients<F>> {
+    reference::backward(
         c.cell,
         c.dims,
-        &w,
+        &c.weights(),
         &c.x,
         c.h0(),
         c.c0(),
@@ -252,7 +253,14 @@ pub fn run_reference<F: Float>(c: &RandomCase<F>) -> Pass {
         c.dh_n(),
         c.dc_n(),
     )
-    .expect("reference::backward");
+}
+
+/// The same tensors as [`run_fused`] from the scalar oracle, computed in `F` (f64 is the
+/// oracle proper; in f32 it shows how far plain scalar f32 code lands on the same inputs, to
+/// triage a failure).
+pub fn run_reference<F: Float>(c: &RandomCase<F>) -> Pass {
+    let o = reference_forward(c).expect("reference::forward");
+    let g = reference_backward(c).expect("reference::backward");
     let opt = |v: Option<Vec<F>>| v.as_deref().map(widen).unwrap_or_default();
     Pass {
         y: widen(&o.y),
