@@ -39,8 +39,9 @@ use fused_rnn_capi::{
     frnn_layer_set_threads, frnn_layer_sizes, frnn_step,
 };
 use fused_rnn_fuzz::c_args::{Buf, arg, bits, values, wrong_len};
-use fused_rnn_fuzz::{SplitMix, pick_cell, pick_stream_dims};
+use fused_rnn_fuzz::{pick_cell, pick_stream_dims};
 use libfuzzer_sys::fuzz_target;
+use testkit::random::SplitMix;
 
 /// A layer made before the main one, to exercise the two constructors.
 #[derive(Arbitrary, Debug)]
