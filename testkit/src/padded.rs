@@ -2,8 +2,8 @@
 //! each row gives run alone for its own length (`B = 1`, `T = its length`), and NaN planted in
 //! its padding must reach nothing.
 //!
-//! Every call the kit makes to the padded API is in [`padded_calls`], so that a change of that
-//! API changes one function.
+//! Every call the kit makes to the padded API is in one private function, `padded_calls`, so
+//! that a change of that API changes one function.
 
 use fused_rnn::{FinalState, Float, GradMode, InitialState, InputGrads, Layer, Mode, Upstream};
 
@@ -186,6 +186,7 @@ pub fn rows_alone<F: Float>(layer: &Layer<F>, c: &RandomCase<F>, lengths: &[usiz
 /// `h_n`, `c_n`, `dx`, `dh0`, `dc0`) bit for bit: each element is a sum over `k` in a fixed
 /// order whatever the batch. (The weight gradients sum over rows in another order: compare them
 /// with a tolerance.)
+#[track_caller]
 pub fn assert_same_rows(got: &Pass, want: &Pass, what: &str) {
     let bits = |v: &[f64]| v.iter().map(|a| a.to_bits()).collect::<Vec<_>>();
     for (name, g, w) in [

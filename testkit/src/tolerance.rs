@@ -86,6 +86,7 @@ pub fn error_ratio(got: f64, want: f64, rel: f64, floor: f64) -> f64 {
 ///
 /// # Panics
 /// On a length mismatch.
+#[track_caller]
 pub fn worst_ratio<F: Float>(
     got: &[F],
     want: &[F],
@@ -110,6 +111,7 @@ pub fn worst_ratio<F: Float>(
 /// Also fails on a length mismatch and where exactly one of `got[i]`, `want[i]` is NaN (both
 /// NaN passes; equal infinities pass). The message names `what`, how many elements fail, the
 /// first failing index with both values, and the worst element.
+#[track_caller]
 pub fn assert_close<F: Float>(what: &str, got: &[F], want: &[F], rel: f64, abs_floor: f64) {
     assert_eq!(
         got.len(),
