@@ -19,15 +19,16 @@
 //!
 //! The relative error of an element is `|ours - torch| / max(|torch|, rms(torch tensor))`: an
 //! element's rounding error scales with the size of the terms it sums, not with the element
-//! itself, which can cancel to near zero (the same floor as `tests/common::assert_close`). A
-//! tensor passes when its max relative error is at most the tolerance:
+//! itself, which can cancel to near zero (the same floor as
+//! `testkit::tolerance::assert_close`). A tensor passes when its max relative error is at most
+//! the tolerance:
 //!
 //! - f64 cases: `1e-10`.
 //! - f32 cases (`*_f32`, PyTorch's own f32 results on the f64 case's inputs rounded to f32):
 //!   `2 · 8 · eps_f32 · (4 + sqrt((I + H) · T · B))`. `8 · eps_f32 · (4 + sqrt((I+H)·T·B))` is the
-//!   bound `tests/common::f32_tolerance` derives for any f32 evaluation of these layers against
-//!   exact (f64) arithmetic on the same inputs; ours and PyTorch's are two such evaluations, so
-//!   their difference is within twice that.
+//!   bound `testkit::tolerance::f32_tolerance` derives for any f32 evaluation of these layers
+//!   against exact (f64) arithmetic on the same inputs; ours and PyTorch's are two such
+//!   evaluations, so their difference is within twice that.
 //!
 //! # Exit codes
 //!
@@ -148,7 +149,7 @@ impl std::fmt::Display for CaseError {
     }
 }
 
-/// The f32 tolerance of the module docs: twice `tests/common::f32_tolerance`.
+/// The f32 tolerance of the module docs: twice `testkit::tolerance::f32_tolerance`.
 pub fn f32_tolerance(d: &Dims) -> f64 {
     const C: f64 = 8.0;
     let n = ((d.input + d.hidden) * d.seq_len * d.batch) as f64;

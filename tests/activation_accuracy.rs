@@ -6,31 +6,9 @@
 
 use fused_rnn::activation::{sigmoid, sigmoid_in_place, tanh, tanh_in_place};
 use fused_rnn::{Error, Isa};
-
-/// The documented bound.
-const MAX_ULP: f64 = 4.0;
+use testkit::activation::{MAX_ULP, sigmoid_ref, tanh_ref, ulp_at};
 
 type Kernel = fn(Isa, &[f32], &mut [f32]) -> fused_rnn::Result<()>;
-
-/// f64 reference: exp of -|x| (full relative accuracy for negative x), reflected by sign.
-fn sigmoid_ref(x: f32) -> f64 {
-    let x = f64::from(x);
-    let e = (-x.abs()).exp();
-    let s = e / (1.0 + e);
-    if x > 0.0 { 1.0 - s } else { s }
-}
-
-fn tanh_ref(x: f32) -> f64 {
-    f64::from(x).tanh()
-}
-
-/// The spacing of f32 numbers at `|r|` (`r` a normal f32 magnitude or larger).
-fn ulp_at(r: f64) -> f64 {
-    let r = r.abs();
-    assert!(r >= f64::from(f32::MIN_POSITIVE));
-    let exp = ((r.to_bits() >> 52) & 0x7ff) as i32 - 1023; // floor(log2 r)
-    2f64.powi(exp - 23)
-}
 
 struct Func {
     name: &'static str,

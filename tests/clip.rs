@@ -11,11 +11,9 @@
 //! element adds the scale's and the product's roundings (`+ 2ε`) and, where the result is
 //! subnormal, half an ulp of 2^-1074 on each side.
 
-mod common;
-
-use common::rng;
 use fused_rnn::{Error, clip_grad_norm, clip_grad_value};
 use rand::RngExt;
+use testkit::random::rng;
 
 /// f32 values as integers that order like the values, `+0` and `-0` both 0, so that the
 /// distance between two is their distance in ulps.

@@ -14,8 +14,6 @@
 //! first runs every f32 kernel on every path (all cells, forward and backward, one and two
 //! threads, the streaming step, the activation slices), so that the linker keeps their code.
 
-mod common;
-
 use fused_rnn::Direction;
 use fused_rnn::{CellKind, FinalState, InitialState, Isa, Layer, Mode, StreamingLayer};
 
@@ -31,7 +29,7 @@ fn run_every_kernel(isa: Isa) {
                 layer.set_threads(threads).unwrap();
                 let x = vec![0.25f32; t * b * i];
                 let dy = vec![0.5f32; t * b * h];
-                let (y, dx, _) = common::training_pass(&layer, &x, &dy, t, b);
+                let (y, dx, _) = testkit::oracle::training_pass(&layer, &x, &dy, t, b);
                 assert!(fused_rnn::all_finite(&y) && fused_rnn::all_finite(&dx));
                 let mut stream = StreamingLayer::new(layer, b).unwrap();
                 for _ in 0..3 {

@@ -5,7 +5,6 @@
 //! batches) and on every available instruction set; and checks that cases needing later
 //! features are reported as such, never compared.
 
-mod common;
 #[allow(dead_code)]
 #[path = "../examples/conformance.rs"]
 mod conformance;
@@ -63,13 +62,13 @@ fn every_single_layer_fixture_matches_pytorch() {
 #[test]
 fn f32_tolerance_is_twice_the_shared_bound() {
     for d in [
-        common::dims(5, 2, 3, 6),
-        common::dims(20, 3, 10, 17),
-        common::dims(1, 1, 1, 1),
+        testkit::random::dims(5, 2, 3, 6),
+        testkit::random::dims(20, 3, 10, 17),
+        testkit::random::dims(1, 1, 1, 1),
     ] {
         assert_eq!(
             conformance::f32_tolerance(&d),
-            2.0 * common::f32_tolerance(&d)
+            2.0 * testkit::tolerance::f32_tolerance(&d)
         );
     }
 }

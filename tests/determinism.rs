@@ -3,14 +3,9 @@
 //! workspace (and reused, dirty gradient buffers under `GradMode::Overwrite`), and the
 //! streaming layer stepped twice from `reset`. And the AVX-512 path gives the AVX2 path's bits.
 
-mod common;
-
-use common::{RandomCase, dims};
-use fused_rnn::Direction;
-use fused_rnn::{
-    CellKind, Dims, FinalState, Float, GradMode, InitialState, InputGrads, Isa, Layer, LayerGrads,
-    Mode, StreamingLayer, Upstream, Workspace,
-};
+use fused_rnn::{CellKind, Dims, Float, Isa, Layer, LayerGrads, Mode, StreamingLayer, Workspace};
+use testkit::oracle::fused_pass_in;
+use testkit::random::{RandomCase, dims};
 
 /// Every output and gradient of one forward + backward, as bit patterns.
 fn forward_backward<F: Float>(
@@ -19,62 +14,9 @@ fn forward_backward<F: Float>(
     ws: &mut Workspace<F>,
     grads: &mut LayerGrads<F>,
 ) -> Vec<(&'static str, Vec<u64>)> {
-    let d = c.dims;
-    let lstm = c.cell.has_cell_state();
-    let s = d.state_len();
-    let nan = F::from_f64(f64::NAN);
-    let (mut y, mut h_n, mut c_n) = (vec![nan; d.y_len()], vec![nan; s], vec![nan; s]);
-    layer
-        .forward(
-            ws,
-            Direction::Forward,
-            &c.x,
-            InitialState {
-                h0: Some(&c.h0),
-                c0: c.c0(),
-            },
-            &mut y,
-            FinalState {
-                h_n: Some(&mut h_n),
-                c_n: if lstm { Some(&mut c_n) } else { None },
-            },
-        )
-        .unwrap();
-    let (mut dx, mut dh0, mut dc0) = (vec![nan; d.x_len()], vec![nan; s], vec![nan; s]);
-    layer
-        .backward(
-            ws,
-            &c.x,
-            Upstream {
-                dy: Some(&c.dy),
-                dh_n: Some(&c.dh_n),
-                dc_n: c.dc_n(),
-            },
-            grads,
-            InputGrads {
-                dx: Some(&mut dx),
-                dh0: Some(&mut dh0),
-                dc0: if lstm { Some(&mut dc0) } else { None },
-            },
-            GradMode::Overwrite,
-        )
-        .unwrap();
-    let b = |v: &[F]| v.iter().map(|a| a.to_f64().to_bits()).collect::<Vec<_>>();
-    let mut out = vec![
-        ("y", b(&y)),
-        ("h_n", b(&h_n)),
-        ("dx", b(&dx)),
-        ("dh0", b(&dh0)),
-        ("dW_ih", b(&grads.weight_ih)),
-        ("dW_hh", b(&grads.weight_hh)),
-        ("db_ih", b(&grads.bias_ih)),
-        ("db_hh", b(&grads.bias_hh)),
-    ];
-    if lstm {
-        out.push(("c_n", b(&c_n)));
-        out.push(("dc0", b(&dc0)));
-    }
-    out
+    let pass = fused_pass_in(layer, c, ws, grads).outputs();
+    let bits = |v: Vec<f64>| v.iter().map(|a| a.to_bits()).collect();
+    pass.into_iter().map(|(name, v)| (name, bits(v))).collect()
 }
 
 fn assert_same(ctx: &str, a: &[(&str, Vec<u64>)], b: &[(&str, Vec<u64>)]) {

@@ -3,14 +3,12 @@
 //! leaves the sum of the two separate gradients, for every cell kind, on one thread and on two
 //! (where the weight gradients and the bias sums are split over threads), the same bits on both.
 
-mod common;
-
-use common::{RandomCase, assert_close, dims, rms};
 use fused_rnn::Direction;
 use fused_rnn::{
-    CellKind, FinalState, GradMode, InitialState, InputGrads, Layer, LayerGrads, Mode, Upstream,
-    Workspace,
+    CellKind, FinalState, GradMode, InputGrads, Layer, LayerGrads, Mode, Upstream, Workspace,
 };
+use testkit::random::{RandomCase, dims};
+use testkit::tolerance::{assert_close, rms};
 
 /// A training forward over `c`'s `x` from its initial state, then a backward of its `dy` into
 /// `grads` in `mode`.
@@ -23,22 +21,18 @@ fn backward_into(
 ) {
     let d = c.dims;
     let mut y = vec![0.0; d.y_len()];
-    let init = InitialState {
-        h0: Some(&c.h0),
-        c0: c.c0(),
-    };
     layer
         .forward(
             ws,
             Direction::Forward,
             &c.x,
-            init,
+            c.init(),
             &mut y,
             FinalState::default(),
         )
         .unwrap();
     let up = Upstream {
-        dy: Some(&c.dy),
+        dy: c.dy(),
         ..Default::default()
     };
     layer

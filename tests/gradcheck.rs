@@ -34,12 +34,12 @@
 //! Small shapes check every entry of every tensor; for `H = 33` and the long sequence, a seeded
 //! random subset of `SUBSET` entries per tensor.
 
-mod common;
-
-use common::{RandomCase, assert_close, dims, f32_tolerance, rms, rng};
 use fused_rnn::reference::{self, ReferenceGradients, ReferenceOutput};
 use fused_rnn::{CellKind, Float, RnnActivation};
 use rand::RngExt;
+use testkit::oracle::{reference_backward, reference_forward};
+use testkit::random::{RandomCase, dims, rng};
+use testkit::tolerance::{assert_close, f32_tolerance, rms};
 
 /// Relative tolerance of the FD check.
 const REL: f64 = 1e-6;
@@ -98,7 +98,7 @@ impl Tensor {
     fn param_mut(self, case: &mut RandomCase<f64>) -> Option<&mut Vec<f64>> {
         match self {
             Tensor::X => Some(&mut case.x),
-            Tensor::H0 => Some(&mut case.h0),
+            Tensor::H0 => case.h0.as_mut(),
             Tensor::C0 => case.c0.as_mut(),
             Tensor::WeightIh => Some(&mut case.weight_ih),
             Tensor::WeightHh => Some(&mut case.weight_hh),
@@ -122,30 +122,11 @@ impl Tensor {
 }
 
 fn run_forward<F: Float>(case: &RandomCase<F>) -> ReferenceOutput<F> {
-    reference::forward(
-        case.cell,
-        case.dims,
-        &case.weights(),
-        &case.x,
-        Some(&case.h0),
-        case.c0(),
-    )
-    .expect("valid case")
+    reference_forward(case).expect("valid case")
 }
 
 fn run_backward<F: Float>(case: &RandomCase<F>) -> ReferenceGradients<F> {
-    reference::backward(
-        case.cell,
-        case.dims,
-        &case.weights(),
-        &case.x,
-        Some(&case.h0),
-        case.c0(),
-        Some(&case.dy),
-        Some(&case.dh_n),
-        case.dc_n(),
-    )
-    .expect("valid case")
+    reference_backward(case).expect("valid case")
 }
 
 /// `(L, S)`: the loss and the scale of its rounding error, `S = sum |dy|·max(1, |y|)` over all
@@ -159,8 +140,8 @@ fn loss(case: &RandomCase<f64>, out: &ReferenceOutput<f64>) -> (f64, f64) {
             s += v.abs() * u.abs().max(1.0);
         }
     };
-    add(&out.y, &case.dy);
-    add(&out.h_n, &case.dh_n);
+    add(&out.y, case.dy().unwrap());
+    add(&out.h_n, case.dh_n().unwrap());
     if let (Some(c), Some(dc)) = (&out.c_n, &case.dc_n) {
         add(c, dc);
     }
@@ -307,8 +288,8 @@ fn absent_buffers_mean_zeros() {
         let b = reference::forward(cell, d, &w, &case.x, Some(&zeros), zc).unwrap();
         assert_eq!(a, b, "{}: forward", cell.name());
         // Gradient of sum(y * dy) alone, both ways.
-        let ga = reference::backward(cell, d, &w, &case.x, None, None, Some(&case.dy), None, None)
-            .unwrap();
+        let ga =
+            reference::backward(cell, d, &w, &case.x, None, None, case.dy(), None, None).unwrap();
         let gb = reference::backward(
             cell,
             d,
@@ -316,7 +297,7 @@ fn absent_buffers_mean_zeros() {
             &case.x,
             Some(&zeros),
             zc,
-            Some(&case.dy),
+            case.dy(),
             Some(&zeros),
             zc,
         )

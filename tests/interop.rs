@@ -2,9 +2,6 @@
 //! bad files, and the ONNX mapping checked numerically against a scalar implementation of the
 //! ONNX operator equations written here, independently of the crate.
 
-mod common;
-
-use common::{assert_close, rms, uniform};
 use fused_rnn::interop::Direction;
 use fused_rnn::interop::onnx::{self, OnnxDims, OnnxOp, OnnxTensors};
 use fused_rnn::interop::pytorch::{self, DtypePolicy, Param, StateDict, param_name};
@@ -13,6 +10,8 @@ use fused_rnn::{
 };
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
+use testkit::random::uniform;
+use testkit::tolerance::{assert_close, rms};
 
 fn bits<F: Float>(v: &[F]) -> Vec<u64> {
     v.iter().map(|a| a.to_f64().to_bits()).collect()
@@ -390,7 +389,7 @@ const ONNX_OPS: [OnnxOp; 5] = [
 fn onnx_tensors_run_through_our_layer_equal_the_onnx_equations() {
     let (t_len, batch, i_sz, h) = (6, 3, 4, 5);
     for (oi, &op) in ONNX_OPS.iter().enumerate() {
-        let mut rng = common::rng(500 + oi as u64);
+        let mut rng = testkit::random::rng(500 + oi as u64);
         let g = op.cell().gates();
         let w: Vec<f64> = uniform(&mut rng, g * h * i_sz, -0.8, 0.8);
         let r: Vec<f64> = uniform(&mut rng, g * h * h, -0.8, 0.8);
@@ -472,7 +471,7 @@ fn onnx_round_trips_are_bitwise() {
         // ONNX -> layer -> ONNX, with a bidirectional pair sliced by direction.
         let g = cell.gates();
         let (i_sz, h) = (3, 4);
-        let mut rng = common::rng(80 + ci as u64);
+        let mut rng = testkit::random::rng(80 + ci as u64);
         let w: Vec<f64> = uniform(&mut rng, 2 * g * h * i_sz, -1.0, 1.0);
         let r: Vec<f64> = uniform(&mut rng, 2 * g * h * h, -1.0, 1.0);
         let b: Vec<f64> = uniform(&mut rng, 2 * 2 * g * h, -1.0, 1.0);

@@ -529,7 +529,9 @@ fn absurd_thread_counts_are_refused_before_anything_is_sized() {
     l.set_threads(2).unwrap();
     for n in [0, fused_rnn::MAX_THREADS + 1, 1 << 40, usize::MAX] {
         match l.set_threads(n) {
-            Err(Error::InvalidArgument { what: "threads", .. }) => {}
+            Err(Error::InvalidArgument {
+                what: "threads", ..
+            }) => {}
             other => panic!("{n} threads: expected InvalidArgument, got {other:?}"),
         }
         assert_eq!(l.threads(), 2, "{n} threads: the layer keeps its pool");

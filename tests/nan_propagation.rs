@@ -15,82 +15,25 @@
 //!   (for `t0 = 0` only at `u0`: `dc0 = dc_0 * f` is elementwise); `dx` at later steps and every
 //!   other row are bit for bit those of the clean upstream gradient (non-ReLU cells).
 
-mod common;
-
-use common::{RandomCase, dims};
-use fused_rnn::Direction;
-use fused_rnn::{
-    CellKind, FinalState, Float, GradMode, InitialState, InputGrads, Isa, Layer, LayerGrads, Mode,
-    RnnActivation, Upstream, all_finite,
-};
+use fused_rnn::{CellKind, Float, Isa, Layer, Mode, RnnActivation, all_finite};
+use testkit::oracle::{Pass, fused_pass_in};
+use testkit::random::{RandomCase, dims};
 
 const T: usize = 5;
 const B: usize = 3;
 const I: usize = 4;
 const H: usize = 9;
 
-struct Run<F> {
-    y: Vec<F>,
-    dx: Vec<F>,
-    dh0: Vec<F>,
-    dc0: Vec<F>,
-    grads: LayerGrads<F>,
-}
-
-fn run<F: Float>(layer: &Layer<F>, c: &RandomCase<F>, x: &[F], dy: &[F]) -> Run<F> {
-    let d = c.dims;
-    let lstm = c.cell.has_cell_state();
-    let s = d.state_len();
+/// A forward + backward of `c`. Panics on `Err`: the layer must return `Ok` on non-finite
+/// data.
+fn run<F: Float>(layer: &Layer<F>, c: &RandomCase<F>) -> Pass {
     let mut ws = layer.workspace(T, B, Mode::Training).unwrap();
-    let mut y = vec![F::ZERO; d.y_len()];
-    let (mut h_n, mut c_n) = (vec![F::ZERO; s], vec![F::ZERO; s]);
-    layer
-        .forward(
-            &mut ws,
-            Direction::Forward,
-            x,
-            InitialState {
-                h0: Some(&c.h0),
-                c0: c.c0(),
-            },
-            &mut y,
-            FinalState {
-                h_n: Some(&mut h_n),
-                c_n: if lstm { Some(&mut c_n) } else { None },
-            },
-        )
-        .expect("forward must return Ok on non-finite data");
-    let mut grads = layer.zero_grads();
-    let (mut dx, mut dh0, mut dc0) = (vec![F::ZERO; d.x_len()], vec![F::ZERO; s], vec![F::ZERO; s]);
-    layer
-        .backward(
-            &mut ws,
-            x,
-            Upstream {
-                dy: Some(dy),
-                dh_n: Some(&c.dh_n),
-                dc_n: c.dc_n(),
-            },
-            &mut grads,
-            InputGrads {
-                dx: Some(&mut dx),
-                dh0: Some(&mut dh0),
-                dc0: if lstm { Some(&mut dc0) } else { None },
-            },
-            GradMode::Overwrite,
-        )
-        .expect("backward must return Ok on non-finite data");
-    Run {
-        y,
-        dx,
-        dh0,
-        dc0,
-        grads,
-    }
+    fused_pass_in(layer, c, &mut ws, &mut layer.zero_grads())
 }
 
-fn same<F: Float>(a: F, b: F) -> bool {
-    a.to_f64().to_bits() == b.to_f64().to_bits()
+/// The same bits (the outputs are widened to f64 exactly).
+fn same(a: f64, b: f64) -> bool {
+    a.to_bits() == b.to_bits()
 }
 
 fn is_relu(cell: CellKind) -> bool {
@@ -106,13 +49,13 @@ fn layer_for<F: Float>(cell: CellKind, isa: Isa, seed: u64) -> (Layer<F>, Random
 
 fn nan_in_x<F: Float>(cell: CellKind, isa: Isa) {
     let (layer, c) = layer_for::<F>(cell, isa, 91);
-    let clean = run(&layer, &c, &c.x, &c.dy);
+    let clean = run(&layer, &c);
     assert!(all_finite(&clean.y) && all_finite(&clean.dx));
     for (t0, r0, k) in [(0, 0, 0), (2, 1, 3), (T - 1, B - 1, 1)] {
         let ctx = format!("{} {} x[{t0}, {r0}, {k}] = NaN", cell.name(), isa.name());
-        let mut x = c.x.clone();
-        x[(t0 * B + r0) * I + k] = F::from_f64(f64::NAN);
-        let got = run(&layer, &c, &x, &c.dy);
+        let mut nan = c.clone();
+        nan.x[(t0 * B + r0) * I + k] = F::from_f64(f64::NAN);
+        let got = run(&layer, &nan);
         for t in 0..T {
             for r in 0..B {
                 for u in 0..H {
@@ -121,7 +64,7 @@ fn nan_in_x<F: Float>(cell: CellKind, isa: Isa) {
                     if r != r0 || t < t0 {
                         assert!(same(g, w), "{ctx}: y[{t}, {r}, {u}] = {g:?}, clean {w:?}");
                     } else if !is_relu(cell) {
-                        assert!(g.to_f64().is_nan(), "{ctx}: y[{t}, {r}, {u}] = {g:?}");
+                        assert!(g.is_nan(), "{ctx}: y[{t}, {r}, {u}] = {g:?}");
                     }
                 }
             }
@@ -161,14 +104,11 @@ fn bad_weight<F: Float>(cell: CellKind, isa: Isa) {
             let at = (gh - 1 - H / 2) * buf.len() / gh;
             buf[at] = F::from_f64(value);
             let ctx = format!("{} {} {name}[{at}] = {value}", cell.name(), isa.name());
-            let got = run(&l, &c, &c.x, &c.dy);
+            let got = run(&l, &c);
             if value.is_nan() && !is_relu(cell) {
                 let last = &got.y[(T - 1) * B * H..];
-                assert!(
-                    last.iter().all(|v| v.to_f64().is_nan()),
-                    "{ctx}: last step {last:?}"
-                );
-                assert!(!all_finite(&got.grads.weight_hh), "{ctx}: dW_hh finite");
+                assert!(last.iter().all(|v| v.is_nan()), "{ctx}: last step {last:?}");
+                assert!(!all_finite(&got.grads[1]), "{ctx}: dW_hh finite");
             }
         }
     }
@@ -176,13 +116,13 @@ fn bad_weight<F: Float>(cell: CellKind, isa: Isa) {
 
 fn nan_in_dy<F: Float>(cell: CellKind, isa: Isa) {
     let (layer, c) = layer_for::<F>(cell, isa, 93);
-    let clean = run(&layer, &c, &c.x, &c.dy);
+    let clean = run(&layer, &c);
     let lstm = cell.has_cell_state();
     for (t0, r0, u0) in [(0, 0, 0), (2, 1, 5), (T - 1, B - 1, H - 1)] {
         let ctx = format!("{} {} dy[{t0}, {r0}, {u0}] = NaN", cell.name(), isa.name());
-        let mut dy = c.dy.clone();
-        dy[(t0 * B + r0) * H + u0] = F::from_f64(f64::NAN);
-        let got = run(&layer, &c, &c.x, &dy);
+        let mut nan = c.clone();
+        nan.dy.as_mut().expect("dy")[(t0 * B + r0) * H + u0] = F::from_f64(f64::NAN);
+        let got = run(&layer, &nan);
         assert!(
             got.y.iter().zip(&clean.y).all(|(a, b)| same(*a, *b)),
             "{ctx}: forward changed"
@@ -193,10 +133,10 @@ fn nan_in_dy<F: Float>(cell: CellKind, isa: Isa) {
         let (g, cg) = (&got.grads, &clean.grads);
         let gh = cell.gates() * H;
         for (name, v, w) in [
-            ("dW_ih", &g.weight_ih, &cg.weight_ih),
-            ("dW_hh", &g.weight_hh, &cg.weight_hh),
-            ("db_ih", &g.bias_ih, &cg.bias_ih),
-            ("db_hh", &g.bias_hh, &cg.bias_hh),
+            ("dW_ih", &g[0], &cg[0]),
+            ("dW_hh", &g[1], &cg[1]),
+            ("db_ih", &g[2], &cg[2]),
+            ("db_hh", &g[3], &cg[3]),
         ] {
             let cols = v.len() / gh;
             for (e, (a, b)) in v.iter().zip(w.iter()).enumerate() {
@@ -205,10 +145,10 @@ fn nan_in_dy<F: Float>(cell: CellKind, isa: Isa) {
                 // of dh_{t0-1} of row r0 through W_hh, hence every gate of the earlier steps.
                 let must_nan = t0 > 0 || gate_row % H == u0;
                 if must_nan {
-                    assert!(a.to_f64().is_nan(), "{ctx}: {name}[{e}] = {a:?}");
+                    assert!(a.is_nan(), "{ctx}: {name}[{e}] = {a:?}");
                 } else {
                     assert!(
-                        a.to_f64().is_nan() || same(*a, *b),
+                        a.is_nan() || same(*a, *b),
                         "{ctx}: {name}[{e}] = {a:?}, clean {b:?}"
                     );
                 }
@@ -220,7 +160,7 @@ fn nan_in_dy<F: Float>(cell: CellKind, isa: Isa) {
                     let at = (t * B + r) * I + j;
                     let (a, b) = (got.dx[at], clean.dx[at]);
                     if r == r0 && t <= t0 {
-                        assert!(a.to_f64().is_nan(), "{ctx}: dx[{t}, {r}, {j}] = {a:?}");
+                        assert!(a.is_nan(), "{ctx}: dx[{t}, {r}, {j}] = {a:?}");
                     } else {
                         assert!(same(a, b), "{ctx}: dx[{t}, {r}, {j}] = {a:?}, clean {b:?}");
                     }
@@ -238,7 +178,7 @@ fn nan_in_dy<F: Float>(cell: CellKind, isa: Isa) {
                     // dh0 = dG_0 · W_hh mixes every unit; dc0 = dc_0 * f_0 is elementwise, so
                     // from a NaN at step 0 only unit u0's dc0 is NaN.
                     if r == r0 && (name == "dh0" || t0 > 0 || u == u0) {
-                        assert!(a.to_f64().is_nan(), "{ctx}: {name}[{r}, {u}] = {a:?}");
+                        assert!(a.is_nan(), "{ctx}: {name}[{r}, {u}] = {a:?}");
                     } else {
                         assert!(same(a, b), "{ctx}: {name}[{r}, {u}] = {a:?}, clean {b:?}");
                     }

@@ -1,10 +1,8 @@
 //! The output layer `y = W_hy h + b_y` (values against a direct loop, gradients against
 //! central finite differences in f64) and gradient clipping by global norm.
 
-mod common;
-
-use common::{rng, uniform};
 use fused_rnn::{Error, GradMode, OutputLayer, clip_grad_norm};
+use testkit::random::{rng, uniform};
 
 #[test]
 fn output_layer_forward_matches_direct_sum() {
@@ -145,7 +143,7 @@ fn output_layer_sizes_past_memory_are_errors() {
             r.err()
         );
     }
-    if common::kernel_refuses_allocation(4 << 40) {
+    if testkit::memory::kernel_refuses_allocation(4 << 40) {
         let r = OutputLayer::<f32>::with_seeded_init(1 << 40, 1, 0);
         assert!(
             matches!(r, Err(Error::AllocationFailed { .. })),

@@ -1,194 +1,21 @@
-//! Padded batches (`Layer::forward_padded`, `Layer::backward_padded`): every row equals the
+//! Padded batches (a workspace of `Batch::Padded`): every row equals the
 //! same row run alone for its own length, the padding never reaches the state, the output or
 //! the gradients (NaN planted there changes nothing), the gradients match central finite
 //! differences, threads change no bit, and bad input is an `Err`.
 
-mod common;
-
-use common::{RandomCase, assert_close, backward_from, dims, f32_tolerance, forward_from, rms};
 use fused_rnn::Direction;
 use fused_rnn::{
-    CellKind, Error, FinalState, Float, GradMode, GruVariant, InitialState, InputGrads, Layer,
+    CellKind, Error, FinalState, Float, GradMode, GruVariant, InitialState, InputGrads, Isa, Layer,
     LayerGrads, Mode, Upstream,
 };
+use testkit::oracle::fused_layer;
+use testkit::padded::{assert_same_rows, padded_forward, padded_pass, rows_alone};
+use testkit::random::{RandomCase, dims};
+use testkit::tolerance::{assert_close, f32_tolerance, rms};
 
-/// Everything a padded training pass gives.
-#[derive(Debug, Clone, PartialEq)]
-struct Pass<F> {
-    y: Vec<F>,
-    h_n: Vec<F>,
-    c_n: Vec<F>,
-    dx: Vec<F>,
-    dh0: Vec<F>,
-    dc0: Vec<F>,
-    grads: [Vec<F>; 4],
-}
-
-fn grads_of<F: Float>(g: LayerGrads<F>) -> [Vec<F>; 4] {
-    [g.weight_ih, g.weight_hh, g.bias_ih, g.bias_hh]
-}
-
-/// `c`'s `x` and `dy` with NaN at every padded step of every row.
-fn with_nan_padding<F: Float>(c: &RandomCase<F>, lengths: &[usize]) -> (Vec<F>, Vec<F>) {
-    let (b, i, h) = (c.dims.batch, c.dims.input, c.dims.hidden);
-    let (mut x, mut dy) = (c.x.clone(), c.dy.clone());
-    for t in 0..c.dims.seq_len {
-        for (r, &len) in lengths.iter().enumerate() {
-            if t >= len {
-                x[(t * b + r) * i..][..i].fill(F::from_f64(f64::NAN));
-                dy[(t * b + r) * h..][..h].fill(F::from_f64(f64::NAN));
-            }
-        }
-    }
-    (x, dy)
-}
-
-/// A padded training forward and backward of `c` (NaN in the padding of `x` and `dy`).
-fn padded_pass<F: Float>(c: &RandomCase<F>, lengths: &[usize], threads: usize) -> Pass<F> {
-    let d = c.dims;
-    let (t, b, i, h) = (d.seq_len, d.batch, d.input, d.hidden);
-    let lstm = c.cell.has_cell_state();
-    let mut layer = Layer::new(c.cell, i, h, c.weights()).expect("layer");
-    layer.set_threads(threads).expect("threads");
-    let (x, dy) = with_nan_padding(c, lengths);
-    let mut ws = layer
-        .workspace(t, lengths, Mode::Training)
-        .expect("workspace");
-    let s = b * h;
-    let mut p = Pass {
-        y: vec![F::from_f64(f64::NAN); t * b * h],
-        h_n: vec![F::ZERO; s],
-        c_n: vec![F::ZERO; if lstm { s } else { 0 }],
-        dx: vec![F::from_f64(f64::NAN); t * b * i],
-        dh0: vec![F::ZERO; s],
-        dc0: vec![F::ZERO; if lstm { s } else { 0 }],
-        grads: Default::default(),
-    };
-    layer
-        .forward(
-            &mut ws,
-            Direction::Forward,
-            &x,
-            InitialState {
-                h0: Some(&c.h0),
-                c0: c.c0(),
-            },
-            &mut p.y,
-            FinalState {
-                h_n: Some(&mut p.h_n),
-                c_n: lstm.then_some(&mut p.c_n[..]),
-            },
-        )
-        .expect("forward_padded");
-    let mut grads = layer.zero_grads();
-    layer
-        .backward(
-            &mut ws,
-            &x,
-            Upstream {
-                dy: Some(&dy),
-                dh_n: Some(&c.dh_n),
-                dc_n: c.dc_n(),
-            },
-            &mut grads,
-            InputGrads {
-                dx: Some(&mut p.dx),
-                dh0: Some(&mut p.dh0),
-                dc0: lstm.then_some(&mut p.dc0[..]),
-            },
-            GradMode::Overwrite,
-        )
-        .expect("backward_padded");
-    p.grads = grads_of(grads);
-    p
-}
-
-/// The same pass assembled from each row run alone (`B = 1`, `T = its length`), weight
-/// gradients summed over the rows in f64.
-fn rows_alone<F: Float>(c: &RandomCase<F>, lengths: &[usize]) -> Pass<F> {
-    let d = c.dims;
-    let (t_all, b, i, h) = (d.seq_len, d.batch, d.input, d.hidden);
-    let lstm = c.cell.has_cell_state();
-    let layer = Layer::new(c.cell, i, h, c.weights()).expect("layer");
-    let s = b * h;
-    let mut p = Pass {
-        y: vec![F::ZERO; t_all * b * h],
-        h_n: vec![F::ZERO; s],
-        c_n: vec![F::ZERO; if lstm { s } else { 0 }],
-        dx: vec![F::ZERO; t_all * b * i],
-        dh0: vec![F::ZERO; s],
-        dc0: vec![F::ZERO; if lstm { s } else { 0 }],
-        grads: Default::default(),
-    };
-    let mut sums: [Vec<f64>; 4] = grads_of(layer.zero_grads()).map(|g| vec![0.0; g.len()]);
-    for (r, &len) in lengths.iter().enumerate() {
-        let row = |m: &[F]| m[r * h..(r + 1) * h].to_vec();
-        let steps = |m: &[F], w: usize| -> Vec<F> {
-            (0..len)
-                .flat_map(|t| m[(t * b + r) * w..][..w].to_vec())
-                .collect()
-        };
-        if len == 0 {
-            p.h_n[r * h..(r + 1) * h].copy_from_slice(&row(&c.h0));
-            p.dh0[r * h..(r + 1) * h].copy_from_slice(&row(&c.dh_n));
-            if lstm {
-                p.c_n[r * h..(r + 1) * h].copy_from_slice(&row(c.c0().expect("c0")));
-                p.dc0[r * h..(r + 1) * h].copy_from_slice(&row(c.dc_n().expect("dc_n")));
-            }
-            continue;
-        }
-        let x = steps(&c.x, i);
-        let dy = steps(&c.dy, h);
-        let (h0, c0) = (row(&c.h0), c.c0().map(row));
-        let (dh_n, dc_n) = (row(&c.dh_n), c.dc_n().map(row));
-        let (y, hn, cn, mut ws) = forward_from(&layer, &x, (len, 1), &h0, c0.as_deref());
-        let mut g = layer.zero_grads();
-        let (dx, dh0, dc0) = backward_from(
-            &layer,
-            &mut ws,
-            &x,
-            &dy,
-            &dh_n,
-            dc_n.as_deref(),
-            &mut g,
-            GradMode::Overwrite,
-        );
-        for t in 0..len {
-            p.y[(t * b + r) * h..][..h].copy_from_slice(&y[t * h..][..h]);
-            p.dx[(t * b + r) * i..][..i].copy_from_slice(&dx[t * i..][..i]);
-        }
-        p.h_n[r * h..(r + 1) * h].copy_from_slice(&hn);
-        p.dh0[r * h..(r + 1) * h].copy_from_slice(&dh0);
-        if lstm {
-            p.c_n[r * h..(r + 1) * h].copy_from_slice(&cn);
-            p.dc0[r * h..(r + 1) * h].copy_from_slice(&dc0);
-        }
-        for (sum, g) in sums.iter_mut().zip(grads_of(g)) {
-            for (s, v) in sum.iter_mut().zip(g) {
-                *s += v.to_f64();
-            }
-        }
-    }
-    p.grads = sums.map(|s| s.into_iter().map(F::from_f64).collect());
-    p
-}
-
-fn bits<F: Float>(v: &[F]) -> Vec<u64> {
-    v.iter().map(|x| x.to_f64().to_bits()).collect()
-}
-
-/// Every per-row output and input gradient, bit for bit.
-fn same_row_outputs<F: Float>(got: &Pass<F>, want: &Pass<F>, what: &str) {
-    for (name, g, w) in [
-        ("y", &got.y, &want.y),
-        ("h_n", &got.h_n, &want.h_n),
-        ("c_n", &got.c_n, &want.c_n),
-        ("dx", &got.dx, &want.dx),
-        ("dh0", &got.dh0, &want.dh0),
-        ("dc0", &got.dc0, &want.dc0),
-    ] {
-        assert_eq!(bits(g), bits(w), "{what} {name}");
-    }
+/// Case `c`'s layer on the fastest ISA, with `threads` threads.
+fn layer<F: Float>(c: &RandomCase<F>, threads: usize) -> Layer<F> {
+    fused_layer(c, Isa::detect(), threads)
 }
 
 const CELLS: [CellKind; 5] = CellKind::ALL;
@@ -219,25 +46,23 @@ fn every_row_is_the_row_run_alone_and_padding_is_never_read() {
             let c32 = c64.cast::<f32>();
             for threads in [1, 2] {
                 let what = format!("{} case {k} threads {threads}", cell.name());
-                let got = padded_pass(&c64, &lengths, threads);
-                let want = rows_alone(&c64, &lengths);
-                same_row_outputs(&got, &want, &format!("{what} f64"));
+                let got = padded_pass(&layer(&c64, threads), &c64, &lengths);
+                let want = rows_alone(&layer(&c64, 1), &c64, &lengths);
+                assert_same_rows(&got, &want, &format!("{what} f64"));
                 // Sums over the same terms in another order: in f64 over at most T·B = 72 terms
                 // the difference is below 72 · 1.1e-16 of the terms' scale (about the RMS), far
                 // inside 1e-12 with the RMS as the floor (the fused-vs-oracle f64 convention).
                 for (n, (g, w)) in got.grads.iter().zip(&want.grads).enumerate() {
                     assert_close(&format!("{what} f64 grad {n}"), g, w, 1e-12, rms(w));
                 }
-                let got = padded_pass(&c32, &lengths, threads);
-                let want = rows_alone(&c32, &lengths);
-                same_row_outputs(&got, &want, &format!("{what} f32"));
+                let got = padded_pass(&layer(&c32, threads), &c32, &lengths);
+                let want = rows_alone(&layer(&c32, 1), &c32, &lengths);
+                assert_same_rows(&got, &want, &format!("{what} f32"));
                 // The f32 sums over rows differ in order only: the usual f32 bound, against the
                 // f64 sum of the same f32 row gradients.
                 let tol = f32_tolerance(&d);
                 for (n, (g, w)) in got.grads.iter().zip(&want.grads).enumerate() {
-                    let w64: Vec<f64> = w.iter().map(|v| v.to_f64()).collect();
-                    let g64: Vec<f64> = g.iter().map(|v| v.to_f64()).collect();
-                    assert_close(&format!("{what} f32 grad {n}"), &g64, &w64, tol, rms(&w64));
+                    assert_close(&format!("{what} f32 grad {n}"), g, w, tol, rms(w));
                 }
                 let dx_pad_zero = (0..d.seq_len).all(|t| {
                     lengths.iter().enumerate().all(|(r, &len)| {
@@ -256,43 +81,27 @@ fn every_row_is_the_row_run_alone_and_padding_is_never_read() {
 /// The padded loss `L = Σ_valid y·dy + Σ h_n·dh_n + Σ c_n·dc_n` (padding excluded), in f64.
 fn loss(c: &RandomCase<f64>, lengths: &[usize]) -> f64 {
     let d = c.dims;
-    let (t_all, b, i, h) = (d.seq_len, d.batch, d.input, d.hidden);
-    let lstm = c.cell.has_cell_state();
-    let layer = Layer::new(c.cell, i, h, c.weights()).expect("layer");
-    let mut ws = layer
-        .workspace(t_all, lengths, Mode::Inference)
-        .expect("ws");
-    let mut y = vec![0.0; t_all * b * h];
-    let (mut hn, mut cn) = (vec![0.0; b * h], vec![0.0; b * h]);
-    layer
-        .forward(
-            &mut ws,
-            Direction::Forward,
-            &c.x,
-            InitialState {
-                h0: Some(&c.h0),
-                c0: c.c0(),
-            },
-            &mut y,
-            FinalState {
-                h_n: Some(&mut hn),
-                c_n: lstm.then_some(&mut cn[..]),
-            },
-        )
-        .expect("forward");
+    let (b, h) = (d.batch, d.hidden);
+    let p = padded_forward(&layer(c, 1), c, lengths);
+    let dy = c.dy().unwrap();
     let mut l = 0.0;
-    for t in 0..t_all {
+    for t in 0..d.seq_len {
         for (r, &len) in lengths.iter().enumerate() {
             if t < len {
                 for u in 0..h {
-                    l += y[(t * b + r) * h + u] * c.dy[(t * b + r) * h + u];
+                    l += p.y[(t * b + r) * h + u] * dy[(t * b + r) * h + u];
                 }
             }
         }
     }
-    l += hn.iter().zip(&c.dh_n).map(|(a, b)| a * b).sum::<f64>();
+    l += p
+        .h_n
+        .iter()
+        .zip(c.dh_n().unwrap())
+        .map(|(a, b)| a * b)
+        .sum::<f64>();
     if let Some(dc) = c.dc_n() {
-        l += cn.iter().zip(dc).map(|(a, b)| a * b).sum::<f64>();
+        l += p.c_n.iter().zip(dc).map(|(a, b)| a * b).sum::<f64>();
     }
     l
 }
@@ -306,7 +115,7 @@ fn padded_gradients_match_central_differences() {
     let lengths = [5, 2, 0, 3];
     for cell in CELLS {
         let c = RandomCase::<f64>::new(cell, d, 7);
-        let p = padded_pass(&c, &lengths, 1);
+        let p = padded_pass(&layer(&c, 1), &c, &lengths);
         let eps = 1e-5;
         let check =
             |name: &str, analytic: &[f64], perturb: &dyn Fn(&mut RandomCase<f64>, usize, f64)| {
@@ -323,7 +132,7 @@ fn padded_gradients_match_central_differences() {
                 }
             };
         check("x", &p.dx, &|c, k, e| c.x[k] += e);
-        check("h0", &p.dh0, &|c, k, e| c.h0[k] += e);
+        check("h0", &p.dh0, &|c, k, e| c.h0.as_mut().expect("h0")[k] += e);
         if c.c0.is_some() {
             check("c0", &p.dc0, &|c, k, e| c.c0.as_mut().expect("c0")[k] += e);
         }
@@ -340,10 +149,10 @@ fn f32_padded_pass_is_within_the_f32_tolerance_of_f64() {
     let (d, lengths) = cases().remove(2);
     for cell in CELLS {
         let c64 = RandomCase::<f64>::new(cell, d, 3);
-        let want = padded_pass(&c64, &lengths, 1);
-        let got = padded_pass(&c64.cast::<f32>(), &lengths, 2);
+        let c32 = c64.cast::<f32>();
+        let want = padded_pass(&layer(&c64, 1), &c64, &lengths);
+        let got = padded_pass(&layer(&c32, 2), &c32, &lengths);
         let tol = f32_tolerance(&d);
-        let widen = |v: &[f32]| -> Vec<f64> { v.iter().map(|&a| f64::from(a)).collect() };
         for (name, g, w) in [
             ("y", &got.y, &want.y),
             ("h_n", &got.h_n, &want.h_n),
@@ -354,13 +163,7 @@ fn f32_padded_pass_is_within_the_f32_tolerance_of_f64() {
             ("bias_ih", &got.grads[2], &want.grads[2]),
             ("bias_hh", &got.grads[3], &want.grads[3]),
         ] {
-            assert_close(
-                &format!("{} {name}", cell.name()),
-                &widen(g),
-                w,
-                tol,
-                rms(w),
-            );
+            assert_close(&format!("{} {name}", cell.name()), g, w, tol, rms(w));
         }
     }
 }

@@ -1,81 +1,16 @@
 //! The reference refuses bad input with an error, never a panic: wrong lengths of every buffer,
 //! zero dimensions, overflowing dimensions, and cell-state buffers given to a cell without one.
 
-mod common;
-
-use common::{RandomCase, dims};
-use fused_rnn::reference::{self, ReferenceGradients, ReferenceOutput};
-use fused_rnn::{CellKind, Dims, Error, LayerWeights, Result};
+use fused_rnn::reference;
+use fused_rnn::{CellKind, Dims, Error, LayerWeights};
+use testkit::oracle::{reference_backward, reference_forward};
+use testkit::random::{RandomCase, dims};
 
 /// Every buffer of a call, owned, so that one of them can be swapped for a bad one.
-#[derive(Clone)]
-struct Call {
-    cell: CellKind,
-    dims: Dims,
-    weight_ih: Vec<f64>,
-    weight_hh: Vec<f64>,
-    bias_ih: Vec<f64>,
-    bias_hh: Vec<f64>,
-    x: Vec<f64>,
-    h0: Option<Vec<f64>>,
-    c0: Option<Vec<f64>>,
-    dy: Option<Vec<f64>>,
-    dh_n: Option<Vec<f64>>,
-    dc_n: Option<Vec<f64>>,
-}
+type Call = RandomCase<f64>;
 
-impl Call {
-    fn new(cell: CellKind, d: Dims) -> Self {
-        let c = RandomCase::<f64>::new(cell, d, 3);
-        Call {
-            cell,
-            dims: d,
-            weight_ih: c.weight_ih,
-            weight_hh: c.weight_hh,
-            bias_ih: c.bias_ih,
-            bias_hh: c.bias_hh,
-            x: c.x,
-            h0: Some(c.h0),
-            c0: c.c0,
-            dy: Some(c.dy),
-            dh_n: Some(c.dh_n),
-            dc_n: c.dc_n,
-        }
-    }
-
-    fn weights(&self) -> LayerWeights<'_, f64> {
-        LayerWeights {
-            weight_ih: &self.weight_ih,
-            weight_hh: &self.weight_hh,
-            bias_ih: &self.bias_ih,
-            bias_hh: &self.bias_hh,
-        }
-    }
-
-    fn forward(&self) -> Result<ReferenceOutput<f64>> {
-        reference::forward(
-            self.cell,
-            self.dims,
-            &self.weights(),
-            &self.x,
-            self.h0.as_deref(),
-            self.c0.as_deref(),
-        )
-    }
-
-    fn backward(&self) -> Result<ReferenceGradients<f64>> {
-        reference::backward(
-            self.cell,
-            self.dims,
-            &self.weights(),
-            &self.x,
-            self.h0.as_deref(),
-            self.c0.as_deref(),
-            self.dy.as_deref(),
-            self.dh_n.as_deref(),
-            self.dc_n.as_deref(),
-        )
-    }
+fn new_call(cell: CellKind, d: Dims) -> Call {
+    RandomCase::new(cell, d, 3)
 }
 
 /// The buffers whose length is checked, with the name the error must carry and whether
@@ -112,9 +47,9 @@ fn buffer_mut<'a>(call: &'a mut Call, what: &str) -> Option<&'a mut Vec<f64>> {
 #[test]
 fn good_input_is_accepted() {
     for &cell in &CellKind::ALL {
-        let call = Call::new(cell, dims(3, 2, 4, 5));
-        call.forward().unwrap();
-        call.backward().unwrap();
+        let call = new_call(cell, dims(3, 2, 4, 5));
+        reference_forward(&call).unwrap();
+        reference_backward(&call).unwrap();
     }
 }
 
@@ -122,7 +57,7 @@ fn good_input_is_accepted() {
 fn wrong_length_of_every_buffer_is_an_error() {
     let d = dims(3, 2, 4, 5);
     for &cell in &CellKind::ALL {
-        let good = Call::new(cell, d);
+        let good = new_call(cell, d);
         for (what, in_forward) in BUFFERS {
             let mut probe = good.clone();
             let Some(len) = buffer_mut(&mut probe, what).map(|b| b.len()) else {
@@ -142,12 +77,19 @@ fn wrong_length_of_every_buffer_is_an_error() {
                 };
                 let ctx = format!("{}: {what} of length {bad_len}", cell.name());
                 if in_forward {
-                    assert_eq!(call.forward().err(), Some(want.clone()), "forward, {ctx}");
+                    assert_eq!(
+                        reference_forward(&call).err(),
+                        Some(want.clone()),
+                        "forward, {ctx}"
+                    );
                 } else {
-                    call.forward()
-                        .expect("forward does not read upstream gradients");
+                    reference_forward(&call).expect("forward does not read upstream gradients");
                 }
-                assert_eq!(call.backward().err(), Some(want), "backward, {ctx}");
+                assert_eq!(
+                    reference_backward(&call).err(),
+                    Some(want),
+                    "backward, {ctx}"
+                );
             }
         }
     }
@@ -163,11 +105,16 @@ fn zero_dims_are_an_error() {
             ("hidden", dims(2, 2, 3, 0)),
         ] {
             // Buffers of the lengths these dims imply (some of them empty).
-            let call = Call::new(cell, d);
+            let call = new_call(cell, d);
             let want = Some(Error::ZeroDim { what });
-            assert_eq!(call.forward().err(), want, "{} forward {d:?}", cell.name());
             assert_eq!(
-                call.backward().err(),
+                reference_forward(&call).err(),
+                want,
+                "{} forward {d:?}",
+                cell.name()
+            );
+            assert_eq!(
+                reference_backward(&call).err(),
                 want,
                 "{} backward {d:?}",
                 cell.name()
@@ -222,7 +169,7 @@ fn overflowing_dims_are_an_error() {
 fn a_trace_larger_than_memory_is_an_error() {
     let d = dims(1 << 23, 1, 1, 2048);
     let state_bytes = (d.seq_len + 1) * d.hidden * 4;
-    if !common::kernel_refuses_allocation(state_bytes) {
+    if !testkit::memory::kernel_refuses_allocation(state_bytes) {
         eprintln!("skipped: this kernel might grant {state_bytes} bytes");
         return;
     }
@@ -264,12 +211,15 @@ fn cell_state_buffers_for_cells_without_one_are_an_error() {
         if cell.has_cell_state() {
             continue;
         }
-        let good = Call::new(cell, d);
+        let good = new_call(cell, d);
         let state = vec![0.0; d.state_len()];
 
         let mut call = good.clone();
         call.c0 = Some(state.clone());
-        for r in [call.forward().err(), call.backward().err()] {
+        for r in [
+            reference_forward(&call).err(),
+            reference_backward(&call).err(),
+        ] {
             assert!(
                 matches!(
                     r,
@@ -285,8 +235,8 @@ fn cell_state_buffers_for_cells_without_one_are_an_error() {
 
         let mut call = good.clone();
         call.dc_n = Some(state);
-        call.forward().expect("forward does not read dc_n");
-        let r = call.backward().err();
+        reference_forward(&call).expect("forward does not read dc_n");
+        let r = reference_backward(&call).err();
         assert!(
             matches!(
                 r,

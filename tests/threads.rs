@@ -2,14 +2,12 @@
 //! by rows in the large GEMMs, and every row is computed exactly as on one thread, so outputs
 //! and gradients are bit-identical for 1, 2 and 3 threads.
 
-mod common;
-
-use common::{RandomCase, dims, inference_forward, training_pass_in};
 use fused_rnn::Direction;
 use fused_rnn::{
-    CellKind, FinalState, Float, GradMode, InitialState, InputGrads, Isa, Layer, Mode,
-    StreamingLayer, Upstream,
+    CellKind, FinalState, Float, GradMode, InputGrads, Isa, Layer, Mode, StreamingLayer,
 };
+use testkit::oracle::{inference_forward, training_pass_in};
+use testkit::random::{RandomCase, dims};
 
 fn run<F: Float>(c: &RandomCase<F>, isa: Isa, threads: usize) -> Vec<u64> {
     let d = c.dims;
@@ -19,16 +17,12 @@ fn run<F: Float>(c: &RandomCase<F>, isa: Isa, threads: usize) -> Vec<u64> {
     assert_eq!(layer.threads(), threads);
     let mut ws = layer.workspace(d.seq_len, d.batch, Mode::Training).unwrap();
     let mut y = vec![F::ZERO; d.y_len()];
-    let init = InitialState {
-        h0: Some(&c.h0),
-        c0: c.c0(),
-    };
     layer
         .forward(
             &mut ws,
             Direction::Forward,
             &c.x,
-            init,
+            c.init(),
             &mut y,
             FinalState::default(),
         )
@@ -36,18 +30,20 @@ fn run<F: Float>(c: &RandomCase<F>, isa: Isa, threads: usize) -> Vec<u64> {
     let mut g = layer.zero_grads();
     let mut dx = vec![F::ZERO; d.x_len()];
     let mut dh0 = vec![F::ZERO; d.state_len()];
-    let up = Upstream {
-        dy: Some(&c.dy),
-        dh_n: Some(&c.dh_n),
-        dc_n: c.dc_n(),
-    };
     let inputs = InputGrads {
         dx: Some(&mut dx),
         dh0: Some(&mut dh0),
         dc0: None,
     };
     layer
-        .backward(&mut ws, &c.x, up, &mut g, inputs, GradMode::Overwrite)
+        .backward(
+            &mut ws,
+            &c.x,
+            c.upstream(),
+            &mut g,
+            inputs,
+            GradMode::Overwrite,
+        )
         .unwrap();
     [y, dx, dh0, g.weight_ih, g.weight_hh, g.bias_ih, g.bias_hh]
         .iter()
@@ -93,7 +89,7 @@ fn infer<F: Float>(c: &RandomCase<F>, isa: Isa, threads: usize) -> Vec<u64> {
     layer.set_isa(isa).unwrap();
     layer.set_threads(threads).unwrap();
     let (y, h_n, c_n) = inference_forward(&layer, c);
-    [y, h_n, c_n.unwrap_or_default()]
+    [y, h_n, c_n]
         .iter()
         .flatten()
         .map(|v| v.to_f64().to_bits())
@@ -196,7 +192,7 @@ fn stream<F: Float>(c: &RandomCase<F>, isa: Isa, threads: usize, pacing: Pacing)
     layer.set_isa(isa).unwrap();
     layer.set_threads(threads).unwrap();
     let mut s = StreamingLayer::new(layer, d.batch).unwrap();
-    s.set_state(&c.h0, c.c0()).unwrap();
+    s.set_state(c.h0().unwrap(), c.c0()).unwrap();
     let mut out = Vec::new();
     let steps: Vec<&[F]> = c.x.chunks_exact(d.batch * d.input).collect();
     for (t, x_t) in steps.iter().enumerate() {
@@ -266,7 +262,7 @@ fn pass_in<F: Float>(
     ws: &mut fused_rnn::Workspace<F>,
     c: &RandomCase<F>,
 ) -> Vec<u64> {
-    let (_, dx, g) = training_pass_in(layer, ws, &c.x, &c.dy);
+    let (_, dx, g) = training_pass_in(layer, ws, &c.x, c.dy().unwrap());
     [dx, g.weight_ih, g.weight_hh, g.bias_ih, g.bias_hh]
         .iter()
         .flatten()

@@ -1,26 +1,20 @@
 //! Packed weights follow weight updates: after `weights_mut`, forward and backward use the new
 //! values (bit-identical to a layer built from them), never a stale packed copy.
 
-mod common;
-
-use common::{RandomCase, dims};
 use fused_rnn::Direction;
-use fused_rnn::{CellKind, FinalState, GradMode, InitialState, InputGrads, Layer, Mode, Upstream};
+use fused_rnn::{CellKind, FinalState, GradMode, InputGrads, Layer, Mode, Upstream};
+use testkit::random::{RandomCase, dims};
 
 fn pass(layer: &Layer<f32>, c: &RandomCase<f32>) -> Vec<u32> {
     let d = c.dims;
     let mut ws = layer.workspace(d.seq_len, d.batch, Mode::Training).unwrap();
     let mut y = vec![0.0f32; d.y_len()];
-    let init = InitialState {
-        h0: Some(&c.h0),
-        c0: c.c0(),
-    };
     layer
         .forward(
             &mut ws,
             Direction::Forward,
             &c.x,
-            init,
+            c.init(),
             &mut y,
             FinalState::default(),
         )
@@ -28,7 +22,7 @@ fn pass(layer: &Layer<f32>, c: &RandomCase<f32>) -> Vec<u32> {
     let mut g = layer.zero_grads();
     let mut dh0 = vec![0.0f32; d.state_len()];
     let up = Upstream {
-        dy: Some(&c.dy),
+        dy: c.dy(),
         ..Default::default()
     };
     let inputs = InputGrads {

@@ -5,7 +5,8 @@
 //! magnitudes from subnormal to 32, and values within a few ULP of the kernels' thresholds.
 //! Slices have any length (0 included, any remainder mod 8).
 //!
-//! Checked against an f64 reference (the one of `tests/activation_accuracy.rs`), per element:
+//! Checked against the f64 references of `testkit::activation` (those of
+//! `tests/activation_accuracy.rs`), per element:
 //!
 //! - `x` in [-30, 30]: at most 4 ULP (the spacing of f32 at the reference value), where the
 //!   reference is a normal f32; where it is below the smallest normal (only tanh of a tiny `x`
@@ -27,9 +28,8 @@
 use fused_rnn::Isa;
 use fused_rnn::activation::{sigmoid, sigmoid_in_place, tanh, tanh_in_place};
 use libfuzzer_sys::fuzz_target;
+use testkit::activation::{MAX_ULP, sigmoid_ref, tanh_ref, ulp_at};
 
-/// The documented bound over [-30, 30].
-const MAX_ULP: f64 = 4.0;
 /// Below this sigmoid returns exactly 0 (documented).
 const SIGMOID_FLUSH: f32 = -87.33654;
 /// From this magnitude on tanh returns exactly ±1 (documented).
@@ -46,26 +46,6 @@ const EDGES: [f32; 8] = [
     87.33654,
     88.72284, // exp overflow in f32
 ];
-
-/// f64 reference: exp of -|x| (full relative accuracy for negative x), reflected by sign.
-fn sigmoid_ref(x: f32) -> f64 {
-    let x = f64::from(x);
-    let e = (-x.abs()).exp();
-    let s = e / (1.0 + e);
-    if x > 0.0 { 1.0 - s } else { s }
-}
-
-fn tanh_ref(x: f32) -> f64 {
-    f64::from(x).tanh()
-}
-
-/// The spacing of f32 numbers at `|r|` (`r` a normal f32 magnitude or larger).
-fn ulp_at(r: f64) -> f64 {
-    let r = r.abs();
-    assert!(r >= f64::from(f32::MIN_POSITIVE));
-    let exp = ((r.to_bits() >> 52) & 0x7ff) as i32 - 1023; // floor(log2 r)
-    2f64.powi(exp - 23)
-}
 
 fn decode(data: &[u8]) -> Vec<f32> {
     data.chunks_exact(5)

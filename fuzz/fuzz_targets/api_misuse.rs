@@ -16,12 +16,14 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use fused_rnn::{
+use fused_rnn::Direction;use fused_rnn::{
     CellKind, Dims, Error, FinalState, Float, GradMode, InitialState, InputGrads, Isa, Layer,
     LayerGrads, LayerWeights, Mode, RnnActivation, Upstream, Workspace, reference,
 };
-use fused_rnn_fuzz::{F64_REL, SplitMix, assert_close, f32_tolerance, rms, widen};
 use libfuzzer_sys::fuzz_target;
+use testkit::convert::widen;
+use testkit::random::SplitMix;
+use testkit::tolerance::{assert_close, rms, tolerance};
 
 /// A length relative to the right one.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -230,14 +232,6 @@ struct Model<F> {
 /// Largest workspace the target allocates (elements).
 const WS_LIMIT: usize = 1 << 16;
 
-fn tol<F: Float>(d: &Dims) -> f64 {
-    if F::NAME == "f64" {
-        F64_REL
-    } else {
-        f32_tolerance(d)
-    }
-}
-
 /// Whether a tensor's f32 values can be graded with the RMS floor: it is a statistic over the
 /// elements, and a tensor of fewer than 8 can cancel as a whole (its RMS then says nothing
 /// about the size of the terms its elements sum), and values near or past f32's range cannot
@@ -255,8 +249,8 @@ fn close<F: Float>(what: &str, got: &[F], want: &[f64], d: &Dims) {
         // Inputs, weights and upstream gradients here are O(1), so no element can be computed
         // to better than about one eps absolute (e.g. σ' = s - s² is exactly 0 in f32 once s
         // rounds to 1, where f64 still has e^-a): that is the absolute floor.
-        let floor = rms(want).max(F::EPSILON.to_f64() / tol::<F>(d));
-        assert_close(what, &widen(got), want, tol::<F>(d), floor, "");
+        let floor = rms(want).max(F::EPSILON.to_f64() / tolerance::<F>(d));
+        assert_close(what, &widen(got), want, tolerance::<F>(d), floor);
     } else {
         assert_eq!(got.len(), want.len(), "{what}: length");
     }
@@ -491,6 +485,7 @@ fn run<F: Float>(ops: Vec<Op>) {
                 let mut cnv = cnn.map(|n| vec![nan; n]);
                 let r = layer.forward(
                     &mut slot.ws,
+                    Direction::Forward,
                     &xv,
                     InitialState {
                         h0: h0v.as_deref(),
@@ -716,7 +711,7 @@ fn run<F: Float>(ops: Vec<Op>) {
                         // |prev|, and the f32 bound applies to that scale. (The floor alone,
                         // one rounding of prev, failed at 1.26x with |want| ~ 2e-4 and prev
                         // O(1), for an input that fails the same way before this session.)
-                        let rel = tol::<F>(&d);
+                        let rel = tolerance::<F>(&d);
                         let floor = rms(want).max(F::EPSILON.to_f64() / rel);
                         for (k, ((a, p), w)) in got.iter().zip(prev).zip(want).enumerate() {
                             let (a, p) = (a.to_f64(), p.to_f64());

@@ -33,7 +33,7 @@ use fused_rnn::interop::Direction;
 use fused_rnn::interop::pytorch::{load_layer_converting, save_layers};
 use fused_rnn::{
     CellKind, Error, FinalState, GradMode, InitialState, InputGrads, Layer, LayerGrads,
-    LayerWeights, Mode, PaddedWorkspace, Upstream, Workspace,
+    LayerWeights, Mode, Upstream, Workspace,
 };
 use fused_rnn_capi::{
     FRNN_ERR_ARGUMENT, FRNN_ERR_FORMAT, FRNN_ERR_LENGTH, FRNN_ERR_NULL, FRNN_ERR_STATE, FRNN_OK,
@@ -42,8 +42,9 @@ use fused_rnn_capi::{
     frnn_layer_set_threads, frnn_layer_sizes, frnn_step,
 };
 use fused_rnn_fuzz::c_args::{Buf, arg, bits, values, wrong_len};
-use fused_rnn_fuzz::{SplitMix, pick_cell, pick_stream_dims};
+use fused_rnn_fuzz::{pick_cell, pick_stream_dims};
 use libfuzzer_sys::fuzz_target;
+use testkit::random::SplitMix;
 
 /// A layer made before the main one, to exercise the two constructors.
 #[derive(Arbitrary, Debug)]
@@ -280,7 +281,7 @@ struct Expect {
 /// The Rust layer's workspace of a training forward.
 enum ModelWs {
     Fixed(Workspace<f32>),
-    Padded(PaddedWorkspace<f32>),
+    Padded(Workspace<f32>),
 }
 
 /// Row lengths from bytes: `0..=t`, and `t + 1` (past `T`, refused) for bytes from 240 (the
@@ -341,6 +342,7 @@ fn check_same_layer(c: *mut FrnnLayer, model: &Layer<f32>, rng: &mut SplitMix, w
     model
         .forward(
             &mut ws,
+            Direction::Forward,
             &x,
             InitialState::default(),
             &mut want,
@@ -805,16 +807,16 @@ fn run(case: &Case) {
                 };
                 let ws = match &lens {
                     Some(ls) => {
-                        let mut ws = model.padded_workspace(ls, t, mode).expect("model ws");
+                        let mut ws = model.workspace(t, ls, mode).expect("model ws");
                         model
-                            .forward_padded(&mut ws, xs, init, &mut y_m, fin)
+                            .forward(&mut ws, Direction::Forward, xs, init, &mut y_m, fin)
                             .expect("model forward_padded");
                         ModelWs::Padded(ws)
                     }
                     None => {
                         let mut ws = model.workspace(t, b, mode).expect("model workspace");
                         model
-                            .forward(&mut ws, xs, init, &mut y_m, fin)
+                            .forward(&mut ws, Direction::Forward, xs, init, &mut y_m, fin)
                             .expect("model forward");
                         ModelWs::Fixed(ws)
                     }
@@ -991,7 +993,7 @@ fn run(case: &Case) {
                 match ws {
                     ModelWs::Fixed(ws) => model.backward(ws, xs, up, &mut grads, inputs, mode),
                     ModelWs::Padded(ws) => {
-                        model.backward_padded(ws, xs, up, &mut grads, inputs, mode)
+                        model.backward(ws, xs, up, &mut grads, inputs, mode)
                     }
                 }
                 .expect("model backward");
@@ -1063,6 +1065,7 @@ fn run(case: &Case) {
                 model
                     .forward(
                         &mut ws,
+                        Direction::Forward,
                         &sx[..nx],
                         InitialState {
                             h0: Some(&hs[..ns]),

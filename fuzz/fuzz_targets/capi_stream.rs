@@ -23,8 +23,9 @@ use fused_rnn_capi::{
     frnn_stream_set_state, frnn_stream_step,
 };
 use fused_rnn_fuzz::c_args::{Buf, arg, bits, values, wrong_len};
-use fused_rnn_fuzz::{SplitMix, pick_cell, pick_stream_dims};
+use fused_rnn_fuzz::{pick_cell, pick_stream_dims};
 use libfuzzer_sys::fuzz_target;
+use testkit::random::SplitMix;
 
 #[derive(Arbitrary, Debug)]
 enum Op {

@@ -27,11 +27,11 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use fused_rnn::{CellKind, Dims, Isa, RnnActivation};
-use fused_rnn_fuzz::{
-    F64_REL, Fill, Outputs, Problem, SplitMix, assert_close, f32_tolerance, pick_cell, pick_isa,
-    relu_kink_distance, rms, run_fused, run_reference, worst_ratio,
-};
+use fused_rnn_fuzz::{Fill, all_finite, pick_cell, pick_isa, relu_kink_distance, tensors_mut};
 use libfuzzer_sys::fuzz_target;
+use testkit::oracle::{Outputs, run_fused, run_reference};
+use testkit::random::{RandomCase, SplitMix};
+use testkit::tolerance::{F64_REL, assert_close, f32_tolerance, family_rms, rms, worst_ratio};
 
 /// One injected special value.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -51,7 +51,7 @@ enum SpecialKind {
 }
 
 struct Case {
-    problem: Problem,
+    problem: RandomCase<f64>,
     isa: Isa,
     /// No special value was injected: the oracle comparison applies.
     sane: bool,
@@ -103,7 +103,7 @@ fn decode(u: &mut Unstructured<'_>) -> arbitrary::Result<Case> {
         |v: Vec<f64>| -> Vec<f64> { v.into_iter().map(|a| f64::from((a * k) as f32)).collect() };
     let s = dims.state_len();
     let lstm = cell.has_cell_state();
-    let mut problem = Problem {
+    let mut problem = RandomCase {
         cell,
         dims,
         weight_ih: scaled(fills[0].values(gh * dims.input, &mut rng)),
@@ -120,7 +120,7 @@ fn decode(u: &mut Unstructured<'_>) -> arbitrary::Result<Case> {
     let mut only_nan = true;
     let mut injected = String::new();
     {
-        let mut tensors = problem.tensors_mut();
+        let mut tensors = tensors_mut(&mut problem);
         for sp in &specials {
             let n = tensors.len();
             let (_, t) = &mut tensors[usize::from(sp.tensor) % n];
@@ -194,13 +194,13 @@ fn compare(
         "dx" | "dh0" | "dc0" => 1,
         _ => 2,
     };
-    let family_rms = |f: usize| {
-        let all: Vec<f64> = want
+    let family_floor = |f: usize| {
+        let members: Vec<&[f64]> = want
             .iter()
             .filter(|(n, _)| family(n) == f)
-            .flat_map(|(_, v)| v.iter().copied())
+            .map(|(_, v)| &v[..])
             .collect();
-        rms(&all)
+        family_rms(&members)
     };
     for (k, ((name, g), (wname, w))) in got.iter().zip(want).enumerate() {
         assert_eq!(name, wname);
@@ -212,13 +212,13 @@ fn compare(
         } else {
             f64::EPSILON
         };
-        let floor = rms(w).max(family_rms(family(name))).max(eps / rel);
+        let floor = rms(w).max(family_floor(family(name))).max(eps / rel);
         let (i, a, b, ratio) = worst_ratio(g, w, rel, floor);
         if ratio <= 1.0 {
             continue;
         }
         let Some(run) = same_prec else {
-            assert_close(&format!("{what} {name}"), g, w, rel, floor, "");
+            assert_close(&format!("{what} {name}"), g, w, rel, floor);
             unreachable!("assert_close passed on a failing tensor");
         };
         let s = scalar.get_or_insert_with(run);
@@ -269,11 +269,11 @@ fuzz_target!(|data: &[u8]| {
         case.injected
     );
     // Each run panics on any Err (all buffers are valid) and checks training == inference.
-    let want = run_reference::<f64>(p);
-    let got64 = run_fused::<f64>(p, Isa::Portable);
-    let got32 = run_fused::<f32>(p, case.isa);
+    let want = run_reference(p).outputs();
+    let got64 = run_fused(p, Isa::Portable).outputs();
+    let got32 = run_fused(&p.cast::<f32>(), case.isa).outputs();
     if case.sane {
-        assert!(p.all_finite());
+        assert!(all_finite(p));
         compare(&format!("{ctx} f64"), &got64, &want, F64_REL, None);
         // f32 rounding moves a pre-activation by ~eps·Σ|terms|; 1e-4 leaves a wide margin.
         let y = &want.iter().find(|(n, _)| *n == "y").expect("y").1;
@@ -287,7 +287,7 @@ fuzz_target!(|data: &[u8]| {
                 &got32,
                 &want,
                 f32_tolerance(&d),
-                Some(&|| run_reference::<f32>(p)),
+                Some(&|| run_reference(&p.cast::<f32>()).outputs()),
             );
         }
     } else if case.only_nan && p.cell != CellKind::Rnn(RnnActivation::Relu) {

@@ -35,15 +35,15 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use fused_rnn::{
+use fused_rnn::Direction;use fused_rnn::{
     CellKind, Dims, Error, FinalState, Float, InitialState, Isa, Layer, LayerWeights, Mode,
     StreamingLayer, reference,
 };
-use fused_rnn_fuzz::{
-    F64_REL, SplitMix, f32_tolerance, narrow, pick_cell, pick_isa, pick_stream_dims, rms, widen,
-    worst_ratio,
-};
+use fused_rnn_fuzz::{pick_cell, pick_isa, pick_stream_dims};
 use libfuzzer_sys::fuzz_target;
+use testkit::convert::{narrow, widen};
+use testkit::random::SplitMix;
+use testkit::tolerance::{F64_REL, f32_tolerance, family_rms, rms, worst_ratio};
 
 /// See `cell_forward_backward::SCALAR_FACTOR`.
 const SCALAR_FACTOR: f64 = 4.0;
@@ -136,12 +136,7 @@ struct Expected {
 impl Expected {
     /// RMS of the state family (y, h_T, c_T).
     fn family_rms(&self) -> f64 {
-        let mut all = self.y.clone();
-        all.extend_from_slice(&self.h_n);
-        if let Some(c) = &self.c_n {
-            all.extend_from_slice(c);
-        }
-        rms(&all)
+        family_rms(&[&self.y, &self.h_n, self.c_n.as_deref().unwrap_or_default()])
     }
 }
 
@@ -264,6 +259,7 @@ fn forward<G: Float>(
     layer
         .forward(
             &mut ws,
+            Direction::Forward,
             x,
             InitialState {
                 h0: Some(h0),

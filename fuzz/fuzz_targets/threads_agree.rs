@@ -18,13 +18,15 @@
 
 use arbitrary::Unstructured;
 use fused_rnn::{Dims, Isa};
-use fused_rnn_fuzz::{Fill, Outputs, Problem, SplitMix, pick_cell, pick_isa, run_fused_on};
+use fused_rnn_fuzz::{Fill, pick_cell, pick_isa};
 use libfuzzer_sys::fuzz_target;
+use testkit::oracle::{Outputs, run_fused_on};
+use testkit::random::{RandomCase, SplitMix};
 
 /// Multiply-adds per run at most (forward), so that a run stays in the milliseconds.
 const MAX_WORK: usize = 1 << 25;
 
-fn decode(u: &mut Unstructured<'_>) -> arbitrary::Result<(Problem, Isa, usize)> {
+fn decode(u: &mut Unstructured<'_>) -> arbitrary::Result<(RandomCase<f64>, Isa, usize)> {
     let cell = pick_cell(u)?;
     let isa = pick_isa(u)?;
     let threads = u.int_in_range(2..=4)?;
@@ -66,7 +68,7 @@ fn decode(u: &mut Unstructured<'_>) -> arbitrary::Result<(Problem, Isa, usize)> 
     let s = dims.state_len();
     let lstm = cell.has_cell_state();
     let with_h0: bool = u.arbitrary()?;
-    let problem = Problem {
+    let problem = RandomCase {
         cell,
         dims,
         weight_ih: random(gh * i, k),
@@ -88,12 +90,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok((p, isa, threads)) = decode(&mut u) else {
         return;
     };
-    let one = run_fused_on::<f32>(&p, isa, 1);
-    let many = run_fused_on::<f32>(&p, isa, threads);
+    let p32 = p.cast::<f32>();
+    let one = run_fused_on(&p32, isa, 1).outputs();
+    let many = run_fused_on(&p32, isa, threads).outputs();
     // The AVX2 path never folds the batch-1 projection and computes the same sums as the
     // AVX-512 path (tests/determinism.rs): the folded passes must be its bits too.
     let unfolded = (isa == Isa::Avx512 && Isa::Avx2Fma.is_available())
-        .then(|| run_fused_on::<f32>(&p, Isa::Avx2Fma, 1));
+        .then(|| run_fused_on(&p32, Isa::Avx2Fma, 1).outputs());
     for (other, what) in [(Some(&many), "threads"), (unfolded.as_ref(), "AVX2")] {
         let Some(other) = other else { continue };
         same(&p, isa, threads, what, &one, other);
@@ -101,7 +104,7 @@ fuzz_target!(|data: &[u8]| {
 });
 
 /// `a` and `b` (every output and gradient) are the same bits, NaN payloads aside.
-fn same(p: &Problem, isa: Isa, threads: usize, what: &str, one: &Outputs, other: &Outputs) {
+fn same(p: &RandomCase<f64>, isa: Isa, threads: usize, what: &str, one: &Outputs, other: &Outputs) {
     let d = p.dims;
     for ((name, a), (_, b)) in one.iter().zip(other) {
         for (j, (u, v)) in a.iter().zip(b).enumerate() {
