@@ -588,6 +588,31 @@ impl<F: Float> StepWorkers<F> {
             .all(|w| w.shared.sleeping.load(Ordering::SeqCst))
     }
 
+    /// Tests: waits until the first worker has computed the recurrent halves of the next step
+    /// from the `h` published at the end of the last one (its own slice's, then the caller's:
+    /// `caller_done` is set after both), so that a test of the precompute does not depend on
+    /// the worker being scheduled during the pause. `false` if nothing was published for the
+    /// next step, the worker died, or `timeout` passed.
+    #[cfg(test)]
+    pub(crate) fn wait_for_precompute(&self, timeout: Duration) -> bool {
+        let next = self.step + 1;
+        let Some(w) = self.workers.first() else {
+            return false;
+        };
+        if self.published_for != next {
+            return false;
+        }
+        let start = Instant::now();
+        while w.shared.caller_done.load(Ordering::Acquire) != next {
+            if w.shared.dead.load(Ordering::SeqCst) || start.elapsed() > timeout {
+                return false;
+            }
+            // Sleep, not spin: on a busy machine the worker needs this core.
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        true
+    }
+
     /// Makes the caller always wait for the workers (tests: covers the workers' path, which
     /// a loaded test machine may otherwise never take).
     #[cfg(test)]

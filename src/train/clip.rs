@@ -113,8 +113,8 @@ impl ScaledNorm {
             if a > TBIG {
                 big += (a * SBIG) * (a * SBIG);
             } else if a < TSML {
-                // Negligible next to a big value (squares 2^1944 apart), but summed anyway:
-                // a branch less.
+                // Summed even after a big value was seen (a branch less); the sum is then
+                // dropped below, its squares being more than 2^1994 times smaller.
                 small += (a * SSML) * (a * SSML);
             } else {
                 // NaN lands here (every comparison false).
