@@ -87,7 +87,7 @@ impl Bench {
         Bench {
             ws_train: layer.workspace(s.t, s.b, Mode::Training).unwrap(),
             ws_infer: layer.workspace(s.t, s.b, Mode::Inference).unwrap(),
-            grads: layer.zero_grads(),
+            grads: layer.zero_grads().unwrap(),
             layer,
             x,
             y: vec![0.0; s.t * s.b * s.h],
@@ -380,7 +380,7 @@ fn denormal(c: &mut Criterion) {
         let mut ws = layer.workspace(t, b, Mode::Training).unwrap();
         let mut y = vec![0.0f32; t * b * h];
         let dy = vec![1e-3f32; t * b * h];
-        let mut grads = layer.zero_grads();
+        let mut grads = layer.zero_grads().unwrap();
         g.bench_function(
             format!("lstm_t{t}_b{b}_i{i}_h{h}/{name}/forward_backward"),
             |bch| {

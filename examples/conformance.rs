@@ -361,7 +361,7 @@ fn run<F: Float>(
     layer
         .forward(&mut ws, Direction::Forward, &x, init, &mut y, fin)
         .map_err(fmt_err)?;
-    let mut grads = layer.zero_grads();
+    let mut grads = layer.zero_grads().map_err(fmt_err)?;
     let mut dx = vec![nan; d.x_len()];
     let mut dh0 = vec![nan; d.state_len()];
     let mut dc0 = vec![nan; d.state_len()];

@@ -103,7 +103,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut layer = Layer::<f32>::with_seeded_init(cell, 1, HIDDEN, 1)?;
     let mut head = OutputLayer::<f32>::with_seeded_init(1, HIDDEN, 2)?;
-    let mut grads = layer.zero_grads();
+    let mut grads = layer.zero_grads()?;
     let mut head_grads = head.zero_grads()?;
     let w = layer.weights();
     let mut adam = Adam::new(&[

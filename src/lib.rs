@@ -69,7 +69,7 @@
 //!
 //! // Backward for L = sum(y): dL/dy = 1.
 //! let dy = vec![1.0f32; t * b * h];
-//! let mut grads = layer.zero_grads();
+//! let mut grads = layer.zero_grads()?;
 //! let mut dx = vec![0.0f32; t * b * i];
 //! let up = Upstream { dy: Some(&dy), ..Default::default() };
 //! let inputs = InputGrads { dx: Some(&mut dx), ..Default::default() };

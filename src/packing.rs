@@ -1,6 +1,7 @@
 //! How the weights are packed for the step kernels: `W_hhᵀ` and `W_ihᵀ` in gate-blocked panels
 //! for the forward GEMMs, `W_hh` and `W_ih` in panels for backward's `dG · W`.
 
+use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::kernels::step_gemm::{AlignedBuf, PackedLayout};
 use crate::shape::CellKind;
@@ -37,13 +38,32 @@ pub(crate) fn pack_forward<F: Float>(
     k: usize,
     hidden: usize,
     (u0, u1): (usize, usize),
-) -> (AlignedBuf<F>, PackedLayout) {
+) -> Result<(AlignedBuf<F>, PackedLayout)> {
     let hc = u1 - u0;
     let layout = forward_packing::<F>(cell, k, hc);
-    let mut packed = AlignedBuf::zeroed(layout.len());
+    let mut packed = try_packed_buf(layout)?;
     layout.pack(&mut packed, |p, n| {
         let (g, off) = (n / hc, n % hc);
         w[(g * hidden + u0 + off) * k + p]
     });
-    (packed, layout)
+    Ok((packed, layout))
+}
+
+/// `W [K, N]` (row-major, `N = layout.group_width`) packed with `layout` (one group), as
+/// backward's `dG · W` reads it.
+pub(crate) fn pack_rows<F: Float>(w: &[F], layout: PackedLayout) -> Result<AlignedBuf<F>> {
+    let n = layout.group_width;
+    let mut packed = try_packed_buf(layout)?;
+    layout.pack(&mut packed, |r, c| w[r * n + c]);
+    Ok(packed)
+}
+
+/// A zeroed buffer for `layout`, allocated fallibly: packed copies are padded to whole panels
+/// (at `H = 1`, 16 times the weights), so their size is checked and their allocation may
+/// fail with an error rather than abort.
+fn try_packed_buf<F: Float>(layout: PackedLayout) -> Result<AlignedBuf<F>> {
+    let len = layout.checked_len().ok_or(Error::SizeOverflow {
+        what: "packed weights",
+    })?;
+    AlignedBuf::try_zeroed("packed weights", len)
 }

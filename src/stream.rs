@@ -82,8 +82,7 @@ impl<F: Float> StreamingLayer<F> {
         // The layer packs W_ihᵀ and W_hhᵀ once per weight update; do it now, not in the first
         // step.
         let hh_layout = forward_packing::<F>(cell, h, h);
-        layer.packed_forward();
-        layer.packed_input();
+        layer.prepare_packed(false)?;
         let mut bias = try_zeroed("streaming state", gh)?;
         fused_bias(cell, w.bias_ih, w.bias_hh, &mut bias);
         let c_len = if cell.has_cell_state() { bh } else { 0 };

@@ -48,23 +48,12 @@ pub struct LayerGrads<F> {
 }
 
 impl<F: Float> LayerGrads<F> {
-    /// Zero gradients for a layer of `cell` with `input` features and `hidden` units.
-    pub fn zeros(cell: CellKind, input: usize, hidden: usize) -> Self {
-        let gh = cell.gates() * hidden;
-        LayerGrads {
-            weight_ih: vec![F::ZERO; gh * input],
-            weight_hh: vec![F::ZERO; gh * hidden],
-            bias_ih: vec![F::ZERO; gh],
-            bias_hh: vec![F::ZERO; gh],
-        }
-    }
-
-    /// As [`LayerGrads::zeros`], with overflowing sizes ([`Error::SizeOverflow`]) and refused
-    /// allocations ([`Error::AllocationFailed`]) as errors.
+    /// Zero gradients for a layer of `cell` with `input` features and `hidden` units;
+    /// [`Error::SizeOverflow`] or [`Error::AllocationFailed`] where they cannot be had.
     ///
     /// [`Error::SizeOverflow`]: crate::Error::SizeOverflow
     /// [`Error::AllocationFailed`]: crate::Error::AllocationFailed
-    pub(crate) fn try_zeros(cell: CellKind, input: usize, hidden: usize) -> Result<Self> {
+    pub fn zeros(cell: CellKind, input: usize, hidden: usize) -> Result<Self> {
         let gh = mul_len("gradient [G*H]", cell.gates(), hidden)?;
         Ok(LayerGrads {
             weight_ih: try_zeroed("weight_ih gradient", mul_len("weight_ih", gh, input)?)?,

@@ -56,7 +56,7 @@ fn count_rows<F: fused_rnn::Float>(cell: CellKind, isa: Isa, t: usize, b: usize)
     let mut y = vec![F::ZERO; t * b * h];
     let mut dx = vec![F::ZERO; t * b * i];
     let mut dh0 = vec![F::ZERO; b * h];
-    let mut grads = layer.zero_grads();
+    let mut grads = layer.zero_grads().unwrap();
     let mut ws = layer.workspace(t, b, Mode::Training).unwrap();
     let mut ws_inf = layer.workspace(t, b, Mode::Inference).unwrap();
     let train = allocations(|| {
@@ -166,7 +166,7 @@ fn count_padded(cell: CellKind, scale: usize) -> usize {
     let mut y = vec![0.0f32; t * b * h];
     let mut dx = vec![0.0f32; t * b * i];
     let mut dh0 = vec![0.0f32; b * h];
-    let mut grads = layer.zero_grads();
+    let mut grads = layer.zero_grads().unwrap();
     let mut ws = layer.workspace(t, &lengths, Mode::Training).unwrap();
     let mut pass = || {
         layer

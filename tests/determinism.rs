@@ -43,14 +43,14 @@ fn layer_twice<F: Float>(cell: CellKind, isa: Isa) {
         let ctx = format!("{} {} T={t} B={b} I={i} H={h}", cell.name(), isa.name());
         let fresh = |layer: &Layer<F>| {
             let mut ws = layer.workspace(t, b, Mode::Training).unwrap();
-            let mut grads = layer.zero_grads();
+            let mut grads = layer.zero_grads().unwrap();
             forward_backward(layer, &c, &mut ws, &mut grads)
         };
         let first = fresh(&layer);
         assert_same(&format!("{ctx} fresh"), &first, &fresh(&layer));
         // One workspace and one gradient buffer reused; Overwrite must not see old contents.
         let mut ws = layer.workspace(t, b, Mode::Training).unwrap();
-        let mut grads = layer.zero_grads();
+        let mut grads = layer.zero_grads().unwrap();
         for k in 0..3 {
             let again = forward_backward(&layer, &c, &mut ws, &mut grads);
             assert_same(&format!("{ctx} reused workspace, run {k}"), &first, &again);
@@ -138,7 +138,7 @@ fn avx512_path_equals_avx2_path_bit_for_bit() {
                     layer.set_isa(isa).unwrap();
                     layer.set_threads(threads).unwrap();
                     let mut ws = layer.workspace(t, b, Mode::Training).unwrap();
-                    let mut grads = layer.zero_grads();
+                    let mut grads = layer.zero_grads().unwrap();
                     let mut out = forward_backward(&layer, &c, &mut ws, &mut grads);
                     let mut s = StreamingLayer::new(layer, b).unwrap();
                     let mut steps = Vec::new();

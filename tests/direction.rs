@@ -85,7 +85,7 @@ fn pass<F: Float>(layer: &Layer<F>, p: &Problem<F>, batch: Batch<'_>, dir: Direc
             },
         )
         .unwrap();
-    let mut grads = layer.zero_grads();
+    let mut grads = layer.zero_grads().unwrap();
     let (mut dx, mut dh0, mut dc0) = (vec![nan; p.t * b * i], vec![nan; b * h], vec![nan; b * h]);
     layer
         .backward(
@@ -142,7 +142,7 @@ fn check_against_rows<F: Float>(layer: &Layer<F>, p: &Problem<F>, batch: Batch<'
         p.lengths
     );
     let rev = pass(layer, p, batch, Direction::Reverse);
-    let mut sum = layer.zero_grads();
+    let mut sum = layer.zero_grads().unwrap();
     for (r, &len) in p.lengths.iter().enumerate() {
         let row = |m: &[F], w: usize| m[r * w..(r + 1) * w].to_vec();
         if len == 0 {

@@ -116,7 +116,7 @@ fn analytic(c: &Case) -> Vec<Vec<f64>> {
             FinalState::default(),
         )
         .unwrap();
-    let mut g = layer.zero_grads();
+    let mut g = layer.zero_grads().unwrap();
     let mut dx = vec![f64::NAN; c.x.len()];
     let mut dh0 = vec![f64::NAN; c.h0.len()];
     let mut dc0 = vec![f64::NAN; c.c0.len()];

@@ -63,8 +63,11 @@ fn accumulate_adds_to_the_previous_gradients() {
             let mut layer = Layer::new(cell, d.input, d.hidden, a.weights()).unwrap();
             layer.set_threads(threads).unwrap();
             let mut ws = layer.workspace(d.seq_len, d.batch, Mode::Training).unwrap();
-            let (mut ga, mut gb, mut sum) =
-                (layer.zero_grads(), layer.zero_grads(), layer.zero_grads());
+            let (mut ga, mut gb, mut sum) = (
+                layer.zero_grads().unwrap(),
+                layer.zero_grads().unwrap(),
+                layer.zero_grads().unwrap(),
+            );
             backward_into(&layer, &mut ws, &a, &mut ga, GradMode::Overwrite);
             backward_into(&layer, &mut ws, &b, &mut gb, GradMode::Overwrite);
             // Stale values that overwriting must drop.

@@ -269,7 +269,7 @@ fn backward_rejects_every_wrong_buffer_and_call_order() {
         let dy = [0.3f32; T * B * H];
         let s = vec![0.0f32; B * H];
         let mut y = vec![0.0f32; T * B * H];
-        let mut grads = l.zero_grads();
+        let mut grads = l.zero_grads().unwrap();
         let mut ws = l.workspace(T, B, Mode::Training).unwrap();
         let bwd = |ws: &mut Workspace<f32>, x: &[f32], up, grads: &mut LayerGrads<f32>, inputs| {
             l.backward(ws, x, up, grads, inputs, GradMode::Overwrite)
@@ -359,7 +359,7 @@ fn backward_rejects_every_wrong_buffer_and_call_order() {
             bwd(&mut ws, &x, Upstream::default(), &mut grads, inputs),
             "dh0",
         );
-        let mut bad = l.zero_grads();
+        let mut bad = l.zero_grads().unwrap();
         bad.weight_hh.pop();
         is_len_err(
             bwd(
@@ -371,7 +371,7 @@ fn backward_rejects_every_wrong_buffer_and_call_order() {
             ),
             "grads.weight_hh",
         );
-        let mut bad = l.zero_grads();
+        let mut bad = l.zero_grads().unwrap();
         bad.bias_ih.push(0.0);
         is_len_err(
             bwd(
@@ -466,7 +466,7 @@ where
     let other = f(&mut l);
     let runner = other.as_ref().unwrap_or(&l);
     let dy = vec![1.0f32; T * b * H];
-    let mut grads = runner.zero_grads();
+    let mut grads = runner.zero_grads().unwrap();
     runner.backward(
         &mut ws,
         &x,
@@ -536,4 +536,46 @@ fn absurd_thread_counts_are_refused_before_anything_is_sized() {
         }
         assert_eq!(l.threads(), 2, "{n} threads: the layer keeps its pool");
     }
+}
+
+/// The packed copies of the weights are padded to whole panels of 16 columns: an RNN with
+/// `I = 2^30`, `H = 1` (4 GiB of weights) needs 64 GiB of packed `W_ihᵀ`. Forward and a stream
+/// over it used to abort the process on that request; they return `AllocationFailed`. (Run
+/// only where the kernel refuses 64 GiB outright, so that the request cannot be granted.)
+#[test]
+fn packed_copies_larger_than_memory_are_errors() {
+    let (i, h) = (1usize << 30, 1);
+    if !testkit::memory::kernel_refuses_allocation(16 * i * h * 4) {
+        eprintln!("skipped: this kernel may grant 64 GiB");
+        return;
+    }
+    let cell = CellKind::Rnn(fused_rnn::RnnActivation::Tanh);
+    let zeros = vec![0.0f32; i];
+    let w = LayerWeights {
+        weight_ih: &zeros,
+        weight_hh: &[0.5],
+        bias_ih: &[0.0],
+        bias_hh: &[0.0],
+    };
+    let l = Layer::new(cell, i, h, w).unwrap();
+    let mut ws = l.workspace(1, 1, Mode::Inference).unwrap();
+    let mut y = [0.0f32];
+    let r = l.forward(
+        &mut ws,
+        Direction::Forward,
+        &zeros,
+        InitialState::default(),
+        &mut y,
+        FinalState::default(),
+    );
+    assert!(
+        matches!(r, Err(Error::AllocationFailed { .. })),
+        "forward: {r:?}"
+    );
+    let s = fused_rnn::StreamingLayer::new(l, 1);
+    assert!(
+        matches!(s, Err(Error::AllocationFailed { .. })),
+        "stream: {:?}",
+        s.err()
+    );
 }

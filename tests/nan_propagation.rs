@@ -28,7 +28,7 @@ const H: usize = 9;
 /// data.
 fn run<F: Float>(layer: &Layer<F>, c: &RandomCase<F>) -> Pass {
     let mut ws = layer.workspace(T, B, Mode::Training).unwrap();
-    fused_pass_in(layer, c, &mut ws, &mut layer.zero_grads())
+    fused_pass_in(layer, c, &mut ws, &mut layer.zero_grads().unwrap())
 }
 
 /// The same bits (the outputs are widened to f64 exactly).

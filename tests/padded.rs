@@ -198,7 +198,7 @@ fn bad_padded_input_is_an_error() {
     let mut ws = layer.workspace(t, &[4, 1], Mode::Training).expect("ws");
     let x = vec![0.5f32; t * b * i];
     let mut y = vec![0.0f32; t * b * h];
-    let mut grads = layer.zero_grads();
+    let mut grads = layer.zero_grads().unwrap();
     let backward = |ws: &mut fused_rnn::Workspace<f32>, grads: &mut LayerGrads<f32>| {
         layer.backward(
             ws,
@@ -251,7 +251,7 @@ fn bad_padded_input_is_an_error() {
         .expect("forward");
     let mut short = LayerGrads {
         weight_ih: vec![0.0; 1],
-        ..layer.zero_grads()
+        ..layer.zero_grads().unwrap()
     };
     assert!(matches!(
         backward(&mut ws, &mut short),

@@ -27,7 +27,7 @@ fn run<F: Float>(c: &RandomCase<F>, isa: Isa, threads: usize) -> Vec<u64> {
             FinalState::default(),
         )
         .unwrap();
-    let mut g = layer.zero_grads();
+    let mut g = layer.zero_grads().unwrap();
     let mut dx = vec![F::ZERO; d.x_len()];
     let mut dh0 = vec![F::ZERO; d.state_len()];
     let inputs = InputGrads {

@@ -31,7 +31,7 @@ fn windows_with_the_state_carried_are_one_pass_and_chained_backward_is_full_bptt
 
         // One pass over the whole series.
         let (y, hn, cn, mut ws) = forward_from(&layer, &c.x, (t, b), c.init());
-        let mut full = layer.zero_grads();
+        let mut full = layer.zero_grads().unwrap();
         let overwrite = GradMode::Overwrite;
         let (dx, dh0, dc0) = backward_in(&layer, &mut ws, &c.x, c.upstream(), &mut full, overwrite);
 
@@ -51,7 +51,7 @@ fn windows_with_the_state_carried_are_one_pass_and_chained_backward_is_full_bptt
         }
 
         // Backward, last window first, its dh0 entering the first window as dh_n.
-        let mut chained = layer.zero_grads();
+        let mut chained = layer.zero_grads().unwrap();
         let last = Upstream {
             dy: Some(steps(dy, cut, t, bh)),
             ..c.upstream()
@@ -94,7 +94,7 @@ fn windows_with_the_state_carried_are_one_pass_and_chained_backward_is_full_bptt
         // Cutting the link (truncated BPTT) loses the gradient that flows back from the
         // second window: the first window's dh0 changes.
         let zeros = vec![0.0; bh];
-        let mut truncated = layer.zero_grads();
+        let mut truncated = layer.zero_grads().unwrap();
         let cut_link = Upstream {
             dy: Some(steps(dy, 0, cut, bh)),
             dh_n: Some(&zeros),

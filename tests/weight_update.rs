@@ -19,7 +19,7 @@ fn pass(layer: &Layer<f32>, c: &RandomCase<f32>) -> Vec<u32> {
             FinalState::default(),
         )
         .unwrap();
-    let mut g = layer.zero_grads();
+    let mut g = layer.zero_grads().unwrap();
     let mut dh0 = vec![0.0f32; d.state_len()];
     let up = Upstream {
         dy: c.dy(),

@@ -34,7 +34,7 @@ fn main() -> Result<(), fused_rnn::Error> {
     let mut y = vec![0.0f32; t * b * h];
     let dy = vec![0.01f32; t * b * h];
     let mut dx = vec![0.0f32; t * b * i];
-    let mut grads = layer.zero_grads();
+    let mut grads = layer.zero_grads().unwrap();
     // Touch every page of the caller's buffers (zeroed allocations are not resident yet).
     y.fill(1.0);
     dx.fill(1.0);

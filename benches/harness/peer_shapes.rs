@@ -65,7 +65,7 @@ fn main() -> Result<(), fused_rnn::Error> {
         let mut ws = layer.workspace(t, b, Mode::Training)?;
         let mut y = vec![0.0f32; t * b * h];
         let mut dx = vec![0.0f32; t * b * i];
-        let mut grads = layer.zero_grads();
+        let mut grads = layer.zero_grads().unwrap();
         let flops = 3.0 * 2.0 * (t * b * cell.gates() * h * (i + h)) as f64;
         let reps = if flops > 5e10 { 5 } else { 21 };
         let (ms, best) = median_ms(reps, || {

@@ -26,7 +26,7 @@ fn main() -> Result<(), fused_rnn::Error> {
     let x = vec![0.1f32; t * b * i];
     let dy = vec![0.01f32; t * b * h];
     let mut y = vec![0.0f32; t * b * h];
-    let mut grads = layer.zero_grads();
+    let mut grads = layer.zero_grads().unwrap();
     let start = std::time::Instant::now();
     for _ in 0..reps {
         layer.forward(

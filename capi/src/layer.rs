@@ -33,9 +33,9 @@ pub struct FrnnLayer {
 }
 
 impl FrnnLayer {
-    fn new(layer: Layer<f32>) -> Self {
-        let grads = layer.zero_grads();
-        FrnnLayer {
+    fn new(layer: Layer<f32>) -> Result<Self, CErr> {
+        let grads = layer.zero_grads()?;
+        Ok(FrnnLayer {
             layer,
             train_ws: None,
             infer_ws: None,
@@ -45,7 +45,7 @@ impl FrnnLayer {
             padded_train: None,
             padded_infer: None,
             grads,
-        }
+        })
     }
 }
 
@@ -96,7 +96,7 @@ pub unsafe extern "C" fn frnn_layer_create(
             }
         };
         let layer = Layer::new(cell, input_size, hidden_size, w)?;
-        store_handle(out, FrnnLayer::new(layer));
+        store_handle(out, FrnnLayer::new(layer)?);
         Ok(())
     })
 }
@@ -128,7 +128,7 @@ pub unsafe extern "C" fn frnn_layer_from_safetensors(
             Direction::Forward
         };
         let layer = pytorch::load_layer_converting::<f32>(data, cell, layer_index, dir)?;
-        store_handle(out, FrnnLayer::new(layer));
+        store_handle(out, FrnnLayer::new(layer)?);
         Ok(())
     })
 }

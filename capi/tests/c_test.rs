@@ -138,7 +138,7 @@ fn emit_case(a: &mut Arrays, p: &str, cell: CellKind, cell_c: i32, seed: u64) ->
         values(seed + 5, b * h),
         st(values(seed + 6, b * h)),
     ];
-    let mut g1 = layer.zero_grads();
+    let mut g1 = layer.zero_grads().unwrap();
     let out = fwd_bwd(&layer, t, b, &inp, &mut g1, GradMode::Overwrite);
     let mut g2 = g1.clone();
     let _ = fwd_bwd(&layer, t, b, &inp, &mut g2, GradMode::Accumulate);
@@ -192,7 +192,7 @@ fn emit_case(a: &mut Arrays, p: &str, cell: CellKind, cell_c: i32, seed: u64) ->
             },
         )
         .unwrap();
-    let mut pg = layer.zero_grads();
+    let mut pg = layer.zero_grads().unwrap();
     let (mut pdx, mut pdh0, mut pdc0) = (vec![0.0; t * b * i], vec![0.0; b * h], vec![0.0; b * h]);
     layer
         .backward(

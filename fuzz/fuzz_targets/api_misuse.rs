@@ -16,7 +16,8 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use fused_rnn::Direction;use fused_rnn::{
+use fused_rnn::Direction;
+use fused_rnn::{
     CellKind, Dims, Error, FinalState, Float, GradMode, InitialState, InputGrads, Isa, Layer,
     LayerGrads, LayerWeights, Mode, RnnActivation, Upstream, Workspace, reference,
 };

@@ -992,9 +992,7 @@ fn run(case: &Case) {
                 };
                 match ws {
                     ModelWs::Fixed(ws) => model.backward(ws, xs, up, &mut grads, inputs, mode),
-                    ModelWs::Padded(ws) => {
-                        model.backward(ws, xs, up, &mut grads, inputs, mode)
-                    }
+                    ModelWs::Padded(ws) => model.backward(ws, xs, up, &mut grads, inputs, mode),
                 }
                 .expect("model backward");
                 let outs: [(&str, CArg, &[f32]); 3] = [

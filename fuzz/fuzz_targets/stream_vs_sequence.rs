@@ -35,7 +35,8 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use fused_rnn::Direction;use fused_rnn::{
+use fused_rnn::Direction;
+use fused_rnn::{
     CellKind, Dims, Error, FinalState, Float, InitialState, Isa, Layer, LayerWeights, Mode,
     StreamingLayer, reference,
 };

@@ -1,6 +1,8 @@
 //! The row split: a pass's batch rows cut into blocks that each run the whole sequence on
 //! their own thread (rows are independent, so there is no synchronisation per step).
 
+use crate::error::{Error, Result};
+
 /// Row ranges `[start, end)` of `b` rows in up to `shards` blocks (multiples of four rows,
 /// the GEMM micro-tile, where possible).
 pub(crate) fn row_ranges(b: usize, shards: usize) -> Vec<(usize, usize)> {
@@ -28,10 +30,10 @@ pub(crate) fn row_pieces<'a, F>(
     steps: usize,
     row_len: usize,
     ranges: &[(usize, usize)],
-) -> Vec<Vec<&'a mut [F]>> {
-    let mut out: Vec<Vec<&'a mut [F]>> = ranges.iter().map(|_| Vec::with_capacity(steps)).collect();
+) -> Result<Vec<Vec<&'a mut [F]>>> {
+    let mut out = step_lists(ranges.len(), steps)?;
     if steps == 0 {
-        return out;
+        return Ok(out);
     }
     let b = ranges.last().map_or(0, |r| r.1);
     for step in buf.chunks_exact_mut(b * row_len).take(steps) {
@@ -42,7 +44,7 @@ pub(crate) fn row_pieces<'a, F>(
             rest = tail;
         }
     }
-    out
+    Ok(out)
 }
 
 /// Read-only [`row_pieces`].
@@ -51,10 +53,10 @@ pub(crate) fn row_pieces_ref<'a, F>(
     steps: usize,
     row_len: usize,
     ranges: &[(usize, usize)],
-) -> Vec<Vec<&'a [F]>> {
-    let mut out: Vec<Vec<&'a [F]>> = ranges.iter().map(|_| Vec::with_capacity(steps)).collect();
+) -> Result<Vec<Vec<&'a [F]>>> {
+    let mut out = step_lists(ranges.len(), steps)?;
     if steps == 0 {
-        return out;
+        return Ok(out);
     }
     let b = ranges.last().map_or(0, |r| r.1);
     for step in buf.chunks_exact(b * row_len).take(steps) {
@@ -65,7 +67,30 @@ pub(crate) fn row_pieces_ref<'a, F>(
             rest = tail;
         }
     }
-    out
+    Ok(out)
+}
+
+/// `shards` empty lists with room for `steps` entries each, allocated fallibly: a pass's
+/// bookkeeping grows with `T` (one slice per step and buffer), so a `T` the workspace could
+/// hold may still be refused here, with an error rather than an abort.
+fn step_lists<T>(shards: usize, steps: usize) -> Result<Vec<Vec<T>>> {
+    let bytes = steps.saturating_mul(core::mem::size_of::<T>());
+    let mut out = Vec::new();
+    out.try_reserve_exact(shards)
+        .map_err(|_| Error::AllocationFailed {
+            what: "per-step slices",
+            bytes,
+        })?;
+    for _ in 0..shards {
+        let mut v = Vec::new();
+        v.try_reserve_exact(steps)
+            .map_err(|_| Error::AllocationFailed {
+                what: "per-step slices",
+                bytes,
+            })?;
+        out.push(v);
+    }
+    Ok(out)
 }
 
 /// Runs `f` on every job, the first on the calling thread and the others as tasks of the

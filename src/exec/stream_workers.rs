@@ -482,16 +482,18 @@ impl<F: Float> StepWorkers<F> {
                 )?),
             });
             let wts = layer.weights();
-            let (w_ih, ih_layout) = pack_forward(cell, wts.weight_ih, i, h, units);
-            let (w_hh, hh_layout) = pack_forward(cell, wts.weight_hh, h, h, units);
-            let caller = helps_caller.then(|| {
-                let (w_hh, layout) = pack_forward(cell, wts.weight_hh, h, h, caller_units);
-                CallerColumns {
+            let (w_ih, ih_layout) = pack_forward(cell, wts.weight_ih, i, h, units)?;
+            let (w_hh, hh_layout) = pack_forward(cell, wts.weight_hh, h, h, units)?;
+            let caller = if helps_caller {
+                let (w_hh, layout) = pack_forward(cell, wts.weight_hh, h, h, caller_units)?;
+                Some(CallerColumns {
                     units: caller_units,
                     w_hh,
                     layout,
-                }
-            });
+                })
+            } else {
+                None
+            };
             let ws = WorkerSlice {
                 weights: SliceWeights {
                     cell,

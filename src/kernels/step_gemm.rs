@@ -126,19 +126,10 @@ pub(crate) struct AlignedBuf<E> {
 }
 
 impl<E: Copy + Default> AlignedBuf<E> {
-    /// `len` zeros (`E::default()`), the first on a line boundary. Aborts if the allocator
-    /// refuses (and panics if `len` is within a line of `usize::MAX`): for a length that comes
-    /// from user input use [`AlignedBuf::try_zeroed`].
-    pub(crate) fn zeroed(len: usize) -> Self {
-        let buf = vec![E::default(); len + LINE / size_of::<E>().max(1)];
-        let start = line_start(&buf);
-        AlignedBuf { buf, start, len }
-    }
-
-    /// As [`AlignedBuf::zeroed`], with errors instead of a panic or an abort:
-    /// [`Error::SizeOverflow`] if `len` elements (and a line of padding) do not fit in
-    /// `isize::MAX` bytes, [`Error::AllocationFailed`] if the allocator refuses them. `what`
-    /// names the buffer in the error, e.g. `"packed W_hh"`.
+    /// `len` zeros (`E::default()`), the first on a line boundary; [`Error::SizeOverflow`]
+    /// if `len` elements (and a line of padding) do not fit in `isize::MAX` bytes,
+    /// [`Error::AllocationFailed`] if the allocator refuses them. `what` names the buffer in
+    /// the error, e.g. `"packed weights"`.
     ///
     /// [`Error::SizeOverflow`]: crate::Error::SizeOverflow
     /// [`Error::AllocationFailed`]: crate::Error::AllocationFailed
@@ -623,7 +614,7 @@ mod tests {
 
     fn check<E: Copy + Default + PartialEq + core::fmt::Debug>(fill: impl Fn(usize) -> E) {
         for len in [0, 1, 15, 16, 17, 1000] {
-            let mut a = AlignedBuf::<E>::zeroed(len);
+            let mut a = AlignedBuf::<E>::try_zeroed("test", len).unwrap();
             assert_eq!(a.len(), len);
             assert!(a.iter().all(|v| *v == E::default()));
             assert_eq!(a.as_ptr().addr() % 64, 0, "len {len}");

@@ -5,13 +5,13 @@ mod buffers;
 
 pub use buffers::{FinalState, InitialState, InputGrads, Upstream};
 
-use crate::error::{Error, Result, try_zeroed};
+use crate::error::{Error, Result, try_to_vec, try_zeroed};
 use crate::exec::plan;
 use crate::exec::pool::{JoinedPool, check_threads};
 use crate::float::Float;
 use crate::kernels::isa::Isa;
 use crate::kernels::step_gemm::{AlignedBuf, PackedLayout};
-use crate::packing::{backward_packing, forward_packing, pack_forward};
+use crate::packing::{backward_packing, forward_packing, pack_forward, pack_rows};
 use crate::sequence;
 use crate::sequence::backward::backward_scratch_len;
 use crate::sequence::padded::Segments;
@@ -86,10 +86,10 @@ impl<F: Float> Layer<F> {
             cell,
             input_size,
             hidden_size,
-            weight_ih: w.weight_ih.to_vec(),
-            weight_hh: w.weight_hh.to_vec(),
-            bias_ih: w.bias_ih.to_vec(),
-            bias_hh: w.bias_hh.to_vec(),
+            weight_ih: try_to_vec("weight_ih", w.weight_ih)?,
+            weight_hh: try_to_vec("weight_hh", w.weight_hh)?,
+            bias_ih: try_to_vec("bias_ih", w.bias_ih)?,
+            bias_hh: try_to_vec("bias_hh", w.bias_hh)?,
             isa: Isa::detect(),
             version: WeightsVersion::fresh(),
             pool: None,
@@ -205,21 +205,37 @@ impl<F: Float> Layer<F> {
         self.isa = isa.checked()?;
         Ok(())
     }
-    /// `W_hhᵀ` packed for the forward step GEMM (packed once per weight update).
-    pub(crate) fn packed_forward(&self) -> &[F] {
-        self.packed_forward.get_or_init(|| {
-            let h = self.hidden_size;
-            pack_forward(self.cell, &self.weight_hh, h, h, (0, h)).0
-        })
+    /// Makes the packed copies of the weights a pass needs (forward's, and with `backward`
+    /// backward's too) if they are not made yet: once per weight update, with fallible
+    /// allocations, before the pass runs. Every entry point calls it first; the accessors
+    /// below only read what it made.
+    pub(crate) fn prepare_packed(&self, backward: bool) -> Result<()> {
+        let (i, h) = (self.input_size, self.hidden_size);
+        try_init(&self.packed_forward, || {
+            Ok(pack_forward(self.cell, &self.weight_hh, h, h, (0, h))?.0)
+        })?;
+        try_init(&self.packed_input, || {
+            Ok(pack_forward(self.cell, &self.weight_ih, i, h, (0, h))?.0)
+        })?;
+        if backward {
+            try_init(&self.packed_backward, || {
+                pack_rows(&self.weight_hh, backward_packing::<F>(self.cell, h))
+            })?;
+            try_init(&self.packed_input_backward, || {
+                pack_rows(&self.weight_ih, self.input_backward_packing())
+            })?;
+        }
+        Ok(())
     }
 
-    /// `W_ihᵀ` packed for the input projection (packed once per weight update), laid out by
-    /// [`Layer::input_packing`].
+    /// `W_hhᵀ` packed for the forward step GEMM.
+    pub(crate) fn packed_forward(&self) -> &[F] {
+        packed(&self.packed_forward)
+    }
+
+    /// `W_ihᵀ` packed for the input projection, laid out by [`Layer::input_packing`].
     pub(crate) fn packed_input(&self) -> &[F] {
-        self.packed_input.get_or_init(|| {
-            let (i, h) = (self.input_size, self.hidden_size);
-            pack_forward(self.cell, &self.weight_ih, i, h, (0, h)).0
-        })
+        packed(&self.packed_input)
     }
 
     /// The GRU's `b_hn [H]` (the part of `b_hh` that sits inside `r * (W_hn h + b_hn)` in the
@@ -236,27 +252,15 @@ impl<F: Float> Layer<F> {
         forward_packing::<F>(self.cell, self.input_size, self.hidden_size)
     }
 
-    /// `W_hh` packed for backward's `dh_{t-1} = dG · W_hh` (packed once per weight update).
+    /// `W_hh` packed for backward's `dh_{t-1} = dG · W_hh`.
     pub(crate) fn packed_backward(&self) -> &[F] {
-        self.packed_backward.get_or_init(|| {
-            let h = self.hidden_size;
-            let layout = backward_packing::<F>(self.cell, h);
-            let mut v = AlignedBuf::zeroed(layout.len());
-            layout.pack(&mut v, |r, c| self.weight_hh[r * h + c]);
-            v
-        })
+        packed(&self.packed_backward)
     }
 
-    /// `W_ih` packed for backward's `dX = dG · W_ih` (packed once per weight update), laid
-    /// out by [`Layer::input_backward_packing`].
+    /// `W_ih` packed for backward's `dX = dG · W_ih`, laid out by
+    /// [`Layer::input_backward_packing`].
     pub(crate) fn packed_input_backward(&self) -> &[F] {
-        self.packed_input_backward.get_or_init(|| {
-            let i = self.input_size;
-            let layout = self.input_backward_packing();
-            let mut v = AlignedBuf::zeroed(layout.len());
-            layout.pack(&mut v, |r, c| self.weight_ih[r * i + c]);
-            v
-        })
+        packed(&self.packed_input_backward)
     }
 
     /// The layout of [`Layer::packed_input_backward`]: `W_ih [G*H, I]` as `K = G*H` rows of
@@ -371,7 +375,7 @@ impl<F: Float> Layer<F> {
         })
     }
     /// Zero gradients shaped like this layer's parameters.
-    pub fn zero_grads(&self) -> LayerGrads<F> {
+    pub fn zero_grads(&self) -> Result<LayerGrads<F>> {
         LayerGrads::zeros(self.cell, self.input_size, self.hidden_size)
     }
 
@@ -454,6 +458,7 @@ impl<F: Float> Layer<F> {
         ws.check(self.cell, self.input_size, self.hidden_size, None)?;
         let d = ws.dims();
         self.check_forward_buffers(&d, x, &init, y, &fin)?;
+        self.prepare_packed(false)?;
         ws.status = Status::Fresh;
         let training = ws.mode() == Mode::Training;
         let isa = self.isa.resolve();
@@ -490,6 +495,7 @@ impl<F: Float> Layer<F> {
         ws.status.check_forwarded(self.version)?;
         let d = ws.dims();
         self.check_backward_buffers(&d, x, &up, grads, &inputs)?;
+        self.prepare_packed(true)?;
         let shards = plan::row_shards(self.threads(), self.cell, &d);
         let scratch = backward_scratch_len::<F>(self.cell, &d)
             .checked_mul(shards)
@@ -503,7 +509,21 @@ impl<F: Float> Layer<F> {
             sequence::backward::backward(
                 self, isa, shards, direction, ws, x, up, grads, inputs, mode,
             )
-        });
-        Ok(())
+        })
     }
+}
+
+/// Fills `cell` with `make()` unless it holds a value (a value another thread set first wins:
+/// both are the same packing of the same weights).
+fn try_init<T>(cell: &std::sync::OnceLock<T>, make: impl FnOnce() -> Result<T>) -> Result<()> {
+    if cell.get().is_none() {
+        let _ = cell.set(make()?);
+    }
+    Ok(())
+}
+
+/// The packed copy in `cell`, made by [`Layer::prepare_packed`] before any pass reads it.
+fn packed<F>(cell: &std::sync::OnceLock<AlignedBuf<F>>) -> &[F] {
+    cell.get()
+        .expect("Layer::prepare_packed runs before every pass")
 }

@@ -162,7 +162,7 @@ pub fn backward<F: Float>(
             true => Some(try_zeroed("reference dc0 [B, H]", s)?),
             false => None,
         },
-        weights: LayerGrads::try_zeros(cell, dims.input, dims.hidden)?,
+        weights: LayerGrads::zeros(cell, dims.input, dims.hidden)?,
     };
     match cell {
         CellKind::Rnn(act) => rnn::backward(act, &dims, w, x, &tr, &up, &mut g)?,

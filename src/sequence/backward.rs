@@ -3,6 +3,7 @@
 //! `T·B` rows at once.
 
 use crate::cell::{BackwardPrep, BackwardState, backward_step};
+use crate::error::Result;
 use crate::exec::rows::{row_pieces, row_pieces_ref, row_ranges, run_parallel};
 use crate::float::Float;
 use crate::gemm::{self, GradTerm, gemm_packed_rows, weight_grad};
@@ -93,7 +94,7 @@ pub(crate) fn backward<F: Float>(
     grads: &mut LayerGrads<F>,
     inputs: InputGrads<'_, F>,
     mode: GradMode,
-) {
+) -> Result<()> {
     let d = ws.dims();
     let (t_len, b, i_sz, h) = (d.seq_len, d.batch, d.input, d.hidden);
     let cell = layer.cell();
@@ -145,21 +146,30 @@ pub(crate) fn backward<F: Float>(
         Vec<&'a mut [F]>,
     );
     let dy_len = if up.dy.is_some() { t_len } else { 0 };
-    let jobs: Vec<Shard<'_, F>> = row_pieces(&mut *p.gates, t_len, gh, &ranges)
+    let gates = row_pieces(&mut *p.gates, t_len, gh, &ranges)?;
+    let grids = row_pieces(&mut p.grid[..g_len * bh], g_len, h, &ranges)?;
+    let hs = row_pieces_ref(&*p.h_all, t_len + 1, h, &ranges)?;
+    let cs = row_pieces_ref(&p.c_all[..c_len * bh], c_len, h, &ranges)?;
+    let dys = row_pieces_ref(up.dy.unwrap_or(&[]), dy_len, h, &ranges)?;
+    let d0 = row_pieces(&mut *dh, 1, h, &ranges)?;
+    let d1 = row_pieces(&mut *dh_next, 1, h, &ranges)?;
+    let dcs = row_pieces(
+        &mut p.dc[..if lstm { bh } else { 0 }],
+        usize::from(lstm),
+        h,
+        &ranges,
+    )?;
+    let drhs = row_pieces(&mut *p.drh, drh_len, h, &ranges)?;
+    let jobs: Vec<Shard<'_, F>> = gates
         .into_iter()
-        .zip(row_pieces(&mut p.grid[..g_len * bh], g_len, h, &ranges))
-        .zip(row_pieces_ref(&*p.h_all, t_len + 1, h, &ranges))
-        .zip(row_pieces_ref(&p.c_all[..c_len * bh], c_len, h, &ranges))
-        .zip(row_pieces_ref(up.dy.unwrap_or(&[]), dy_len, h, &ranges))
-        .zip(row_pieces(&mut *dh, 1, h, &ranges))
-        .zip(row_pieces(&mut *dh_next, 1, h, &ranges))
-        .zip(row_pieces(
-            &mut p.dc[..if lstm { bh } else { 0 }],
-            usize::from(lstm),
-            h,
-            &ranges,
-        ))
-        .zip(row_pieces(&mut *p.drh, drh_len, h, &ranges))
+        .zip(grids)
+        .zip(hs)
+        .zip(cs)
+        .zip(dys)
+        .zip(d0)
+        .zip(d1)
+        .zip(dcs)
+        .zip(drhs)
         .map(|((((((((g, gr), hs), cs), dy), d0), d1), dc), drh)| {
             (g, gr, hs, cs, dy, d0, d1, dc, drh)
         })
@@ -283,4 +293,5 @@ pub(crate) fn backward<F: Float>(
             }
         }
     }
+    Ok(())
 }

@@ -98,27 +98,27 @@ pub(crate) fn forward<F: Float>(
     let ranges = row_ranges(b, shards);
     let lstm = cell.has_cell_state();
     let gru = matches!(cell, CellKind::Gru(_));
-    let gates = row_pieces(&mut *p.gates, t_len, gh, &ranges);
-    let acc = row_pieces(&mut *p.acc, 1, gh, &ranges);
+    let gates = row_pieces(&mut *p.gates, t_len, gh, &ranges)?;
+    let acc = row_pieces(&mut *p.acc, 1, gh, &ranges)?;
     let (h_all, h_len) = if training {
         (&mut *p.h_all, t_len + 1)
     } else {
         (&mut p.h_all[..bh], 1)
     };
-    let h_states = row_pieces(h_all, h_len, h, &ranges);
-    let y_rows = row_pieces(y, t_len, h, &ranges);
+    let h_states = row_pieces(h_all, h_len, h, &ranges)?;
+    let y_rows = row_pieces(y, t_len, h, &ranges)?;
     let c_len = match (lstm, training) {
         (false, _) => 0,
         (true, true) => t_len + 1,
         (true, false) => 2,
     };
-    let c_states = row_pieces(&mut p.c_all[..c_len * bh], c_len, h, &ranges);
+    let c_states = row_pieces(&mut p.c_all[..c_len * bh], c_len, h, &ranges)?;
     let g_len = match (gru, training) {
         (false, _) => 0,
         (true, true) => t_len,
         (true, false) => 1,
     };
-    let grids = row_pieces(&mut p.grid[..g_len * bh], g_len, h, &ranges);
+    let grids = row_pieces(&mut p.grid[..g_len * bh], g_len, h, &ranges)?;
     type Shard<'a, F> = (
         Vec<&'a mut [F]>,
         Vec<&'a mut [F]>,

@@ -386,6 +386,7 @@ pub(crate) fn forward<F: Float>(
 /// `mode`. Consumes the forward's state: a second backward needs a new forward.
 ///
 /// Errors as [`Layer::backward`]'s; every buffer is checked before anything is computed.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward<F: Float>(
     layer: &Layer<F>,
     ws: &mut Segments<F>,

@@ -161,7 +161,7 @@ pub fn training_pass_in<F: Float>(
     dy: &[F],
 ) -> (Vec<F>, Vec<F>, LayerGrads<F>) {
     let (y, _, _) = forward_in(layer, ws, x, InitialState::default());
-    let mut grads = layer.zero_grads();
+    let mut grads = layer.zero_grads().unwrap();
     let up = Upstream {
         dy: Some(dy),
         ..Default::default()
@@ -220,7 +220,7 @@ pub fn run_fused_on<F: Float>(c: &RandomCase<F>, isa: Isa, threads: usize) -> Pa
     let mut ws = layer
         .workspace(d.seq_len, d.batch, Mode::Training)
         .expect("training workspace");
-    let pass = fused_pass_in(&layer, c, &mut ws, &mut layer.zero_grads());
+    let pass = fused_pass_in(&layer, c, &mut ws, &mut layer.zero_grads().unwrap());
     for (what, inference, training) in [
         ("y", &y, &pass.y),
         ("h_n", &h_n, &pass.h_n),

@@ -66,7 +66,7 @@ fn padded_calls<F: Float>(
     };
     if mode == Mode::Training {
         let (mut dx, mut dh0, mut dc0) = (vec![nan; x.len()], vec![nan; s], vec![nan; c_len]);
-        let mut grads = layer.zero_grads();
+        let mut grads = layer.zero_grads().unwrap();
         let up = Upstream {
             dy: Some(dy),
             ..c.upstream()
@@ -130,7 +130,7 @@ pub fn rows_alone<F: Float>(layer: &Layer<F>, c: &RandomCase<F>, lengths: &[usiz
         dx: vec![0.0; d.x_len()],
         dh0: vec![0.0; s],
         dc0: vec![0.0; c_len],
-        grads: grads_of(&layer.zero_grads()).map(|g| vec![0.0; g.len()]),
+        grads: grads_of(&layer.zero_grads().unwrap()).map(|g| vec![0.0; g.len()]),
     };
     for (r, &len) in lengths.iter().enumerate() {
         let row = |m: &[F]| m[r * h..(r + 1) * h].to_vec();
@@ -157,7 +157,7 @@ pub fn rows_alone<F: Float>(layer: &Layer<F>, c: &RandomCase<F>, lengths: &[usiz
             c0: c0_r.as_deref(),
         };
         let (y, hn, cn, mut ws) = forward_from(layer, &x, (len, 1), init);
-        let mut g = layer.zero_grads();
+        let mut g = layer.zero_grads().unwrap();
         let up = Upstream {
             dy: Some(&dy),
             dh_n: Some(&dh_n_r),
