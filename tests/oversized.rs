@@ -106,8 +106,12 @@ fn sweep() {
         small.workspace(1 << 30, 4, Mode::Training),
     );
     refused(
-        "Layer::workspace padded T = 2^40",
-        small.workspace(1 << 40, &[1, 2], Mode::Training),
+        "Layer::workspace padded, lengths 2^30",
+        small.workspace(1 << 30, &[1 << 30, 1 << 29], Mode::Training),
+    );
+    refused(
+        "Layer::workspace padded T = 2^62",
+        small.workspace(1 << 62, &[1, 2], Mode::Training),
     );
     let dims = Dims {
         seq_len: 1 << 28,
