@@ -365,13 +365,10 @@ fn staticlib() -> PathBuf {
     lib
 }
 
-#[test]
-fn c_program_matches_the_rust_api() {
+/// Compiles `capi/tests/{source}` with the header, the directory `include` and the static
+/// library into `exe`, as a user would (see the header for the link line).
+fn compile_c(source: &str, include: &Path, exe: &Path) {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("capi_c_test");
-    std::fs::create_dir_all(&dir).unwrap();
-    generate_header(&dir.join("case_data.h"));
-    let exe = dir.join("test_capi");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let out = Command::new(&cc)
         .args([
@@ -385,11 +382,11 @@ fn c_program_matches_the_rust_api() {
         .arg("-I")
         .arg(manifest.join("include"))
         .arg("-I")
-        .arg(&dir)
-        .arg(manifest.join("tests/test_capi.c"))
+        .arg(include)
+        .arg(manifest.join("tests").join(source))
         .arg(staticlib())
         .arg("-o")
-        .arg(&exe)
+        .arg(exe)
         // What a Rust staticlib needs on Linux (rustc --print native-static-libs).
         .args([
             "-lgcc_s",
@@ -404,9 +401,18 @@ fn c_program_matches_the_rust_api() {
         .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
     assert!(
         out.status.success(),
-        "C compilation failed:\n{}",
+        "C compilation of {source} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn c_program_matches_the_rust_api() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("capi_c_test");
+    std::fs::create_dir_all(&dir).unwrap();
+    generate_header(&dir.join("case_data.h"));
+    let exe = dir.join("test_capi");
+    compile_c("test_capi.c", &dir, &exe);
     let run = Command::new(&exe).output().unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
     println!("{stdout}");
@@ -417,4 +423,34 @@ fn c_program_matches_the_rust_api() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(stdout.contains("all C API checks passed"), "{stdout}");
+}
+
+/// A C host under an address-space limit of 1.5 GB (`ulimit -v`) asks for a layer whose
+/// packed weights, a stream or a thread pool cannot fit: every call returns an error code and
+/// the process lives on (they used to abort it, or report a panic).
+#[test]
+fn c_host_survives_requests_past_memory() {
+    if !cfg!(target_os = "linux") {
+        eprintln!("skipped: needs sh and ulimit -v");
+        return;
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("capi_c_oversized");
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("oversized");
+    compile_c("oversized.c", &dir, &exe);
+    let run = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 1500000 && exec \"$0\"")
+        .arg(&exe)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    println!("{stdout}");
+    assert!(
+        run.status.success(),
+        "the C host failed ({}):\n{stdout}\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("all oversized checks passed"), "{stdout}");
 }
