@@ -17,14 +17,33 @@
 //! | [`Error::AllocationFailed`] | the size fits, but the allocator refused it (reported through `try_reserve`, never an abort) |
 //! | [`Error::WorkspaceMismatch`] | the workspace was made for another cell kind, input or hidden size, or, for [`Layer::backward`](crate::Layer::backward), not in [`Mode::Training`](crate::Mode::Training) |
 //! | [`Error::UnexpectedBuffer`] | a cell-state buffer (`c0`, `c_n`, `dc_n`, `dc0`, a stream's `c`) given to a cell without a cell state |
-//! | [`Error::InvalidState`] | `backward` with a workspace that saw no training `forward`, or whose forward was already consumed by a `backward` (run `forward` again) |
+//! | [`Error::InvalidState`] | `backward` with a workspace that saw no training `forward`, whose forward was already consumed by a `backward`, or whose forward ran with other weights: [`Layer::weights_mut`](crate::Layer::weights_mut) was called since, or another layer (not a clone with the same weights) ran it (run `forward` again) |
 //! | [`Error::IsaUnavailable`] | an [`Isa`](crate::Isa) this CPU cannot run, passed to [`Layer::set_isa`](crate::Layer::set_isa) or the [`activation`](crate::activation) functions |
-//! | [`Error::InvalidArgument`] | an option out of range: a non-positive or non-finite clipping norm, a NaN or infinite gradient in [`clip_grad_norm`](crate::clip_grad_norm) (gradients left unscaled), a negative or non-finite clip value in [`clip_grad_value`](crate::clip_grad_value), an LSTM stream state set without `c`, inconsistent interop options |
+//! | [`Error::InvalidArgument`] | an option out of range: a thread count of 0 or past [`MAX_THREADS`](crate::MAX_THREADS) (refused before anything is sized for it), a padded length past `T`, a non-positive or non-finite clipping norm, a NaN or infinite gradient in [`clip_grad_norm`](crate::clip_grad_norm) (gradients left unscaled), a negative or non-finite clip value in [`clip_grad_value`](crate::clip_grad_value), an LSTM stream state set without `c`, inconsistent interop options |
 //! | [`Error::Format`] | a serialized tensor file (safetensors, ONNX) lacks a tensor, has the wrong dtype or shape (zero-size tensors, `H` or `I` of 0, included), or cannot be parsed |
 //!
 //! Lengths are checked before anything is written: a refused call changes nothing
 //! (`tests/layer_bad_input.rs`, `tests/streaming.rs`, and the `api_misuse` and
 //! `stream_vs_sequence` fuzz targets check this).
+//!
+//! ## State after a refused call
+//!
+//! A call refused by validation (every error above but [`Error::AllocationFailed`]) changes
+//! nothing: not the caller's buffers, not the layer, not the workspace (a training forward's
+//! saved state stays there for its backward), not a stream's state. A pass that fails to
+//! allocate (its packed weights or per-step bookkeeping, before any arithmetic) leaves the
+//! caller's buffers as they were but may leave the workspace without a pending forward: run
+//! the forward again. The C API keeps the same contract per handle (`fused_rnn.h`).
+//!
+//! ## Sizes past memory
+//!
+//! Every allocation a caller's sizes drive goes through `try_reserve` and reports
+//! [`Error::SizeOverflow`] or [`Error::AllocationFailed`]: layers and their copies of the
+//! weights, the packed copies (padded to whole 16-column panels, so up to 16 times the weights
+//! at small `H`), workspaces, the per-step bookkeeping of a pass, gradients, streams, the
+//! output layer and the reference. `tests/oversized.rs` and `capi/tests/c_test.rs` run a sweep
+//! of such requests under `ulimit -v` (1.5 GB) and check that each returns an error and the
+//! process lives on.
 //!
 //! ## NaN and infinity propagate
 //!

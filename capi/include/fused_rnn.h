@@ -22,6 +22,9 @@
  *   - A layer or stream handle must not be used by two threads at once; distinct handles are
  *     independent. Error messages are per thread.
  *   - No Rust panic crosses the boundary: an internal error returns FRNN_ERR_PANIC.
+ *   - Sizes past memory (a layer, its packed weights, a workspace, a stream, a thread count
+ *     past 1024) give FRNN_ERR_ARGUMENT, the message naming what could not be allocated; the
+ *     host process is never aborted (capi/tests/oversized.c runs under ulimit -v).
  *
  * Loss convention of backward: L = sum(y * dy) + sum(h_n * dh_n) + sum(c_n * dc_n), i.e. dy,
  * dh_n, dc_n are dL/dy, dL/dh_n, dL/dc_n (NULL = zeros).
