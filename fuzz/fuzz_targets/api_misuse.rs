@@ -87,6 +87,11 @@ enum Op {
     },
     /// `Layer::set_isa`.
     SetIsa(u8),
+    /// `Layer::weights_mut`, shrinking one weight of `W_hh` by `|delta| / 256` (0 leaves the
+    /// values alone: the call alone makes earlier forwards stale). Shrinking keeps the
+    /// recurrence as well conditioned as the initial weights, so that f32 stays within its
+    /// tolerance of the f64 oracle.
+    WeightsMut { delta: i8 },
     /// `Workspace::new` (or `Layer::workspace`) into slot `slot % 3`.
     NewWorkspace {
         slot: u8,
@@ -359,6 +364,18 @@ fn run<F: Float>(ops: Vec<Op>) {
                     m.layer = Some((l, m.generation));
                 }
             }
+            Op::WeightsMut { delta } => {
+                let Some((layer, _)) = m.layer.as_mut() else {
+                    continue;
+                };
+                let w = layer.weights_mut();
+                let shrink = 1.0 - f64::from(delta.unsigned_abs()) / 256.0;
+                w.weight_hh[0] = F::from_f64(w.weight_hh[0].to_f64() * shrink);
+                m.generation += 1;
+                if let Some((_, g)) = m.layer.as_mut() {
+                    *g = m.generation;
+                }
+            }
             Op::SetIsa(which) => {
                 let Some((l, _)) = m.layer.as_mut() else {
                     continue;
@@ -574,6 +591,11 @@ fn run<F: Float>(ops: Vec<Op>) {
                         (None, false)
                     }
                 };
+                // A forward run by another layer, or before `weights_mut`: its saved gates
+                // belong to other weights, and backward refuses them.
+                if saved.as_ref().is_some_and(|sv| sv.layer_gen != *layer_gen) {
+                    viol.push(Kind::InvalidState);
+                }
                 let mut rng = SplitMix(seed);
                 let mut len_of = |l: Len, right: usize| {
                     // `x [T, B, I]` is not in the workspace: I can be huge. Never allocate
@@ -668,10 +690,7 @@ fn run<F: Float>(ops: Vec<Op>) {
                 };
                 slot.status = Status::Consumed;
                 let sv = saved.expect("Ok backward without a saved forward");
-                if sv.layer_gen != *layer_gen {
-                    // Another layer of the same shape ran forward: valid call, mixed result.
-                    continue;
-                }
+                assert_eq!(sv.layer_gen, *layer_gen, "Ok backward with other weights");
                 let w = weights_of(layer);
                 let rg = reference::backward(
                     cell,
