@@ -43,7 +43,10 @@ fn oversized_requests_under_a_memory_limit_are_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "the child failed:\n{text}");
-    assert!(text.contains("sweep done"), "the sweep did not finish:\n{text}");
+    assert!(
+        text.contains("sweep done"),
+        "the sweep did not finish:\n{text}"
+    );
 }
 
 /// One call of the sweep: it must return `Err`.
@@ -124,7 +127,10 @@ fn sweep() {
         Workspace::<f32>::new(lstm, dims, Mode::Inference),
     );
     refused("Layer::set_threads 2^40", small.set_threads(1 << 40));
-    refused("Layer::set_threads usize::MAX", small.set_threads(usize::MAX));
+    refused(
+        "Layer::set_threads usize::MAX",
+        small.set_threads(usize::MAX),
+    );
     refused(
         "StreamingLayer::new batch 2^40",
         StreamingLayer::new(small.clone(), 1 << 40),

@@ -13,6 +13,7 @@ use fused_rnn::{
     CellKind, FinalState, GradMode, GruVariant, InitialState, InputGrads, Layer, LayerGrads,
     LayerWeights, Mode, StreamingLayer, Upstream,
 };
+use testkit::oracle::{backward_in, forward_from};
 
 /// Deterministic U(-1, 1) values (a 64-bit LCG; no dependency needed).
 fn values(seed: u64, n: usize) -> Vec<f32> {
@@ -63,7 +64,8 @@ impl Arrays {
     }
 }
 
-/// Training forward then backward with `mode` on `grads`; returns (y, h_n, c_n, dx, dh0, dc0).
+/// Training forward then backward with `mode` on `grads`; returns (y, h_n, c_n, dx, dh0, dc0),
+/// `c_n` and `dc0` empty for a cell without a cell state.
 #[allow(clippy::type_complexity)]
 fn fwd_bwd(
     layer: &Layer<f32>,
@@ -75,52 +77,17 @@ fn fwd_bwd(
 ) -> [Vec<f32>; 6] {
     let [x, h0, c0, dy, dh_n, dc_n] = inp;
     let lstm = layer.cell().has_cell_state();
-    let h = layer.hidden_size();
-    let mut ws = layer.workspace(t, b, Mode::Training).unwrap();
-    let mut y = vec![0.0; t * b * h];
-    let mut hn = vec![0.0; b * h];
-    let mut cn = vec![0.0; b * h];
-    layer
-        .forward(
-            &mut ws,
-            Direction::Forward,
-            x,
-            InitialState {
-                h0: Some(h0),
-                c0: lstm.then_some(&c0[..]),
-            },
-            &mut y,
-            FinalState {
-                h_n: Some(&mut hn),
-                c_n: lstm.then_some(&mut cn[..]),
-            },
-        )
-        .unwrap();
-    let mut dx = vec![0.0; x.len()];
-    let mut dh0 = vec![0.0; b * h];
-    let mut dc0 = vec![0.0; b * h];
-    layer
-        .backward(
-            &mut ws,
-            x,
-            Upstream {
-                dy: Some(dy),
-                dh_n: Some(dh_n),
-                dc_n: lstm.then_some(&dc_n[..]),
-            },
-            grads,
-            InputGrads {
-                dx: Some(&mut dx),
-                dh0: Some(&mut dh0),
-                dc0: lstm.then_some(&mut dc0[..]),
-            },
-            mode,
-        )
-        .unwrap();
-    if !lstm {
-        cn.clear();
-        dc0.clear();
-    }
+    let init = InitialState {
+        h0: Some(h0),
+        c0: lstm.then_some(&c0[..]),
+    };
+    let (y, hn, cn, mut ws) = forward_from(layer, x, (t, b), init);
+    let up = Upstream {
+        dy: Some(dy),
+        dh_n: Some(dh_n),
+        dc_n: lstm.then_some(&dc_n[..]),
+    };
+    let (dx, dh0, dc0) = backward_in(layer, &mut ws, x, up, grads, mode);
     [y, hn, cn, dx, dh0, dc0]
 }
 
