@@ -43,15 +43,15 @@ use std::process::ExitCode;
 
 use fused_rnn::interop::pytorch::{DtypePolicy, StateDict};
 use fused_rnn::{
-    Batch, CellKind, Dims, Direction, FinalState, Float, GradMode, GruVariant, InitialState,
-    InputGrads, Isa, Layer, Mode, RnnActivation, Upstream,
+    Batch, CellKind, Dims, Direction, Directions, FinalState, Float, GradMode, GruVariant,
+    InitialState, InputGrads, Isa, Layer, Mode, RnnActivation, Stack, Upstream,
 };
 
 /// One compared tensor.
 #[derive(Debug, Clone)]
 pub struct TensorReport {
     /// The fixture's name for it (`y`, `dW_ih`, ...).
-    pub name: &'static str,
+    pub name: String,
     /// Number of elements.
     pub len: usize,
     /// `max |ours - torch|`.
@@ -168,6 +168,9 @@ struct Sidecar {
     cell: CellKind,
     dtype: &'static str,
     dims: Dims,
+    /// `L` and the directions (PyTorch's `num_layers`, `bidirectional`).
+    num_layers: usize,
+    directions: Directions,
     /// Each row's valid steps, for a variable-length (packed) case.
     lengths: Option<Vec<usize>>,
 }
@@ -183,19 +186,22 @@ fn read_sidecar(path: &Path, sd: &StateDict<'_>) -> Result<Sidecar, CaseError> {
             .ok_or_else(|| CaseError::Format(format!("sidecar lacks the string field `{k}`")))
     };
     // Features first: a case that needs one is never compared, whatever else it holds.
-    let mut needs = Vec::new();
-    let layers = j.get("num_layers").and_then(|v| v.as_u64()).unwrap_or(1);
-    if layers != 1 {
-        needs.push(format!(
-            "multi-layer stacks (num_layers = {layers}; the crate runs one layer)"
-        ));
+    let dropout = j.get("dropout").and_then(|v| v.as_f64()).unwrap_or(0.0);
+    if dropout != 0.0 {
+        return Err(CaseError::NeedsFeature(format!(
+            "inter-layer dropout (dropout = {dropout}; stacks run with dropout 0)"
+        )));
     }
-    if j.get("bidirectional").and_then(|v| v.as_bool()) == Some(true) {
-        needs.push("bidirectional layers (reverse direction, `_reverse` parameters)".to_string());
-    }
-    if !needs.is_empty() {
-        return Err(CaseError::NeedsFeature(needs.join("; ")));
-    }
+    let num_layers = j
+        .get("num_layers")
+        .and_then(|v| v.as_u64())
+        .and_then(|v| usize::try_from(v).ok())
+        .unwrap_or(1);
+    let directions = if j.get("bidirectional").and_then(|v| v.as_bool()) == Some(true) {
+        Directions::Both
+    } else {
+        Directions::Forward
+    };
     let lengths = match j.get("lengths") {
         None | Some(serde_json::Value::Null) => None,
         Some(l) => Some(
@@ -212,11 +218,15 @@ fn read_sidecar(path: &Path, sd: &StateDict<'_>) -> Result<Sidecar, CaseError> {
     };
     // The file must agree: a sidecar claiming a plain case for a file with more layers, or
     // lengths the file lacks (or the other way round), would otherwise be compared wrongly.
-    for n in sd.names() {
-        if n.ends_with("_reverse") || n.starts_with("grad.") || n.contains("_l1") {
-            return Err(CaseError::Format(format!(
-                "the sidecar describes a single-layer case, but the file holds `{n}`"
-            )));
+    // (A stack case's layers and directions are checked against the parameters' names when
+    // the stack is loaded.)
+    if num_layers == 1 && directions == Directions::Forward {
+        for n in sd.names() {
+            if n.ends_with("_reverse") || n.starts_with("grad.") || n.contains("_l1") {
+                return Err(CaseError::Format(format!(
+                    "the sidecar describes a single-layer case, but the file holds `{n}`"
+                )));
+            }
         }
     }
     if sd.contains("lengths") != lengths.is_some() {
@@ -280,6 +290,8 @@ fn read_sidecar(path: &Path, sd: &StateDict<'_>) -> Result<Sidecar, CaseError> {
         cell,
         dtype,
         dims,
+        num_layers,
+        directions,
         lengths,
     })
 }
@@ -301,7 +313,7 @@ fn widen<F: Float>(v: &[F]) -> Vec<f64> {
 }
 
 /// Runs the case's forward and backward; returns (name, ours, torch's) per tensor.
-type Compared = Vec<(&'static str, Vec<f64>, Vec<f64>)>;
+type Compared = Vec<(String, Vec<f64>, Vec<f64>)>;
 
 fn run<F: Float>(
     sd: &StateDict<'_>,
@@ -380,38 +392,241 @@ fn run<F: Float>(
         .map_err(fmt_err)?;
 
     let mut out: Compared = vec![
-        ("y", widen(&y), widen(&get::<F>(sd, "y", &[t, b, h])?)),
-        ("h_T", widen(&h_n), widen(&get::<F>(sd, "h_T", &[1, b, h])?)),
+        (
+            "y".into(),
+            widen(&y),
+            widen(&get::<F>(sd, "y", &[t, b, h])?),
+        ),
+        (
+            "h_T".into(),
+            widen(&h_n),
+            widen(&get::<F>(sd, "h_T", &[1, b, h])?),
+        ),
     ];
     if lstm {
-        out.push(("c_T", widen(&c_n), widen(&get::<F>(sd, "c_T", &[1, b, h])?)));
-    }
-    out.push(("dx", widen(&dx), widen(&get::<F>(sd, "dx", &[t, b, i])?)));
-    out.push(("dh0", widen(&dh0), widen(&get::<F>(sd, "dh0", &[1, b, h])?)));
-    if lstm {
-        out.push(("dc0", widen(&dc0), widen(&get::<F>(sd, "dc0", &[1, b, h])?)));
+        out.push((
+            "c_T".into(),
+            widen(&c_n),
+            widen(&get::<F>(sd, "c_T", &[1, b, h])?),
+        ));
     }
     out.push((
-        "dW_ih",
+        "dx".into(),
+        widen(&dx),
+        widen(&get::<F>(sd, "dx", &[t, b, i])?),
+    ));
+    out.push((
+        "dh0".into(),
+        widen(&dh0),
+        widen(&get::<F>(sd, "dh0", &[1, b, h])?),
+    ));
+    if lstm {
+        out.push((
+            "dc0".into(),
+            widen(&dc0),
+            widen(&get::<F>(sd, "dc0", &[1, b, h])?),
+        ));
+    }
+    out.push((
+        "dW_ih".into(),
         widen(&grads.weight_ih),
         widen(&get::<F>(sd, "dW_ih", &[gh, i])?),
     ));
     out.push((
-        "dW_hh",
+        "dW_hh".into(),
         widen(&grads.weight_hh),
         widen(&get::<F>(sd, "dW_hh", &[gh, h])?),
     ));
     out.push((
-        "db_ih",
+        "db_ih".into(),
         widen(&grads.bias_ih),
         widen(&get::<F>(sd, "db_ih", &[gh])?),
     ));
     out.push((
-        "db_hh",
+        "db_hh".into(),
         widen(&grads.bias_hh),
         widen(&get::<F>(sd, "db_hh", &[gh])?),
     ));
     Ok((out, layer.isa()))
+}
+
+/// A single layer's case or a stack's.
+fn run_any<F: Float>(
+    sd: &StateDict<'_>,
+    s: &Sidecar,
+    isa: Option<Isa>,
+) -> Result<(Compared, Isa), CaseError> {
+    if s.num_layers == 1 && s.directions == Directions::Forward {
+        run::<F>(sd, s, isa)
+    } else {
+        run_stack::<F>(sd, s, isa)
+    }
+}
+
+/// The dimensions the f32 tolerance is derived from: a stack's layers `k >= 1` read `D·H`
+/// inputs and chain `L` layers, so its terms are those of one layer with the widest input and
+/// `L` times the steps.
+fn stack_dims(s: &Sidecar) -> Dims {
+    let d = s.dims;
+    Dims {
+        seq_len: d.seq_len * s.num_layers,
+        input: d.input.max(s.directions.count() * d.hidden),
+        ..d
+    }
+}
+
+/// Runs a stack case (several layers or both directions) through [`Stack`]: `y`, the states,
+/// `dx`, `dh0`, `dc0` and the gradient of every parameter (`grad.<name>`).
+fn run_stack<F: Float>(
+    sd: &StateDict<'_>,
+    s: &Sidecar,
+    isa: Option<Isa>,
+) -> Result<(Compared, Isa), CaseError> {
+    let mut stack: Stack<F> = sd.stack("", s.cell, DtypePolicy::Exact).map_err(fmt_err)?;
+    let d = s.dims;
+    if (stack.num_layers(), stack.directions()) != (s.num_layers, s.directions)
+        || (stack.input_size(), stack.hidden_size()) != (d.input, d.hidden)
+    {
+        return Err(CaseError::Format(format!(
+            "parameters give {} layers, {:?}, I = {}, H = {}; the sidecar says {} layers, {:?}, I = {}, H = {}",
+            stack.num_layers(),
+            stack.directions(),
+            stack.input_size(),
+            stack.hidden_size(),
+            s.num_layers,
+            s.directions,
+            d.input,
+            d.hidden
+        )));
+    }
+    if let Some(isa) = isa {
+        for k in 0..s.num_layers {
+            for dir in s.directions.iter() {
+                let l = stack.layer_mut(k, dir).expect("a layer of the stack");
+                l.set_isa(isa).map_err(fmt_err)?;
+            }
+        }
+    }
+    let (t, b, i, h) = (d.seq_len, d.batch, d.input, d.hidden);
+    let (sl, dh) = (
+        s.num_layers * s.directions.count(),
+        s.directions.count() * h,
+    );
+    let lstm = s.cell.has_cell_state();
+    let x: Vec<F> = get(sd, "x", &[t, b, i])?;
+    let h0: Vec<F> = get(sd, "h0", &[sl, b, h])?;
+    let dy: Vec<F> = get(sd, "dY", &[t, b, dh])?;
+    let dh_t: Vec<F> = get(sd, "dh_T", &[sl, b, h])?;
+    let (c0, dc_t) = if lstm {
+        (
+            Some(get::<F>(sd, "c0", &[sl, b, h])?),
+            Some(get::<F>(sd, "dc_T", &[sl, b, h])?),
+        )
+    } else {
+        (None, None)
+    };
+    let nan = F::from_f64(f64::NAN);
+    let (mut y, mut h_n, mut c_n) = (
+        vec![nan; t * b * dh],
+        vec![nan; sl * b * h],
+        vec![nan; sl * b * h],
+    );
+    let batch = match &s.lengths {
+        Some(l) => Batch::Padded(l),
+        None => Batch::Fixed(b),
+    };
+    let mut ws = stack.workspace(t, batch, Mode::Training).map_err(fmt_err)?;
+    stack
+        .forward(
+            &mut ws,
+            &x,
+            InitialState {
+                h0: Some(&h0),
+                c0: c0.as_deref(),
+            },
+            &mut y,
+            FinalState {
+                h_n: Some(&mut h_n),
+                c_n: lstm.then_some(&mut c_n[..]),
+            },
+        )
+        .map_err(fmt_err)?;
+    let mut grads = stack.zero_grads().map_err(fmt_err)?;
+    let (mut dx, mut dh0, mut dc0) = (
+        vec![nan; x.len()],
+        vec![nan; sl * b * h],
+        vec![nan; sl * b * h],
+    );
+    stack
+        .backward(
+            &mut ws,
+            &x,
+            Upstream {
+                dy: Some(&dy),
+                dh_n: Some(&dh_t),
+                dc_n: dc_t.as_deref(),
+            },
+            &mut grads,
+            InputGrads {
+                dx: Some(&mut dx),
+                dh0: Some(&mut dh0),
+                dc0: lstm.then_some(&mut dc0[..]),
+            },
+            GradMode::Overwrite,
+        )
+        .map_err(fmt_err)?;
+    let mut out: Compared = vec![
+        (
+            "y".into(),
+            widen(&y),
+            widen(&get::<F>(sd, "y", &[t, b, dh])?),
+        ),
+        (
+            "h_T".into(),
+            widen(&h_n),
+            widen(&get::<F>(sd, "h_T", &[sl, b, h])?),
+        ),
+    ];
+    if lstm {
+        out.push((
+            "c_T".into(),
+            widen(&c_n),
+            widen(&get::<F>(sd, "c_T", &[sl, b, h])?),
+        ));
+    }
+    out.push((
+        "dx".into(),
+        widen(&dx),
+        widen(&get::<F>(sd, "dx", &[t, b, i])?),
+    ));
+    out.push((
+        "dh0".into(),
+        widen(&dh0),
+        widen(&get::<F>(sd, "dh0", &[sl, b, h])?),
+    ));
+    if lstm {
+        out.push((
+            "dc0".into(),
+            widen(&dc0),
+            widen(&get::<F>(sd, "dc0", &[sl, b, h])?),
+        ));
+    }
+    let gh = s.cell.gates() * h;
+    for ((k, dir, layer), g) in stack.layers().zip(&grads.layers) {
+        let sfx = format!("_l{k}{}", dir.suffix());
+        for (param, ours, shape) in [
+            ("weight_ih", &g.weight_ih, vec![gh, layer.input_size()]),
+            ("weight_hh", &g.weight_hh, vec![gh, h]),
+            ("bias_ih", &g.bias_ih, vec![gh]),
+            ("bias_hh", &g.bias_hh, vec![gh]),
+        ] {
+            let name = format!("grad.{param}{sfx}");
+            let want = get::<F>(sd, &name, &shape)?;
+            out.push((name, widen(ours), widen(&want)));
+        }
+    }
+    let isa = stack.layer(0, Direction::Forward).expect("layer 0").isa();
+    Ok((out, isa))
 }
 
 /// Max absolute and max relative error of `got` against `want` (see the module docs).
@@ -456,12 +671,12 @@ pub fn run_case_on(path: &Path, isa: Option<Isa>) -> Result<CaseReport, CaseErro
     let s = read_sidecar(&side, &sd)?;
     let (compared, used_isa, tol) = match s.dtype {
         "f64" => {
-            let (c, i) = run::<f64>(&sd, &s, isa)?;
+            let (c, i) = run_any::<f64>(&sd, &s, isa)?;
             (c, i, F64_TOLERANCE)
         }
         _ => {
-            let (c, i) = run::<f32>(&sd, &s, isa)?;
-            (c, i, f32_tolerance(&s.dims))
+            let (c, i) = run_any::<f32>(&sd, &s, isa)?;
+            (c, i, f32_tolerance(&stack_dims(&s)))
         }
     };
     let tensors = compared

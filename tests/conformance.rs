@@ -1,9 +1,10 @@
-//! Runs the conformance example's logic over every single-layer PyTorch fixture in
-//! `tests/fixtures/pytorch/` (copied from the shared fixture set: f64 and f32 for the RNN,
-//! LSTM and GRU; f64 for the reset-before GRU, whose reference is an independent f64
-//! implementation; fixed-length cases, and packed variable-length ones, which run as padded
-//! batches) and on every available instruction set; and checks that cases needing later
-//! features are reported as such, never compared.
+//! Runs the conformance example's logic over every PyTorch fixture in `tests/fixtures/pytorch/`
+//! (copied from the shared fixture set: f64 and f32 for the RNN, LSTM and GRU; f64 for the
+//! reset-before GRU, whose reference is an independent f64 implementation; fixed-length cases,
+//! and packed variable-length ones, which run as padded batches; single layers, and 2- and
+//! 3-layer stacks, bidirectional ones among them, which run as a `Stack`) and on every
+//! available instruction set; and checks that cases needing later features are reported as
+//! such, never compared.
 
 #[allow(dead_code)]
 #[path = "../examples/conformance.rs"]
@@ -29,17 +30,24 @@ fn fixtures() -> Vec<PathBuf> {
 }
 
 #[test]
-fn every_single_layer_fixture_matches_pytorch() {
+fn every_fixture_matches_pytorch() {
     let cases = fixtures();
-    // Fixed length: 3 cells x 2 sizes x (f64, f32) + the reset-before GRU in f64. Packed:
-    // 3 cells x (f64, f32) with lengths 6, 3, 3, 1, the LSTM also with unsorted lengths 3, 6, 2
-    // (f64, f32), and the reset-before GRU in f64. The test cannot pass by finding nothing.
-    assert_eq!(cases.len(), 22, "{cases:?}");
-    let packed = cases
-        .iter()
-        .filter(|p| p.to_string_lossy().contains("_packed_"))
-        .count();
-    assert_eq!(packed, 9, "{cases:?}");
+    // Single layers, fixed length: 3 cells x 2 sizes x (f64, f32) + the reset-before GRU in
+    // f64. Packed: 3 cells x (f64, f32) with lengths 6, 3, 3, 1, the LSTM also with unsorted
+    // lengths 3, 6, 2 (f64, f32), and the reset-before GRU in f64. Stacks (f64, f32): LSTM and
+    // GRU with 2 bidirectional layers, fixed and packed (unsorted lengths), the tanh RNN with 2
+    // bidirectional layers packed, and the LSTM and GRU with 3 layers. The test cannot pass by
+    // finding nothing.
+    assert_eq!(cases.len(), 36, "{cases:?}");
+    let count = |needle: &str| {
+        cases
+            .iter()
+            .filter(|p| p.to_string_lossy().contains(needle))
+            .count()
+    };
+    assert_eq!(count("_packed_"), 15, "{cases:?}");
+    assert_eq!(count("_L2_bi_"), 10, "{cases:?}");
+    assert_eq!(count("_L3_"), 4, "{cases:?}");
     let mut failed = Vec::new();
     for p in &cases {
         let isas: Vec<Option<Isa>> = if p.to_string_lossy().ends_with("_f32.safetensors") {
@@ -93,23 +101,51 @@ fn edited_case(case: &str, tag: &str, edit: impl Fn(&mut serde_json::Value)) -> 
 
 #[test]
 fn cases_needing_later_features_are_not_compared() {
-    let case = "lstm_T5_B2_I3_H6";
-    for (tag, key, value, needle) in [
-        ("layers", "num_layers", serde_json::json!(2), "multi-layer"),
+    let case = "lstm_L2_bi_T6_B3_I4_H5";
+    let p = edited_case(case, "dropout", |j| j["dropout"] = serde_json::json!(0.25));
+    match run_case(&p) {
+        Err(e @ CaseError::NeedsFeature(_)) => {
+            assert_eq!(e.exit_code(), 3);
+            assert!(e.to_string().contains("dropout"), "{e}");
+        }
+        other => panic!("dropout: expected NeedsFeature, got {other:?}"),
+    }
+}
+
+/// A sidecar whose layers or directions disagree with the file's parameters is a format
+/// error, never a comparison of the wrong model.
+#[test]
+fn layers_or_directions_in_only_one_of_sidecar_and_file_are_a_format_error() {
+    for (case, tag, key, value) in [
         (
+            "lstm_T5_B2_I3_H6",
+            "layers",
+            "num_layers",
+            serde_json::json!(2),
+        ),
+        (
+            "lstm_T5_B2_I3_H6",
             "bidir",
             "bidirectional",
             serde_json::json!(true),
+        ),
+        (
+            "lstm_L2_bi_T6_B3_I4_H5",
+            "unidir",
             "bidirectional",
+            serde_json::json!(false),
+        ),
+        (
+            "lstm_L3_T12_B2_I7_H9",
+            "twolayers",
+            "num_layers",
+            serde_json::json!(2),
         ),
     ] {
         let p = edited_case(case, tag, |j| j[key] = value.clone());
         match run_case(&p) {
-            Err(e @ CaseError::NeedsFeature(_)) => {
-                assert_eq!(e.exit_code(), 3);
-                assert!(e.to_string().contains(needle), "{e}");
-            }
-            other => panic!("{tag}: expected NeedsFeature, got {other:?}"),
+            Err(e @ CaseError::Format(_)) => assert_eq!(e.exit_code(), 2, "{tag}: {e}"),
+            other => panic!("{tag}: expected a format error, got {other:?}"),
         }
     }
 }

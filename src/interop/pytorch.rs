@@ -54,6 +54,7 @@ use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::layer::Layer;
 use crate::shape::CellKind;
+use crate::stack::{Directions, Stack};
 use crate::weights::LayerWeights;
 
 /// Whether a tensor's dtype must equal the requested element type or may be converted.
@@ -286,6 +287,92 @@ impl<'a> StateDict<'a> {
         policy: DtypePolicy,
     ) -> Result<Layer<F>> {
         self.layer_with_prefix("", cell, layer, direction, policy)
+    }
+
+    /// A whole `nn.RNN` / `nn.LSTM` / `nn.GRU` module of `cell` (names after `prefix`, `""` for
+    /// a module saved alone): the number of layers and the directions come from the names
+    /// (`weight_ih_l{k}` for `k = 0..L`, with `_reverse` twins for a bidirectional one). A gap
+    /// in the layers, a reverse half in some layers only, a parameter name past the layers,
+    /// or a missing or mis-shaped tensor is an [`Error::Format`] naming it; other tensors in
+    /// the file are ignored.
+    pub fn stack<F: Float>(
+        &self,
+        prefix: &str,
+        cell: CellKind,
+        policy: DtypePolicy,
+    ) -> Result<Stack<F>> {
+        // Every recurrent parameter name after the prefix: (layer, reverse).
+        let mut found = BTreeSet::new();
+        for name in self.names() {
+            let Some(rest) = name.strip_prefix(prefix) else {
+                continue;
+            };
+            let Some(param) = ["weight_ih_l", "weight_hh_l", "bias_ih_l", "bias_hh_l"]
+                .iter()
+                .find_map(|p| rest.strip_prefix(p))
+            else {
+                continue;
+            };
+            let (digits, reverse) = match param.strip_suffix("_reverse") {
+                Some(d) => (d, true),
+                None => (param, false),
+            };
+            match digits.parse::<usize>() {
+                Ok(k) if !digits.starts_with('+') => {
+                    found.insert((k, reverse));
+                }
+                _ => {
+                    return Err(format_err(
+                        format!("tensor {name}"),
+                        format!("{prefix}weight_ih_l{{k}}[_reverse] and the like"),
+                        "a name that is not a layer's parameter",
+                    ));
+                }
+            }
+        }
+        let num_layers = found.iter().map(|(k, _)| k + 1).max().ok_or_else(|| {
+            format_err(
+                format!("{prefix}weight_ih_l0"),
+                "the parameters of at least one layer",
+                "none",
+            )
+        })?;
+        let bidirectional = found.iter().any(|(_, r)| *r);
+        for k in 0..num_layers {
+            for reverse in [false, bidirectional] {
+                if !found.contains(&(k, reverse)) {
+                    let suffix = if reverse { "_reverse" } else { "" };
+                    return Err(format_err(
+                        format!("{prefix}weight_ih_l{k}{suffix}"),
+                        format!(
+                            "layer {k} of {num_layers}{}",
+                            if bidirectional {
+                                ", both directions"
+                            } else {
+                                ""
+                            }
+                        ),
+                        "missing",
+                    ));
+                }
+            }
+        }
+        let directions = if bidirectional {
+            Directions::Both
+        } else {
+            Directions::Forward
+        };
+        let layers = (0..num_layers)
+            .flat_map(|k| directions.iter().map(move |dir| (k, dir)))
+            .map(|(k, dir)| self.layer_with_prefix(prefix, cell, k, dir, policy))
+            .collect::<Result<Vec<_>>>()?;
+        Stack::new(layers, num_layers, directions).map_err(|e| {
+            format_err(
+                format!("{prefix}weight_ih_l{{k}} shapes"),
+                "layer k >= 1 reading D*H inputs",
+                e.to_string(),
+            )
+        })
     }
 
     /// As [`StateDict::layer`], for names that start with `prefix` (e.g. `"encoder.rnn."`).

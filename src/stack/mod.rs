@@ -1,0 +1,472 @@
+//! Stacks of layers, as PyTorch's `nn.RNN` / `nn.LSTM` / `nn.GRU` with `num_layers` and
+//! `bidirectional`: a grid of `(layer, direction)` passes over time (oneDNN's loop over
+//! layers, directions and steps), each an ordinary [`Layer`] pass.
+//!
+//! Layouts are PyTorch's: `x [T, B, I]`; `y [T, B, D·H]` with the forward direction's half
+//! first; states `h0`, `c0`, `h_n`, `c_n` and their gradients `[L·D, B, H]`, slice
+//! `layer·D + direction`; layer `k >= 1` reads the `D·H` outputs of layer `k - 1`. Over a padded
+//! batch ([`Batch::Padded`]) the reverse direction of every layer starts at each row's own last
+//! valid step, as PyTorch's packed sequences do, and `y` is zero past a row's length.
+//!
+//! Inter-layer dropout is not implemented yet: a stack is PyTorch's module with `dropout = 0`
+//! (or in `eval()` mode).
+
+use crate::error::{Error, Result, check_len, check_opt_len, mul_len, try_zeroed};
+use crate::float::Float;
+use crate::layer::{FinalState, InitialState, InputGrads, Layer, Upstream};
+use crate::shape::{Batch, CellKind, Direction, GradMode, Mode};
+use crate::weights::LayerGrads;
+use crate::workspace::Workspace;
+
+/// One direction or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Directions {
+    /// Forward only (`D = 1`; PyTorch `bidirectional=False`).
+    Forward,
+    /// Forward and reverse (`D = 2`; PyTorch `bidirectional=True`).
+    Both,
+}
+
+impl Directions {
+    /// `D`: 1 or 2.
+    pub const fn count(self) -> usize {
+        match self {
+            Directions::Forward => 1,
+            Directions::Both => 2,
+        }
+    }
+
+    /// The directions, forward first.
+    pub fn iter(self) -> impl Iterator<Item = Direction> {
+        Direction::BOTH.into_iter().take(self.count())
+    }
+}
+
+/// `L` layers of `D` directions; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Stack<F> {
+    cell: CellKind,
+    input: usize,
+    hidden: usize,
+    num_layers: usize,
+    directions: Directions,
+    /// `layer·D + direction`.
+    layers: Vec<Layer<F>>,
+}
+
+/// The weight gradients of a stack, one [`LayerGrads`] per `(layer, direction)`, indexed
+/// `layer·D + direction`.
+#[derive(Debug, Clone)]
+pub struct StackGrads<F> {
+    /// `layer·D + direction`.
+    pub layers: Vec<LayerGrads<F>>,
+}
+
+/// The buffers of a stack's passes over one batch: a [`Workspace`] per `(layer, direction)`,
+/// the output of every layer but the last (the next layer's input, kept for backward), and
+/// scratch for one direction's outputs and gradients.
+#[derive(Debug)]
+pub struct StackWorkspace<F> {
+    seq_len: usize,
+    batch: usize,
+    mode: Mode,
+    /// `layer·D + direction`.
+    passes: Vec<Workspace<F>>,
+    /// Layer `k`'s output `[T, B, D·H]` for `k < L - 1`.
+    outputs: Vec<Vec<F>>,
+    /// One direction's `y` or `dy`, `[T, B, H]`.
+    half: Vec<F>,
+    /// Per direction, the gradient of a layer's input, `[T, B, max(I, D·H)]`.
+    dx: Vec<Vec<F>>,
+    /// The gradient reaching layer `k`'s output, `[T, B, D·H]` (two, read one, write the other).
+    dy: [Vec<F>; 2],
+}
+
+impl<F: Float> StackWorkspace<F> {
+    /// `T` (padded) steps.
+    pub fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+    /// `B` rows.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+    /// The mode this workspace serves.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+    /// Size in bytes.
+    pub fn bytes(&self) -> usize {
+        let own: usize = self
+            .outputs
+            .iter()
+            .chain(&self.dx)
+            .chain(&self.dy)
+            .map(Vec::len)
+            .sum();
+        (own + self.half.len()) * core::mem::size_of::<F>()
+            + self.passes.iter().map(Workspace::bytes).sum::<usize>()
+    }
+}
+
+impl<F: Float> Stack<F> {
+    /// A stack from its layers, `layer·D + direction` (`L·D` of them): every layer of `cell`
+    /// with `hidden` units, layer 0 reading `input` features and the others `D·hidden`.
+    pub fn new(layers: Vec<Layer<F>>, num_layers: usize, directions: Directions) -> Result<Self> {
+        let d = directions.count();
+        if num_layers == 0 {
+            return Err(Error::ZeroDim { what: "num_layers" });
+        }
+        if layers.len() != num_layers * d {
+            return Err(Error::InvalidArgument {
+                what: "layers",
+                why: format!(
+                    "{} layers for {num_layers} layers of {d} directions",
+                    layers.len()
+                ),
+            });
+        }
+        let (cell, input, hidden) = (
+            layers[0].cell(),
+            layers[0].input_size(),
+            layers[0].hidden_size(),
+        );
+        for (n, l) in layers.iter().enumerate() {
+            let want_input = if n < d { input } else { d * hidden };
+            if l.cell() != cell || l.hidden_size() != hidden || l.input_size() != want_input {
+                return Err(Error::InvalidArgument {
+                    what: "layers",
+                    why: format!(
+                        "layer {} direction {}: {} with input {}, hidden {}; the stack needs {} with input {want_input}, hidden {hidden}",
+                        n / d,
+                        n % d,
+                        l.cell().name(),
+                        l.input_size(),
+                        l.hidden_size(),
+                        cell.name()
+                    ),
+                });
+            }
+        }
+        Ok(Stack {
+            cell,
+            input,
+            hidden,
+            num_layers,
+            directions,
+            layers,
+        })
+    }
+
+    /// A stack initialised as PyTorch does (every parameter from `U(-1/sqrt(H), 1/sqrt(H))`),
+    /// layer `(k, d)` from the seed `seed + k·D + d`.
+    pub fn with_seeded_init(
+        cell: CellKind,
+        input: usize,
+        hidden: usize,
+        num_layers: usize,
+        directions: Directions,
+        seed: u64,
+    ) -> Result<Self> {
+        let d = directions.count();
+        let layers = (0..num_layers * d)
+            .map(|n| {
+                let i = if n < d {
+                    input
+                } else {
+                    mul_len("stack input", d, hidden)?
+                };
+                Layer::with_seeded_init(cell, i, hidden, seed.wrapping_add(n as u64))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Stack::new(layers, num_layers, directions)
+    }
+
+    /// The cell kind.
+    pub fn cell(&self) -> CellKind {
+        self.cell
+    }
+    /// Input features `I` of layer 0.
+    pub fn input_size(&self) -> usize {
+        self.input
+    }
+    /// Hidden units `H` of every layer.
+    pub fn hidden_size(&self) -> usize {
+        self.hidden
+    }
+    /// `L`.
+    pub fn num_layers(&self) -> usize {
+        self.num_layers
+    }
+    /// One direction or both.
+    pub fn directions(&self) -> Directions {
+        self.directions
+    }
+    /// Width of `y`: `D·H`.
+    pub fn output_size(&self) -> usize {
+        self.directions.count() * self.hidden
+    }
+    /// The layer of `(layer, direction)`.
+    pub fn layer(&self, layer: usize, direction: Direction) -> Option<&Layer<F>> {
+        self.layers.get(self.index(layer, direction)?)
+    }
+    /// The layer of `(layer, direction)`, mutable (its weights, threads, ISA).
+    pub fn layer_mut(&mut self, layer: usize, direction: Direction) -> Option<&mut Layer<F>> {
+        let n = self.index(layer, direction)?;
+        self.layers.get_mut(n)
+    }
+    /// Every `(layer, direction, layer)`, in `layer·D + direction` order.
+    pub fn layers(&self) -> impl Iterator<Item = (usize, Direction, &Layer<F>)> {
+        let d = self.directions.count();
+        self.layers
+            .iter()
+            .enumerate()
+            .map(move |(n, l)| (n / d, Direction::BOTH[n % d], l))
+    }
+
+    fn index(&self, layer: usize, direction: Direction) -> Option<usize> {
+        let d = self.directions.count();
+        (layer < self.num_layers && direction.index() < d).then(|| layer * d + direction.index())
+    }
+
+    /// Runs every layer on `n` threads (see [`Layer::set_threads`]).
+    pub fn set_threads(&mut self, n: usize) -> Result<()> {
+        crate::exec::pool::check_threads(n)?;
+        self.layers.iter_mut().try_for_each(|l| l.set_threads(n))
+    }
+
+    /// Zero gradients shaped like the stack's parameters.
+    pub fn zero_grads(&self) -> Result<StackGrads<F>> {
+        Ok(StackGrads {
+            layers: self
+                .layers
+                .iter()
+                .map(Layer::zero_grads)
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// A workspace for passes over `seq_len` steps of `batch` (fixed or padded, as
+    /// [`Layer::workspace`]).
+    pub fn workspace<'b>(
+        &self,
+        seq_len: usize,
+        batch: impl Into<Batch<'b>>,
+        mode: Mode,
+    ) -> Result<StackWorkspace<F>> {
+        let batch = batch.into();
+        let b = match batch {
+            Batch::Fixed(b) => b,
+            Batch::Padded(l) => l.len(),
+        };
+        let passes = self
+            .layers
+            .iter()
+            .map(|l| l.workspace(seq_len, batch, mode))
+            .collect::<Result<Vec<_>>>()?;
+        let tb = mul_len("stack buffers", seq_len, b)?;
+        let wide = mul_len("stack buffers", tb, self.output_size())?;
+        let half = mul_len("stack buffers", tb, self.hidden)?;
+        let training = mode == Mode::Training;
+        let widest_in = mul_len("stack buffers", tb, self.input.max(self.output_size()))?;
+        let d = self.directions.count();
+        Ok(StackWorkspace {
+            seq_len,
+            batch: b,
+            mode,
+            passes,
+            outputs: (0..self.num_layers - 1)
+                .map(|_| try_zeroed("stack layer output", wide))
+                .collect::<Result<_>>()?,
+            half: try_zeroed("stack direction buffer", half)?,
+            dx: (0..if training { d } else { 0 })
+                .map(|_| try_zeroed("stack input gradient", widest_in))
+                .collect::<Result<_>>()?,
+            dy: if training {
+                [
+                    try_zeroed("stack output gradient", wide)?,
+                    try_zeroed("stack output gradient", wide)?,
+                ]
+            } else {
+                [Vec::new(), Vec::new()]
+            },
+        })
+    }
+
+    /// Runs the stack over `x [T, B, I]`, writing `y [T, B, D·H]` (the last layer's outputs,
+    /// forward half first) and, if asked, the final states `[L·D, B, H]`. Initial states are
+    /// `[L·D, B, H]` (`None`: zeros). A [`Mode::Training`] workspace keeps what
+    /// [`Stack::backward`] needs.
+    pub fn forward(
+        &self,
+        ws: &mut StackWorkspace<F>,
+        x: &[F],
+        init: InitialState<'_, F>,
+        y: &mut [F],
+        mut fin: FinalState<'_, F>,
+    ) -> Result<()> {
+        let (t, b, h) = (ws.seq_len, ws.batch, self.hidden);
+        let (l_count, d) = (self.num_layers, self.directions.count());
+        let states = l_count * d * b * h;
+        check_len("x [T, B, I]", x, t * b * self.input)?;
+        check_len("y [T, B, D*H]", y, t * b * d * h)?;
+        check_opt_len("h0 [L*D, B, H]", init.h0, states)?;
+        check_opt_len("c0 [L*D, B, H]", init.c0, states)?;
+        check_opt_len("h_n [L*D, B, H]", fin.h_n.as_deref(), states)?;
+        check_opt_len("c_n [L*D, B, H]", fin.c_n.as_deref(), states)?;
+        let lstm = self.cell.has_cell_state();
+        if !lstm && (init.c0.is_some() || fin.c_n.is_some()) {
+            return Err(Error::UnexpectedBuffer {
+                what: "c0 / c_n",
+                why: "only the LSTM has a cell state",
+            });
+        }
+        let StackWorkspace {
+            passes,
+            outputs,
+            half,
+            ..
+        } = ws;
+        let slice = |n: usize| n * b * h..(n + 1) * b * h;
+        for k in 0..l_count {
+            // Layer k reads x or the previous layer's output, and writes the next layer's input
+            // or the caller's y.
+            let split = k.min(outputs.len());
+            let (before, rest) = outputs.split_at_mut(split);
+            let input: &[F] = if k == 0 { x } else { &before[k - 1] };
+            let out: &mut [F] = if k + 1 < l_count {
+                &mut rest[0]
+            } else {
+                &mut *y
+            };
+            for (di, dir) in self.directions.iter().enumerate() {
+                let n = k * d + di;
+                let fin_n = FinalState {
+                    h_n: fin.h_n.as_deref_mut().map(|v| &mut v[slice(n)]),
+                    c_n: fin.c_n.as_deref_mut().map(|v| &mut v[slice(n)]),
+                };
+                let init_n = InitialState {
+                    h0: init.h0.map(|v| &v[slice(n)]),
+                    c0: init.c0.map(|v| &v[slice(n)]),
+                };
+                let target: &mut [F] = if d == 1 { &mut *out } else { &mut half[..] };
+                self.layers[n].forward(&mut passes[n], dir, input, init_n, target, fin_n)?;
+                if d > 1 {
+                    put_half(out, half, h, d, di);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// BPTT through the stack over the last training [`Stack::forward`] with `ws` (`x` the
+    /// input it saw): `dy [T, B, D·H]`, `dh_n`/`dc_n [L·D, B, H]` in `up`; weight gradients to
+    /// `grads` by `mode`; `dx [T, B, I]`, `dh0`/`dc0 [L·D, B, H]` to `inputs` (overwritten).
+    pub fn backward(
+        &self,
+        ws: &mut StackWorkspace<F>,
+        x: &[F],
+        up: Upstream<'_, F>,
+        grads: &mut StackGrads<F>,
+        mut inputs: InputGrads<'_, F>,
+        mode: GradMode,
+    ) -> Result<()> {
+        let (t, b, h) = (ws.seq_len, ws.batch, self.hidden);
+        let (l_count, d) = (self.num_layers, self.directions.count());
+        let states = l_count * d * b * h;
+        if ws.mode != Mode::Training {
+            return Err(Error::WorkspaceMismatch {
+                expected: "a training stack workspace".into(),
+                got: "an inference one".into(),
+            });
+        }
+        check_len("x [T, B, I]", x, t * b * self.input)?;
+        check_opt_len("dy [T, B, D*H]", up.dy, t * b * d * h)?;
+        check_opt_len("dh_n [L*D, B, H]", up.dh_n, states)?;
+        check_opt_len("dc_n [L*D, B, H]", up.dc_n, states)?;
+        check_opt_len("dx [T, B, I]", inputs.dx.as_deref(), t * b * self.input)?;
+        check_opt_len("dh0 [L*D, B, H]", inputs.dh0.as_deref(), states)?;
+        check_opt_len("dc0 [L*D, B, H]", inputs.dc0.as_deref(), states)?;
+        if grads.layers.len() != self.layers.len() {
+            return Err(Error::InvalidArgument {
+                what: "grads",
+                why: format!(
+                    "{} layers of gradients for {}",
+                    grads.layers.len(),
+                    self.layers.len()
+                ),
+            });
+        }
+        let StackWorkspace {
+            passes,
+            outputs,
+            half,
+            dx: dx_dirs,
+            dy: [dy_cur, dy_next],
+            ..
+        } = ws;
+        let slice = |n: usize| n * b * h..(n + 1) * b * h;
+        let wide = t * b * d * h;
+        match up.dy {
+            Some(v) => dy_cur[..wide].copy_from_slice(v),
+            None => dy_cur[..wide].fill(F::ZERO),
+        }
+        for k in (0..l_count).rev() {
+            let input: &[F] = if k == 0 { x } else { &outputs[k - 1] };
+            let in_w = if k == 0 { self.input } else { d * h };
+            for (di, _) in self.directions.iter().enumerate() {
+                let n = k * d + di;
+                take_half(&dy_cur[..wide], half, h, d, di);
+                let up_n = Upstream {
+                    dy: Some(&half[..]),
+                    dh_n: up.dh_n.map(|v| &v[slice(n)]),
+                    dc_n: up.dc_n.map(|v| &v[slice(n)]),
+                };
+                let inputs_n = InputGrads {
+                    dx: Some(&mut dx_dirs[di][..t * b * in_w]),
+                    dh0: inputs.dh0.as_deref_mut().map(|v| &mut v[slice(n)]),
+                    dc0: inputs.dc0.as_deref_mut().map(|v| &mut v[slice(n)]),
+                };
+                self.layers[n].backward(
+                    &mut passes[n],
+                    input,
+                    up_n,
+                    &mut grads.layers[n],
+                    inputs_n,
+                    mode,
+                )?;
+            }
+            // The gradient of layer k's input: the directions' sum.
+            let target: &mut [F] = if k == 0 {
+                match inputs.dx.as_deref_mut() {
+                    Some(dx) => dx,
+                    None => continue,
+                }
+            } else {
+                &mut dy_next[..t * b * in_w]
+            };
+            target.copy_from_slice(&dx_dirs[0][..t * b * in_w]);
+            for extra in &dx_dirs[1..] {
+                for (a, v) in target.iter_mut().zip(&extra[..t * b * in_w]) {
+                    *a += *v;
+                }
+            }
+            core::mem::swap(dy_cur, dy_next);
+        }
+        Ok(())
+    }
+}
+
+/// Writes one direction's `half [T·B, H]` into columns `di·H..(di+1)·H` of `out [T·B, D·H]`.
+fn put_half<F: Copy>(out: &mut [F], half: &[F], h: usize, d: usize, di: usize) {
+    for (o, s) in out.chunks_exact_mut(d * h).zip(half.chunks_exact(h)) {
+        o[di * h..(di + 1) * h].copy_from_slice(s);
+    }
+}
+
+/// Reads columns `di·H..(di+1)·H` of `src [T·B, D·H]` into `half [T·B, H]`.
+fn take_half<F: Copy>(src: &[F], half: &mut [F], h: usize, d: usize, di: usize) {
+    for (s, o) in src.chunks_exact(d * h).zip(half.chunks_exact_mut(h)) {
+        o.copy_from_slice(&s[di * h..(di + 1) * h]);
+    }
+}
