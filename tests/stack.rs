@@ -1,0 +1,311 @@
+//! `Stack`: gradients of every parameter, input and initial state against central finite
+//! differences in f64 (2-layer bidirectional LSTM and GRU over rows of different lengths), a
+//! one-layer stack against the layer it wraps, and bad input answered with errors.
+
+use fused_rnn::{
+    Batch, CellKind, Direction, Directions, Error, FinalState, GradMode, GruVariant, InitialState,
+    InputGrads, Layer, Mode, Stack, Upstream,
+};
+use testkit::random::{rng, uniform};
+
+/// The loss `L = sum(y·dy) + sum(h_n·dh_n) + sum(c_n·dc_n)` of a forward of `stack`.
+struct Problem {
+    t: usize,
+    lengths: Vec<usize>,
+    x: Vec<f64>,
+    h0: Vec<f64>,
+    c0: Vec<f64>,
+    dy: Vec<f64>,
+    dh_n: Vec<f64>,
+    dc_n: Vec<f64>,
+}
+
+impl Problem {
+    fn new(stack: &Stack<f64>, t: usize, lengths: &[usize], seed: u64) -> Self {
+        let mut r = rng(seed);
+        let b = lengths.len();
+        let (i, h, w) = (stack.input_size(), stack.hidden_size(), stack.output_size());
+        let s = stack.num_layers() * stack.directions().count() * b * h;
+        Problem {
+            t,
+            lengths: lengths.to_vec(),
+            x: uniform(&mut r, t * b * i, -1.0, 1.0),
+            h0: uniform(&mut r, s, -0.5, 0.5),
+            c0: uniform(&mut r, s, -1.0, 1.0),
+            dy: uniform(&mut r, t * b * w, -1.0, 1.0),
+            dh_n: uniform(&mut r, s, -1.0, 1.0),
+            dc_n: uniform(&mut r, s, -1.0, 1.0),
+        }
+    }
+
+    fn states(&self, stack: &Stack<f64>) -> usize {
+        stack.num_layers() * stack.directions().count() * self.lengths.len() * stack.hidden_size()
+    }
+
+    fn loss(&self, stack: &Stack<f64>, x: &[f64], h0: &[f64], c0: &[f64]) -> f64 {
+        let lstm = stack.cell().has_cell_state();
+        let s = self.states(stack);
+        let mut ws = stack
+            .workspace(self.t, &self.lengths, Mode::Inference)
+            .unwrap();
+        let mut y = vec![0.0; self.dy.len()];
+        let (mut h_n, mut c_n) = (vec![0.0; s], vec![0.0; s]);
+        stack
+            .forward(
+                &mut ws,
+                x,
+                InitialState {
+                    h0: Some(h0),
+                    c0: lstm.then_some(c0),
+                },
+                &mut y,
+                FinalState {
+                    h_n: Some(&mut h_n),
+                    c_n: lstm.then_some(&mut c_n[..]),
+                },
+            )
+            .unwrap();
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>();
+        dot(&y, &self.dy) + dot(&h_n, &self.dh_n) + if lstm { dot(&c_n, &self.dc_n) } else { 0.0 }
+    }
+}
+
+/// Central difference of `f` at `v[k]`, step `h = cbrt(eps)·max(1, |v[k]|)`.
+fn central(v: &mut [f64], k: usize, f: &mut dyn FnMut(&[f64]) -> f64) -> f64 {
+    let x0 = v[k];
+    let h = f64::EPSILON.cbrt() * x0.abs().max(1.0);
+    v[k] = x0 + h;
+    let up = f(v);
+    v[k] = x0 - h;
+    let down = f(v);
+    v[k] = x0;
+    (up - down) / (2.0 * h)
+}
+
+fn assert_grad(what: &str, analytic: f64, numeric: f64) {
+    // Central differences at h = cbrt(eps) are accurate to about eps^(2/3) ~ 4e-11 of the
+    // loss's scale (O(1) here); 1e-6 leaves room for the curvature terms.
+    let err = (analytic - numeric).abs() / numeric.abs().max(1.0);
+    assert!(
+        err < 1e-6,
+        "{what}: analytic {analytic:e}, numeric {numeric:e} ({err:e})"
+    );
+}
+
+#[test]
+fn every_gradient_of_bidirectional_stacks_over_padded_rows_matches_finite_differences() {
+    for cell in [CellKind::Lstm, CellKind::Gru(GruVariant::ResetAfter)] {
+        let mut stack =
+            Stack::<f64>::with_seeded_init(cell, 3, 4, 2, Directions::Both, 11).unwrap();
+        let lengths = [5, 2, 4];
+        let p = Problem::new(&stack, 5, &lengths, 12);
+        let lstm = cell.has_cell_state();
+        let s = p.states(&stack);
+        // Analytic gradients.
+        let mut ws = stack.workspace(p.t, &lengths, Mode::Training).unwrap();
+        let mut y = vec![0.0; p.dy.len()];
+        stack
+            .forward(
+                &mut ws,
+                &p.x,
+                InitialState {
+                    h0: Some(&p.h0),
+                    c0: lstm.then_some(&p.c0[..]),
+                },
+                &mut y,
+                FinalState::default(),
+            )
+            .unwrap();
+        let mut grads = stack.zero_grads().unwrap();
+        let (mut dx, mut dh0, mut dc0) = (vec![0.0; p.x.len()], vec![0.0; s], vec![0.0; s]);
+        stack
+            .backward(
+                &mut ws,
+                &p.x,
+                Upstream {
+                    dy: Some(&p.dy),
+                    dh_n: Some(&p.dh_n),
+                    dc_n: lstm.then_some(&p.dc_n[..]),
+                },
+                &mut grads,
+                InputGrads {
+                    dx: Some(&mut dx),
+                    dh0: Some(&mut dh0),
+                    dc0: lstm.then_some(&mut dc0[..]),
+                },
+                GradMode::Overwrite,
+            )
+            .unwrap();
+        let name = cell.name();
+        // Inputs and initial states.
+        let (mut x, mut h0, mut c0) = (p.x.clone(), p.h0.clone(), p.c0.clone());
+        for k in 0..x.len() {
+            let n = central(&mut x, k, &mut |v| p.loss(&stack, v, &p.h0, &p.c0));
+            assert_grad(&format!("{name} dx[{k}]"), dx[k], n);
+        }
+        for k in 0..s {
+            let n = central(&mut h0, k, &mut |v| p.loss(&stack, &p.x, v, &p.c0));
+            assert_grad(&format!("{name} dh0[{k}]"), dh0[k], n);
+            if lstm {
+                let n = central(&mut c0, k, &mut |v| p.loss(&stack, &p.x, &p.h0, v));
+                assert_grad(&format!("{name} dc0[{k}]"), dc0[k], n);
+            }
+        }
+        // Every parameter of every (layer, direction).
+        for n in 0..grads.layers.len() {
+            let (k, dir) = (n / 2, Direction::BOTH[n % 2]);
+            let g = grads.layers[n].clone();
+            for (param, analytic) in [
+                (0, &g.weight_ih),
+                (1, &g.weight_hh),
+                (2, &g.bias_ih),
+                (3, &g.bias_hh),
+            ] {
+                for e in 0..analytic.len() {
+                    let mut f = |v: f64| {
+                        let l = stack.layer_mut(k, dir).unwrap();
+                        let w = l.weights_mut();
+                        let slot = match param {
+                            0 => &mut w.weight_ih[e],
+                            1 => &mut w.weight_hh[e],
+                            2 => &mut w.bias_ih[e],
+                            _ => &mut w.bias_hh[e],
+                        };
+                        let old = *slot;
+                        *slot = v;
+                        let loss = p.loss(&stack, &p.x, &p.h0, &p.c0);
+                        let l = stack.layer_mut(k, dir).unwrap();
+                        let w = l.weights_mut();
+                        match param {
+                            0 => w.weight_ih[e] = old,
+                            1 => w.weight_hh[e] = old,
+                            2 => w.bias_ih[e] = old,
+                            _ => w.bias_hh[e] = old,
+                        }
+                        (loss, old)
+                    };
+                    let (_, w0) = f(f64::NAN);
+                    let step = f64::EPSILON.cbrt() * w0.abs().max(1.0);
+                    let numeric = (f(w0 + step).0 - f(w0 - step).0) / (2.0 * step);
+                    assert_grad(
+                        &format!("{name} layer {k} {dir:?} param {param}[{e}]"),
+                        analytic[e],
+                        numeric,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// One layer in one direction is that layer, bit for bit.
+#[test]
+fn a_one_layer_stack_is_its_layer() {
+    let layer = Layer::<f32>::with_seeded_init(CellKind::Lstm, 5, 7, 3).unwrap();
+    let stack = Stack::new(vec![layer.clone()], 1, Directions::Forward).unwrap();
+    let (t, b) = (6, 2);
+    let mut r = rng(4);
+    let x: Vec<f32> = uniform(&mut r, t * b * 5, -1.0, 1.0);
+    let mut y_layer = vec![0.0f32; t * b * 7];
+    let mut y_stack = vec![0.0f32; t * b * 7];
+    let mut ws = layer.workspace(t, b, Mode::Inference).unwrap();
+    layer
+        .forward(
+            &mut ws,
+            Direction::Forward,
+            &x,
+            InitialState::default(),
+            &mut y_layer,
+            FinalState::default(),
+        )
+        .unwrap();
+    let mut sws = stack.workspace(t, b, Mode::Inference).unwrap();
+    stack
+        .forward(
+            &mut sws,
+            &x,
+            InitialState::default(),
+            &mut y_stack,
+            FinalState::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        y_layer.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        y_stack.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn bad_stacks_and_buffers_are_errors() {
+    let cell = CellKind::Lstm;
+    // Layers that do not stack.
+    let l0 = Layer::<f32>::with_seeded_init(cell, 3, 4, 0).unwrap();
+    // Layer 1 reads D*H inputs: 4 in one direction, 8 in both.
+    let wrong = Layer::<f32>::with_seeded_init(cell, 5, 4, 0).unwrap();
+    let gru =
+        Layer::<f32>::with_seeded_init(CellKind::Gru(GruVariant::ResetAfter), 4, 4, 0).unwrap();
+    for (layers, l, dirs) in [
+        (vec![l0.clone(), wrong.clone()], 2, Directions::Forward),
+        (vec![l0.clone(), gru], 2, Directions::Forward),
+        (vec![l0.clone()], 2, Directions::Forward),
+        (vec![l0.clone(), l0.clone(), wrong], 2, Directions::Both),
+        (vec![], 0, Directions::Forward),
+    ] {
+        assert!(Stack::new(layers, l, dirs).is_err());
+    }
+    let stack = Stack::<f32>::with_seeded_init(cell, 3, 4, 2, Directions::Both, 1).unwrap();
+    let (t, b) = (4, 2);
+    let mut ws = stack.workspace(t, Batch::Fixed(b), Mode::Training).unwrap();
+    let x = vec![0.0f32; t * b * 3];
+    let mut y = vec![0.0f32; t * b * 8];
+    let len_err =
+        |r: fused_rnn::Result<()>| assert!(matches!(r, Err(Error::BufferLength { .. })), "{r:?}");
+    len_err(stack.forward(
+        &mut ws,
+        &x[1..],
+        InitialState::default(),
+        &mut y,
+        FinalState::default(),
+    ));
+    len_err(stack.forward(
+        &mut ws,
+        &x,
+        InitialState::default(),
+        &mut y[1..],
+        FinalState::default(),
+    ));
+    let h0 = vec![0.0f32; 3 * b * 4]; // [L*D, B, H] needs 4 slices
+    len_err(stack.forward(
+        &mut ws,
+        &x,
+        InitialState {
+            h0: Some(&h0),
+            c0: None,
+        },
+        &mut y,
+        FinalState::default(),
+    ));
+    // Backward before a forward, and with an inference workspace.
+    let mut grads = stack.zero_grads().unwrap();
+    let r = stack.backward(
+        &mut ws,
+        &x,
+        Upstream::default(),
+        &mut grads,
+        InputGrads::default(),
+        GradMode::Overwrite,
+    );
+    assert!(matches!(r, Err(Error::InvalidState { .. })), "{r:?}");
+    let mut inf = stack.workspace(t, b, Mode::Inference).unwrap();
+    let r = stack.backward(
+        &mut inf,
+        &x,
+        Upstream::default(),
+        &mut grads,
+        InputGrads::default(),
+        GradMode::Overwrite,
+    );
+    assert!(matches!(r, Err(Error::WorkspaceMismatch { .. })), "{r:?}");
+    // Padded lengths past T.
+    assert!(stack.workspace(t, &[5, 1], Mode::Training).is_err());
+}
