@@ -377,6 +377,15 @@ impl<F: Float> Workspace<F> {
         }
     }
 
+    /// `Ok` if a backward of a layer with weights `version` may run on this workspace: a
+    /// training forward ran with those weights and no backward consumed it.
+    pub(crate) fn check_pending(&self, version: WeightsVersion) -> Result<()> {
+        match &self.batch {
+            BatchBuffers::Fixed(b) => b.status.check_forwarded(version),
+            BatchBuffers::Padded(s) => s.status().check_forwarded(version),
+        }
+    }
+
     /// Each row's number of valid steps for a padded batch; `None` for a fixed batch.
     pub fn lengths(&self) -> Option<&[usize]> {
         match &self.batch {

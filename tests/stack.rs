@@ -311,3 +311,61 @@ fn bad_stacks_and_buffers_are_errors() {
     // Padded lengths past T.
     assert!(stack.workspace(t, &[5, 1], Mode::Training).is_err());
 }
+
+/// A backward refused for a buffer of the bottom layer (checked last by the layers' own
+/// backward) leaves every layer's forward pending: the next, correct backward gives what a
+/// backward right after the forward gives.
+#[test]
+fn a_refused_stack_backward_changes_nothing() {
+    let stack =
+        Stack::<f64>::with_seeded_init(CellKind::Lstm, 3, 4, 2, Directions::Both, 5).unwrap();
+    let (t, lengths) = (5, [5, 3]);
+    let p = Problem::new(&stack, t, &lengths, 6);
+    let run = |refuse_first: bool| {
+        let mut ws = stack.workspace(t, &lengths, Mode::Training).unwrap();
+        let mut y = vec![0.0; p.dy.len()];
+        stack
+            .forward(
+                &mut ws,
+                &p.x,
+                InitialState::default(),
+                &mut y,
+                FinalState::default(),
+            )
+            .unwrap();
+        let mut grads = stack.zero_grads().unwrap();
+        let up = Upstream {
+            dy: Some(&p.dy),
+            ..Default::default()
+        };
+        if refuse_first {
+            let mut bad = stack.zero_grads().unwrap();
+            bad.layers[0].bias_hh.pop();
+            let r = stack.backward(
+                &mut ws,
+                &p.x,
+                up,
+                &mut bad,
+                InputGrads::default(),
+                GradMode::Overwrite,
+            );
+            assert!(matches!(r, Err(Error::BufferLength { .. })), "{r:?}");
+        }
+        let mut dx = vec![0.0; p.x.len()];
+        stack
+            .backward(
+                &mut ws,
+                &p.x,
+                up,
+                &mut grads,
+                InputGrads {
+                    dx: Some(&mut dx),
+                    ..Default::default()
+                },
+                GradMode::Overwrite,
+            )
+            .unwrap();
+        (dx, grads.layers[3].weight_hh.clone())
+    };
+    assert_eq!(run(true), run(false));
+}

@@ -126,6 +126,11 @@ impl<F: Float> Segments<F> {
     }
 
     /// Fails unless this workspace serves `layer` (cell and widths) in `mode` (any if `None`).
+    /// Where the batch is in its forward/backward cycle.
+    pub(crate) fn status(&self) -> Status {
+        self.status
+    }
+
     pub(crate) fn check(&self, layer: &Layer<F>, mode: Option<Mode>) -> Result<()> {
         check_serves(
             (self.cell, self.input, self.hidden, self.mode),

@@ -397,6 +397,27 @@ impl<F: Float> Stack<F> {
                 ),
             });
         }
+        // Everything each layer's backward would refuse, checked before any of them runs, so
+        // that a refused call changes nothing (the layers above would otherwise have consumed
+        // their forwards and written their gradients).
+        let gh = self.cell.gates() * h;
+        for (n, (layer, g)) in self.layers.iter().zip(&grads.layers).enumerate() {
+            check_len(
+                "grads.weight_ih [G*H, I]",
+                &g.weight_ih,
+                gh * layer.input_size(),
+            )?;
+            check_len("grads.weight_hh [G*H, H]", &g.weight_hh, gh * h)?;
+            check_len("grads.bias_ih [G*H]", &g.bias_ih, gh)?;
+            check_len("grads.bias_hh [G*H]", &g.bias_hh, gh)?;
+            ws.passes[n].check_pending(layer.version())?;
+        }
+        if !self.cell.has_cell_state() && (up.dc_n.is_some() || inputs.dc0.is_some()) {
+            return Err(Error::UnexpectedBuffer {
+                what: "dc_n / dc0",
+                why: "only the LSTM has a cell state",
+            });
+        }
         let StackWorkspace {
             passes,
             outputs,
