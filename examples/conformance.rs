@@ -189,7 +189,7 @@ fn read_sidecar(path: &Path, sd: &StateDict<'_>) -> Result<Sidecar, CaseError> {
     let dropout = j.get("dropout").and_then(|v| v.as_f64()).unwrap_or(0.0);
     if dropout != 0.0 {
         return Err(CaseError::NeedsFeature(format!(
-            "inter-layer dropout (dropout = {dropout}; stacks run with dropout 0)"
+            "PyTorch's own dropout masks (dropout = {dropout}): a case with dropout can only be compared with the masks PyTorch drew, which the file does not hold"
         )));
     }
     let num_layers = j

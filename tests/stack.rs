@@ -369,3 +369,172 @@ fn a_refused_stack_backward_changes_nothing() {
     };
     assert_eq!(run(true), run(false));
 }
+
+/// Runs a training forward and backward of `p` through `stack` with `ws` (reseeded to `seed`
+/// first): `y`, `dx` and the gradients.
+fn train(
+    stack: &Stack<f64>,
+    ws: &mut fused_rnn::StackWorkspace<f64>,
+    p: &Problem,
+    seed: u64,
+) -> (Vec<f64>, Vec<f64>, fused_rnn::StackGrads<f64>) {
+    ws.reseed(seed);
+    let mut y = vec![0.0; p.dy.len()];
+    stack
+        .forward(
+            ws,
+            &p.x,
+            InitialState::default(),
+            &mut y,
+            FinalState::default(),
+        )
+        .unwrap();
+    let mut grads = stack.zero_grads().unwrap();
+    let mut dx = vec![0.0; p.x.len()];
+    let up = Upstream {
+        dy: Some(&p.dy),
+        ..Default::default()
+    };
+    let inputs = InputGrads {
+        dx: Some(&mut dx),
+        ..Default::default()
+    };
+    stack
+        .backward(ws, &p.x, up, &mut grads, inputs, GradMode::Overwrite)
+        .unwrap();
+    (y, dx, grads)
+}
+
+/// Dropout: `p = 0` is no dropout bit for bit; inference ignores it; the kept fraction is
+/// `1 - p` within four binomial standard deviations and the kept elements are scaled by
+/// exactly `1 / (1 - p)`; out-of-range probabilities and workspaces made for another `p` are
+/// errors.
+#[test]
+fn dropout_between_layers_is_pytorchs() {
+    let cell = CellKind::Gru(GruVariant::ResetAfter);
+    let (t, lengths) = (40, vec![40; 8]);
+    let plain = Stack::<f64>::with_seeded_init(cell, 3, 16, 3, Directions::Both, 1).unwrap();
+    let p = Problem::new(&plain, t, &lengths, 2);
+    let mut zero = plain.clone();
+    zero.set_dropout(0.0, 99).unwrap();
+    let a = train(
+        &plain,
+        &mut plain.workspace(t, &lengths, Mode::Training).unwrap(),
+        &p,
+        1,
+    );
+    let b = train(
+        &zero,
+        &mut zero.workspace(t, &lengths, Mode::Training).unwrap(),
+        &p,
+        1,
+    );
+    assert_eq!(a.0, b.0);
+    assert_eq!(a.1, b.1);
+    assert_eq!(a.2.layers[0].weight_ih, b.2.layers[0].weight_ih);
+
+    let mut drop = plain.clone();
+    let prob = 0.3;
+    drop.set_dropout(prob, 7).unwrap();
+    let mut ws = drop.workspace(t, &lengths, Mode::Training).unwrap();
+    let with = train(&drop, &mut ws, &p, 3);
+    assert_ne!(with.0, a.0, "dropout changed nothing");
+    for boundary in 0..2 {
+        let mask = ws.dropout_mask(boundary).expect("a mask per boundary");
+        let n = mask.len() as f64;
+        let dropped = mask.iter().filter(|m| **m == 0.0).count() as f64;
+        let sd = (prob * (1.0 - prob) / n).sqrt();
+        assert!(
+            (dropped / n - prob).abs() < 4.0 * sd,
+            "dropped {dropped} of {n}"
+        );
+        assert!(mask.iter().all(|m| *m == 0.0 || *m == 1.0 / (1.0 - prob)));
+    }
+    assert!(
+        ws.dropout_mask(2).is_none(),
+        "no dropout after the last layer"
+    );
+    // The same seed draws the same masks, another seed others.
+    assert_eq!(train(&drop, &mut ws, &p, 3).0, with.0);
+    assert_ne!(train(&drop, &mut ws, &p, 4).0, with.0);
+    // Inference runs without dropout.
+    let infer = |s: &Stack<f64>| {
+        let mut ws = s.workspace(t, &lengths, Mode::Inference).unwrap();
+        let mut y = vec![0.0; p.dy.len()];
+        s.forward(
+            &mut ws,
+            &p.x,
+            InitialState::default(),
+            &mut y,
+            FinalState::default(),
+        )
+        .unwrap();
+        y
+    };
+    assert_eq!(infer(&drop), infer(&plain));
+    // Errors.
+    for bad in [-0.1, 1.5, f64::NAN] {
+        assert!(drop.clone().set_dropout(bad, 0).is_err(), "{bad}");
+    }
+    let mut old = plain.workspace(t, &lengths, Mode::Training).unwrap();
+    let mut y = vec![0.0; p.dy.len()];
+    let r = drop.forward(
+        &mut old,
+        &p.x,
+        InitialState::default(),
+        &mut y,
+        FinalState::default(),
+    );
+    assert!(matches!(r, Err(Error::WorkspaceMismatch { .. })), "{r:?}");
+}
+
+/// With the mask held fixed (the same seed before every forward), the gradients through
+/// dropout are those of the masked function: central differences of `dx` and of layer 0's
+/// `W_ih` and layer 1's `W_ih` (which reads the masked outputs).
+#[test]
+fn dropout_gradients_match_finite_differences_with_a_fixed_mask() {
+    let mut stack =
+        Stack::<f64>::with_seeded_init(CellKind::Lstm, 3, 4, 2, Directions::Both, 21).unwrap();
+    stack.set_dropout(0.4, 5).unwrap();
+    let lengths = [5, 3, 4];
+    let p = Problem::new(&stack, 5, &lengths, 22);
+    let mut ws = stack.workspace(p.t, &lengths, Mode::Training).unwrap();
+    let (_, dx, grads) = train(&stack, &mut ws, &p, 8);
+    let loss = |s: &Stack<f64>, ws: &mut fused_rnn::StackWorkspace<f64>, x: &[f64]| {
+        ws.reseed(8);
+        let mut y = vec![0.0; p.dy.len()];
+        s.forward(
+            ws,
+            x,
+            InitialState::default(),
+            &mut y,
+            FinalState::default(),
+        )
+        .unwrap();
+        y.iter().zip(&p.dy).map(|(a, b)| a * b).sum::<f64>()
+    };
+    let mut x = p.x.clone();
+    for k in 0..x.len() {
+        let n = central(&mut x, k, &mut |v| loss(&stack, &mut ws, v));
+        assert_grad(&format!("dx[{k}]"), dx[k], n);
+    }
+    for (layer, dir, n_idx) in [(0, Direction::Forward, 0), (1, Direction::Reverse, 3)] {
+        let analytic = grads.layers[n_idx].weight_ih.clone();
+        for e in 0..analytic.len() {
+            let w0 = stack.layer(layer, dir).unwrap().weights().weight_ih[e];
+            let step = f64::EPSILON.cbrt() * w0.abs().max(1.0);
+            let mut at = |v: f64| {
+                stack.layer_mut(layer, dir).unwrap().weights_mut().weight_ih[e] = v;
+                let l = loss(&stack, &mut ws, &p.x);
+                stack.layer_mut(layer, dir).unwrap().weights_mut().weight_ih[e] = w0;
+                l
+            };
+            let numeric = (at(w0 + step) - at(w0 - step)) / (2.0 * step);
+            assert_grad(
+                &format!("layer {layer} {dir:?} W_ih[{e}]"),
+                analytic[e],
+                numeric,
+            );
+        }
+    }
+}

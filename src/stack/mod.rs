@@ -8,8 +8,16 @@
 //! batch ([`Batch::Padded`]) the reverse direction of every layer starts at each row's own last
 //! valid step, as PyTorch's packed sequences do, and `y` is zero past a row's length.
 //!
-//! Inter-layer dropout is not implemented yet: a stack is PyTorch's module with `dropout = 0`
-//! (or in `eval()` mode).
+//! Dropout between layers is PyTorch's: in training ([`Mode::Training`] workspaces) with
+//! probability `p` ([`Stack::set_dropout`]), each element of layer `k`'s output is zeroed
+//! before layer `k + 1` reads it, and the others scaled by `1 / (1 - p)` (inverted dropout;
+//! none after the last layer); inference runs without it. The masks come from a generator
+//! seeded by the workspace ([`StackWorkspace::reseed`]), one mask per training forward, and
+//! backward applies the same mask to the gradient. With `p = 0` nothing is drawn and the
+//! results are bit for bit those of a stack without dropout.
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 
 use crate::error::{Error, Result, check_len, check_opt_len, mul_len, try_zeroed};
 use crate::float::Float;
@@ -52,6 +60,10 @@ pub struct Stack<F> {
     directions: Directions,
     /// `layer·D + direction`.
     layers: Vec<Layer<F>>,
+    /// Dropout probability between layers (training only).
+    dropout: f64,
+    /// The seed of the dropout masks of the workspaces made from now on.
+    dropout_seed: u64,
 }
 
 /// The weight gradients of a stack, one [`LayerGrads`] per `(layer, direction)`, indexed
@@ -80,6 +92,15 @@ pub struct StackWorkspace<F> {
     dx: Vec<Vec<F>>,
     /// The gradient reaching layer `k`'s output, `[T, B, D·H]` (two, read one, write the other).
     dy: [Vec<F>; 2],
+    /// Dropout between layers (training with `p > 0`): per layer boundary `k` (`k < L - 1`),
+    /// the mask as factors (`0` or `1 / (1 - p)`) and layer `k + 1`'s input, `[T, B, D·H]`.
+    masks: Vec<Vec<F>>,
+    dropped: Vec<Vec<F>>,
+    /// The probability the buffers above were made for (0: none).
+    dropout: f64,
+    /// Whether the last training forward applied dropout (its backward applies the masks).
+    masked: bool,
+    rng: StdRng,
 }
 
 impl<F: Float> StackWorkspace<F> {
@@ -95,6 +116,20 @@ impl<F: Float> StackWorkspace<F> {
     pub fn mode(&self) -> Mode {
         self.mode
     }
+    /// The dropout factors (`0` or `1 / (1 - p)`) the last training forward applied to layer
+    /// `boundary`'s output (`boundary < L - 1`), `[T, B, D·H]`; `None` where it applied none.
+    pub fn dropout_mask(&self, boundary: usize) -> Option<&[F]> {
+        self.masked
+            .then(|| self.masks.get(boundary).map(Vec::as_slice))
+            .flatten()
+    }
+
+    /// Restarts the dropout masks' generator from `seed`: the next training forwards draw the
+    /// masks they drew after a workspace was made with this seed.
+    pub fn reseed(&mut self, seed: u64) {
+        self.rng = StdRng::seed_from_u64(seed);
+    }
+
     /// Size in bytes.
     pub fn bytes(&self) -> usize {
         let own: usize = self
@@ -102,6 +137,8 @@ impl<F: Float> StackWorkspace<F> {
             .iter()
             .chain(&self.dx)
             .chain(&self.dy)
+            .chain(&self.masks)
+            .chain(&self.dropped)
             .map(Vec::len)
             .sum();
         (own + self.half.len()) * core::mem::size_of::<F>()
@@ -155,6 +192,8 @@ impl<F: Float> Stack<F> {
             num_layers,
             directions,
             layers,
+            dropout: 0.0,
+            dropout_seed: 0,
         })
     }
 
@@ -229,6 +268,27 @@ impl<F: Float> Stack<F> {
         (layer < self.num_layers && direction.index() < d).then(|| layer * d + direction.index())
     }
 
+    /// Sets the dropout probability between layers (PyTorch's `dropout`, `0 <= p <= 1`;
+    /// training only) and the seed of the masks of workspaces made from now on. A training
+    /// workspace made for another `p` has no room for, or other, masks: [`Stack::forward`]
+    /// then returns [`Error::WorkspaceMismatch`].
+    pub fn set_dropout(&mut self, p: f64, seed: u64) -> Result<()> {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(Error::InvalidArgument {
+                what: "dropout",
+                why: format!("{p} is not a probability in [0, 1]"),
+            });
+        }
+        self.dropout = p;
+        self.dropout_seed = seed;
+        Ok(())
+    }
+
+    /// The dropout probability between layers.
+    pub fn dropout(&self) -> f64 {
+        self.dropout
+    }
+
     /// Runs every layer on `n` threads (see [`Layer::set_threads`]).
     pub fn set_threads(&mut self, n: usize) -> Result<()> {
         crate::exec::pool::check_threads(n)?;
@@ -270,7 +330,22 @@ impl<F: Float> Stack<F> {
         let training = mode == Mode::Training;
         let widest_in = mul_len("stack buffers", tb, self.input.max(self.output_size()))?;
         let d = self.directions.count();
+        let boundaries = if training && self.dropout > 0.0 {
+            self.num_layers - 1
+        } else {
+            0
+        };
+        let boundary_buf = || try_zeroed("stack dropout buffer", wide);
         Ok(StackWorkspace {
+            masks: (0..boundaries)
+                .map(|_| boundary_buf())
+                .collect::<Result<_>>()?,
+            dropped: (0..boundaries)
+                .map(|_| boundary_buf())
+                .collect::<Result<_>>()?,
+            dropout: if boundaries > 0 { self.dropout } else { 0.0 },
+            masked: false,
+            rng: StdRng::seed_from_u64(self.dropout_seed),
             seq_len,
             batch: b,
             mode,
@@ -321,19 +396,42 @@ impl<F: Float> Stack<F> {
                 why: "only the LSTM has a cell state",
             });
         }
+        let drop = ws.mode == Mode::Training && self.dropout > 0.0 && l_count > 1;
+        if drop && ws.dropout != self.dropout {
+            return Err(Error::WorkspaceMismatch {
+                expected: format!("a workspace made for dropout {}", self.dropout),
+                got: format!("one made for dropout {}", ws.dropout),
+            });
+        }
         let StackWorkspace {
             passes,
             outputs,
             half,
+            masks,
+            dropped,
+            rng,
+            masked,
             ..
         } = ws;
+        *masked = false;
         let slice = |n: usize| n * b * h..(n + 1) * b * h;
         for k in 0..l_count {
             // Layer k reads x or the previous layer's output, and writes the next layer's input
             // or the caller's y.
             let split = k.min(outputs.len());
             let (before, rest) = outputs.split_at_mut(split);
-            let input: &[F] = if k == 0 { x } else { &before[k - 1] };
+            let input: &[F] = match k {
+                0 => x,
+                _ if drop => {
+                    draw_mask(rng, self.dropout, &mut masks[k - 1]);
+                    let (out, mask) = (&mut dropped[k - 1], &masks[k - 1]);
+                    for ((o, v), m) in out.iter_mut().zip(&before[k - 1]).zip(mask) {
+                        *o = *v * *m;
+                    }
+                    &dropped[k - 1]
+                }
+                _ => &before[k - 1],
+            };
             let out: &mut [F] = if k + 1 < l_count {
                 &mut rest[0]
             } else {
@@ -356,6 +454,7 @@ impl<F: Float> Stack<F> {
                 }
             }
         }
+        *masked = drop;
         Ok(())
     }
 
@@ -424,6 +523,9 @@ impl<F: Float> Stack<F> {
             half,
             dx: dx_dirs,
             dy: [dy_cur, dy_next],
+            masks,
+            dropped,
+            masked,
             ..
         } = ws;
         let slice = |n: usize| n * b * h..(n + 1) * b * h;
@@ -433,7 +535,11 @@ impl<F: Float> Stack<F> {
             None => dy_cur[..wide].fill(F::ZERO),
         }
         for k in (0..l_count).rev() {
-            let input: &[F] = if k == 0 { x } else { &outputs[k - 1] };
+            let input: &[F] = match k {
+                0 => x,
+                _ if *masked => &dropped[k - 1],
+                _ => &outputs[k - 1],
+            };
             let in_w = if k == 0 { self.input } else { d * h };
             for (di, _) in self.directions.iter().enumerate() {
                 let n = k * d + di;
@@ -472,6 +578,12 @@ impl<F: Float> Stack<F> {
                     *a += *v;
                 }
             }
+            if k > 0 && *masked {
+                // Through the dropout: the same mask, the same scale.
+                for (a, m) in target.iter_mut().zip(&masks[k - 1]) {
+                    *a *= *m;
+                }
+            }
             core::mem::swap(dy_cur, dy_next);
         }
         Ok(())
@@ -489,5 +601,17 @@ fn put_half<F: Copy>(out: &mut [F], half: &[F], h: usize, d: usize, di: usize) {
 fn take_half<F: Copy>(src: &[F], half: &mut [F], h: usize, d: usize, di: usize) {
     for (s, o) in src.chunks_exact(d * h).zip(half.chunks_exact_mut(h)) {
         o.copy_from_slice(&s[di * h..(di + 1) * h]);
+    }
+}
+
+/// Fills `mask` with dropout factors: each `0` with probability `p`, else `1 / (1 - p)`.
+fn draw_mask<F: Float>(rng: &mut StdRng, p: f64, mask: &mut [F]) {
+    let keep = if p < 1.0 {
+        F::from_f64(1.0 / (1.0 - p))
+    } else {
+        F::ZERO
+    };
+    for m in mask {
+        *m = if rng.random_bool(p) { F::ZERO } else { keep };
     }
 }
