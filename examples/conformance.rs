@@ -240,6 +240,14 @@ fn read_sidecar(path: &Path, sd: &StateDict<'_>) -> Result<Sidecar, CaseError> {
             }
         )));
     }
+    if let Some(l) = &lengths {
+        let file = sd.counts("lengths").map_err(fmt_err)?;
+        if &file != l {
+            return Err(CaseError::Format(format!(
+                "the sidecar's lengths {l:?} are not the file's {file:?}"
+            )));
+        }
+    }
     let cell = match str_field("cell")? {
         "lstm" => CellKind::Lstm,
         "gru" => CellKind::Gru(GruVariant::ResetAfter),

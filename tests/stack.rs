@@ -538,3 +538,53 @@ fn dropout_gradients_match_finite_differences_with_a_fixed_mask() {
         }
     }
 }
+
+/// A stack saved as a PyTorch `state_dict` loads back bit for bit, with its layers and
+/// directions found from the names; a file missing a direction of one layer, or with a layer
+/// past a gap, is a format error; the fixtures' int64 `lengths` read as counts.
+#[test]
+fn stacks_round_trip_through_state_dicts() {
+    use fused_rnn::interop::pytorch::{DtypePolicy, StateDict, save_layers, save_stack};
+    for (l, dirs) in [(3, Directions::Forward), (2, Directions::Both)] {
+        let stack = Stack::<f32>::with_seeded_init(CellKind::Lstm, 3, 5, l, dirs, 9).unwrap();
+        let bytes = save_stack(&stack).unwrap();
+        let back: Stack<f32> = StateDict::parse(&bytes)
+            .unwrap()
+            .stack("", CellKind::Lstm, DtypePolicy::Exact)
+            .unwrap();
+        assert_eq!((back.num_layers(), back.directions()), (l, dirs));
+        for ((_, _, a), (_, _, b)) in stack.layers().zip(back.layers()) {
+            assert_eq!(a.weights().weight_ih, b.weights().weight_ih);
+            assert_eq!(a.weights().bias_hh, b.weights().bias_hh);
+        }
+    }
+    let stack =
+        Stack::<f32>::with_seeded_init(CellKind::Lstm, 3, 5, 3, Directions::Both, 9).unwrap();
+    let all: Vec<_> = stack.layers().collect();
+    let load = |layers: &[(usize, Direction, &Layer<f32>)]| {
+        let bytes = save_layers(layers).unwrap();
+        StateDict::parse(&bytes)
+            .unwrap()
+            .stack::<f32>("", CellKind::Lstm, DtypePolicy::Exact)
+            .map(|_| ())
+    };
+    // Layer 1 without its reverse half; layers 0 and 2 without layer 1.
+    let no_reverse_1: Vec<_> = all
+        .iter()
+        .copied()
+        .filter(|(k, d, _)| !(*k == 1 && *d == Direction::Reverse))
+        .collect();
+    let gap: Vec<_> = all.iter().copied().filter(|(k, _, _)| *k != 1).collect();
+    for (what, layers) in [("no reverse in layer 1", no_reverse_1), ("a gap", gap)] {
+        match load(&layers) {
+            Err(Error::Format { .. }) => {}
+            other => panic!("{what}: expected a format error, got {other:?}"),
+        }
+    }
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/pytorch/lstm_L2_bi_packed_T6_B3_I4_H5_len362_unsorted.safetensors");
+    let bytes = std::fs::read(fixture).unwrap();
+    let sd = StateDict::parse(&bytes).unwrap();
+    assert_eq!(sd.counts("lengths").unwrap(), vec![3, 6, 2]);
+    assert!(matches!(sd.counts("x"), Err(Error::Format { .. })));
+}

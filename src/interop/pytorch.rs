@@ -375,6 +375,44 @@ impl<'a> StateDict<'a> {
         })
     }
 
+    /// An integer tensor as counts (e.g. the `lengths` of a packed batch, saved by PyTorch as
+    /// int64): I64, I32, U64 or U32, every value at least 0 and within `usize`;
+    /// [`Error::Format`] otherwise.
+    pub fn counts(&self, name: &str) -> Result<Vec<usize>> {
+        let v = self.view(name)?;
+        let bytes = v.data();
+        let bad = |why: String| format_err(format!("tensor {name}"), "counts (>= 0)", why);
+        let values: Vec<i128> = match v.dtype() {
+            Dtype::I64 => bytes
+                .chunks_exact(8)
+                .map(|c| i128::from(i64::from_le_bytes(c.try_into().expect("8 bytes"))))
+                .collect(),
+            Dtype::U64 => bytes
+                .chunks_exact(8)
+                .map(|c| i128::from(u64::from_le_bytes(c.try_into().expect("8 bytes"))))
+                .collect(),
+            Dtype::I32 => bytes
+                .chunks_exact(4)
+                .map(|c| i128::from(i32::from_le_bytes(c.try_into().expect("4 bytes"))))
+                .collect(),
+            Dtype::U32 => bytes
+                .chunks_exact(4)
+                .map(|c| i128::from(u32::from_le_bytes(c.try_into().expect("4 bytes"))))
+                .collect(),
+            other => {
+                return Err(format_err(
+                    format!("tensor {name} dtype"),
+                    "I64, I32, U64 or U32",
+                    dtype_name(other),
+                ));
+            }
+        };
+        values
+            .into_iter()
+            .map(|x| usize::try_from(x).map_err(|_| bad(format!("the value {x}"))))
+            .collect()
+    }
+
     /// As [`StateDict::layer`], for names that start with `prefix` (e.g. `"encoder.rnn."`).
     pub fn layer_with_prefix<F: Float>(
         &self,
@@ -485,6 +523,15 @@ fn le_bytes<F: Float>(v: &[F]) -> Vec<u8> {
     } else {
         v.iter().flat_map(|a| a.to_f64().to_le_bytes()).collect()
     }
+}
+
+/// A whole stack as a PyTorch `state_dict` (safetensors bytes): every `(layer, direction)`'s
+/// four parameters under PyTorch's names (`weight_ih_l{k}[_reverse]`, ...), which
+/// `nn.LSTM(..., num_layers=L, bidirectional=D == 2).load_state_dict` takes as they are and
+/// [`StateDict::stack`] reads back bit for bit.
+pub fn save_stack<F: Float>(stack: &Stack<F>) -> Result<Vec<u8>> {
+    let layers: Vec<(usize, Direction, &Layer<F>)> = stack.layers().collect();
+    save_layers(&layers)
 }
 
 /// Serializes layers as a PyTorch `state_dict` in safetensors format, each entry
