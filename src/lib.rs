@@ -106,7 +106,7 @@ pub use float::Float;
 pub use kernels::isa::Isa;
 pub use layer::{FinalState, InitialState, InputGrads, Layer, LayerWeightsMut, Upstream};
 pub use shape::{Batch, CellKind, Dims, Direction, GradMode, GruVariant, Mode, RnnActivation};
-pub use stack::{Directions, Stack, StackGrads, StackWorkspace};
+pub use stack::{Directions, Stack, StackGrads, StackWorkspace, StreamingStack};
 pub use stream::StreamingLayer;
 pub use train::{OutputGrads, OutputLayer, clip_grad_norm, clip_grad_value};
 pub use weights::{LayerGrads, LayerWeights};

@@ -171,6 +171,23 @@ impl<F: Float> StreamingLayer<F> {
         self.c.fill(F::ZERO);
     }
 
+    /// Sets the state of row `row` to zero (a new sequence starts there), leaving the other
+    /// rows alone; [`Error::InvalidArgument`] for a row past `B`.
+    pub fn reset_row(&mut self, row: usize) -> Result<()> {
+        if row >= self.batch {
+            return Err(Error::InvalidArgument {
+                what: "row",
+                why: format!("row {row} of a stream of {} rows", self.batch),
+            });
+        }
+        let h = self.layer.hidden_size();
+        self.h[row * h..(row + 1) * h].fill(F::ZERO);
+        if !self.c.is_empty() {
+            self.c[row * h..(row + 1) * h].fill(F::ZERO);
+        }
+        Ok(())
+    }
+
     /// The current hidden state `h [B, H]`.
     pub fn hidden_state(&self) -> &[F] {
         &self.h

@@ -588,3 +588,86 @@ fn stacks_round_trip_through_state_dicts() {
     assert_eq!(sd.counts("lengths").unwrap(), vec![3, 6, 2]);
     assert!(matches!(sd.counts("x"), Err(Error::Format { .. })));
 }
+
+/// A unidirectional stack streamed one step at a time gives the sequence forward's outputs
+/// bit for bit, on one thread and two; resetting one row restarts that row alone; a
+/// bidirectional stack cannot stream.
+#[test]
+fn a_streaming_stack_is_the_sequence_forward_step_by_step() {
+    use fused_rnn::StreamingStack;
+    for cell in CellKind::ALL {
+        for threads in [1, 2] {
+            let (t, b, i, h) = (8, 3, 5, 96);
+            let mut stack =
+                Stack::<f32>::with_seeded_init(cell, i, h, 3, Directions::Forward, 2).unwrap();
+            stack.set_threads(threads).unwrap();
+            let mut r = rng(3);
+            let x: Vec<f32> = uniform(&mut r, t * b * i, -1.0, 1.0);
+            let mut ws = stack.workspace(t, b, Mode::Inference).unwrap();
+            let mut y = vec![0.0f32; t * b * h];
+            stack
+                .forward(
+                    &mut ws,
+                    &x,
+                    InitialState::default(),
+                    &mut y,
+                    FinalState::default(),
+                )
+                .unwrap();
+            let mut s = StreamingStack::new(&stack, b).unwrap();
+            for step in 0..t {
+                let out = s.step(&x[step * b * i..(step + 1) * b * i]).unwrap();
+                let want = &y[step * b * h..(step + 1) * b * h];
+                assert_eq!(
+                    out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{} threads {threads} step {step}",
+                    cell.name()
+                );
+            }
+            // Row 1 restarts at step 3: its outputs are then those of its steps 3.. run from
+            // zero, the other rows' unchanged.
+            s.reset();
+            let rest = t - 3;
+            let mut xr = vec![0.0f32; rest * i];
+            for step in 0..rest {
+                xr[step * i..(step + 1) * i].copy_from_slice(&x[((step + 3) * b + 1) * i..][..i]);
+            }
+            let mut ws1 = stack.workspace(rest, 1, Mode::Inference).unwrap();
+            let mut y1 = vec![0.0f32; rest * h];
+            stack
+                .forward(
+                    &mut ws1,
+                    &xr,
+                    InitialState::default(),
+                    &mut y1,
+                    FinalState::default(),
+                )
+                .unwrap();
+            for step in 0..t {
+                if step == 3 {
+                    s.reset_row(1).unwrap();
+                }
+                let out = s
+                    .step(&x[step * b * i..(step + 1) * b * i])
+                    .unwrap()
+                    .to_vec();
+                for row in [0, 2] {
+                    assert_eq!(out[row * h..(row + 1) * h], y[(step * b + row) * h..][..h]);
+                }
+                if step >= 3 {
+                    assert_eq!(
+                        out[h..2 * h],
+                        y1[(step - 3) * h..][..h],
+                        "{} row 1",
+                        cell.name()
+                    );
+                }
+            }
+            assert!(s.reset_row(b).is_err());
+            assert!(s.step(&x[..b * i - 1]).is_err());
+        }
+    }
+    let bi = Stack::<f32>::with_seeded_init(CellKind::Lstm, 2, 4, 2, Directions::Both, 0).unwrap();
+    assert!(StreamingStack::new(&bi, 1).is_err());
+}

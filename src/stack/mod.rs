@@ -16,6 +16,10 @@
 //! backward applies the same mask to the gradient. With `p = 0` nothing is drawn and the
 //! results are bit for bit those of a stack without dropout.
 
+mod stream;
+
+pub use stream::StreamingStack;
+
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
