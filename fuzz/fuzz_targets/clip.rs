@@ -36,20 +36,21 @@ fn value(u: &mut Unstructured<'_>, f32_only: bool) -> arbitrary::Result<f64> {
     })
 }
 
-/// The f64 model of the norm of `all` (finite values): exact squares of f32 values summed in
-/// f64 where `F` is f32, else the sum of squares scaled by the largest magnitude.
-fn model_norm<F: Float>(all: &[f64]) -> f64 {
+/// The f64 model of the norm of `all` (finite values) as `(m, e)`, the norm being `m·2^e`
+/// (kept apart so that a norm past f64's range still has a value): exact squares of f32 values
+/// summed in f64 where `F` is f32, else the sum of squares scaled by the largest magnitude.
+fn model_norm<F: Float>(all: &[f64]) -> (f64, i32) {
     if F::NAME == "f32" {
-        return all.iter().map(|v| v * v).sum::<f64>().sqrt();
+        return (all.iter().map(|v| v * v).sum::<f64>().sqrt(), 0);
     }
     let m = all.iter().fold(0.0f64, |a, v| a.max(v.abs()));
     if m == 0.0 {
-        return 0.0;
+        return (0.0, 0);
     }
     // Scale by a power of two near m so that the ratios are exact.
     let k = m.log2().floor() as i32;
     let s: f64 = all.iter().map(|v| scale(*v, -k).powi(2)).sum();
-    scale(s.sqrt(), k)
+    (s.sqrt(), k)
 }
 
 /// `v · 2^e`, in two steps so that neither factor overflows or underflows alone.
@@ -57,16 +58,17 @@ fn scale(v: f64, e: i32) -> f64 {
     v * 2f64.powi(e / 2) * 2f64.powi(e - e / 2)
 }
 
-/// `x · a / b` without intermediate overflow or underflow (the factor `a / b` alone can be
-/// below f64's range): mantissas and exponents apart, one scaling at the end.
-fn mul_div(x: f64, a: f64, b: f64) -> f64 {
+/// `x · a / (bm·2^be)` without intermediate overflow or underflow (the factor alone can be
+/// below f64's range, the norm past it): mantissas and exponents apart, one scaling at the
+/// end. `x`, `a` and `bm` are finite and nonzero but for `x`.
+fn mul_div(x: f64, a: f64, (bm, be): (f64, i32)) -> f64 {
     if x == 0.0 {
         return x * a.signum();
     }
     let exp = |v: f64| v.abs().log2().floor() as i32;
-    let (ex, ea, eb) = (exp(x), exp(a), exp(b));
-    let m = scale(x, -ex) * scale(a, -ea) / scale(b, -eb);
-    scale(m, ex + ea - eb)
+    let (ex, ea, eb) = (exp(x), exp(a), exp(bm));
+    let m = scale(x, -ex) * scale(a, -ea) / scale(bm, -eb);
+    scale(m, ex + ea - eb - be)
 }
 
 fn run<F: Float>(u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
@@ -106,7 +108,8 @@ fn run<F: Float>(u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
         );
     } else {
         let got = r.expect("finite gradients and max_norm").to_f64();
-        let want = model_norm::<F>(&all);
+        let (nm, ne) = model_norm::<F>(&all);
+        let want = scale(nm, ne);
         let n = all.len() as f64;
         let rel = (n + 8.0) * f64::EPSILON;
         let max_f = F::MAX.to_f64();
@@ -127,9 +130,10 @@ fn run<F: Float>(u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
             );
         }
         assert!(got >= 0.0 && got.is_finite(), "norm {got:e}");
+        // `want` may be infinite (a norm past f64's range): it is then above any max_norm.
         if want > mn {
             for (k, (g, x)) in grads.iter().flatten().zip(&all).enumerate() {
-                let w = mul_div(*x, mn, want);
+                let w = mul_div(*x, mn, (nm, ne));
                 let tol = w.abs() * (2.0 * F::EPSILON.to_f64() + 2.0 * rel) + tiny;
                 let g = g.to_f64();
                 assert!(

@@ -23,7 +23,10 @@ pub use stream::StreamingStack;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+use std::sync::Arc;
+
 use crate::error::{Error, Result, check_len, check_opt_len, mul_len, try_zeroed};
+use crate::exec::pool::JoinedPool;
 use crate::float::Float;
 use crate::layer::{FinalState, InitialState, InputGrads, Layer, Upstream};
 use crate::shape::{Batch, CellKind, Direction, GradMode, Mode};
@@ -68,6 +71,9 @@ pub struct Stack<F> {
     dropout: f64,
     /// The seed of the dropout masks of the workspaces made from now on.
     dropout_seed: u64,
+    /// Two threads that run a bidirectional layer's directions at once (`None`: one after
+    /// the other). See [`Stack::set_threads`].
+    pool: Option<Arc<JoinedPool>>,
 }
 
 /// The weight gradients of a stack, one [`LayerGrads`] per `(layer, direction)`, indexed
@@ -90,8 +96,8 @@ pub struct StackWorkspace<F> {
     passes: Vec<Workspace<F>>,
     /// Layer `k`'s output `[T, B, D·H]` for `k < L - 1`.
     outputs: Vec<Vec<F>>,
-    /// One direction's `y` or `dy`, `[T, B, H]`.
-    half: Vec<F>,
+    /// Each direction's `y` or `dy`, `[T, B, H]` (a bidirectional stack's).
+    halves: [Vec<F>; 2],
     /// Per direction, the gradient of a layer's input, `[T, B, max(I, D·H)]`.
     dx: Vec<Vec<F>>,
     /// The gradient reaching layer `k`'s output, `[T, B, D·H]` (two, read one, write the other).
@@ -145,7 +151,7 @@ impl<F: Float> StackWorkspace<F> {
             .chain(&self.dropped)
             .map(Vec::len)
             .sum();
-        (own + self.half.len()) * core::mem::size_of::<F>()
+        (own + self.halves.iter().map(Vec::len).sum::<usize>()) * core::mem::size_of::<F>()
             + self.passes.iter().map(Workspace::bytes).sum::<usize>()
     }
 }
@@ -198,6 +204,7 @@ impl<F: Float> Stack<F> {
             layers,
             dropout: 0.0,
             dropout_seed: 0,
+            pool: None,
         })
     }
 
@@ -293,10 +300,54 @@ impl<F: Float> Stack<F> {
         self.dropout
     }
 
-    /// Runs every layer on `n` threads (see [`Layer::set_threads`]).
+    /// Runs passes on `n` threads. A bidirectional stack on 2 or more threads runs each
+    /// layer's two directions at once, each on half of them (its layers get `n / 2` threads;
+    /// oneDNN, PyTorch and ONNX Runtime run the directions one after the other); otherwise
+    /// every layer gets `n` (see [`Layer::set_threads`]). Every element is computed as on one
+    /// thread, whatever `n`: results are bit for bit the same.
     pub fn set_threads(&mut self, n: usize) -> Result<()> {
         crate::exec::pool::check_threads(n)?;
-        self.layers.iter_mut().try_for_each(|l| l.set_threads(n))
+        let both = self.directions == Directions::Both && n >= 2;
+        let per_layer = if both { n / 2 } else { n };
+        self.layers
+            .iter_mut()
+            .try_for_each(|l| l.set_threads(per_layer))?;
+        self.pool = if both {
+            let pool = JoinedPool::new(2).map_err(|e| Error::InvalidArgument {
+                what: "threads",
+                why: format!("could not start the directions' two threads: {e}"),
+            })?;
+            pool.broadcast(|_| ());
+            Some(Arc::new(pool))
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    /// Threads a pass uses.
+    pub fn threads(&self) -> usize {
+        let per_layer = self.layers[0].threads();
+        if self.pool.is_some() {
+            2 * per_layer
+        } else {
+            per_layer
+        }
+    }
+
+    /// Runs `a` and `b`, at once on the directions' threads where the stack has them.
+    fn both(
+        &self,
+        a: impl FnOnce() -> Result<()> + Send,
+        b: impl FnOnce() -> Result<()> + Send,
+    ) -> Result<()> {
+        match &self.pool {
+            Some(pool) => {
+                let (ra, rb) = pool.install(|| rayon::join(a, b));
+                ra.and(rb)
+            }
+            None => a().and_then(|()| b()),
+        }
     }
 
     /// Zero gradients shaped like the stack's parameters.
@@ -357,7 +408,14 @@ impl<F: Float> Stack<F> {
             outputs: (0..self.num_layers - 1)
                 .map(|_| try_zeroed("stack layer output", wide))
                 .collect::<Result<_>>()?,
-            half: try_zeroed("stack direction buffer", half)?,
+            halves: if d == 2 {
+                [
+                    try_zeroed("stack direction buffer", half)?,
+                    try_zeroed("stack direction buffer", half)?,
+                ]
+            } else {
+                [Vec::new(), Vec::new()]
+            },
             dx: (0..if training { d } else { 0 })
                 .map(|_| try_zeroed("stack input gradient", widest_in))
                 .collect::<Result<_>>()?,
@@ -410,7 +468,7 @@ impl<F: Float> Stack<F> {
         let StackWorkspace {
             passes,
             outputs,
-            half,
+            halves: [half_f, half_r],
             masks,
             dropped,
             rng,
@@ -441,22 +499,37 @@ impl<F: Float> Stack<F> {
             } else {
                 &mut *y
             };
-            for (di, dir) in self.directions.iter().enumerate() {
-                let n = k * d + di;
-                let fin_n = FinalState {
-                    h_n: fin.h_n.as_deref_mut().map(|v| &mut v[slice(n)]),
-                    c_n: fin.c_n.as_deref_mut().map(|v| &mut v[slice(n)]),
-                };
+            // One direction's pass: layer `n` into `target`, its final state into `h_n`, `c_n`.
+            let pass = |n: usize,
+                        dir: Direction,
+                        ws: &mut Workspace<F>,
+                        target: &mut [F],
+                        (h_n, c_n): (Option<&mut [F]>, Option<&mut [F]>)| {
                 let init_n = InitialState {
                     h0: init.h0.map(|v| &v[slice(n)]),
                     c0: init.c0.map(|v| &v[slice(n)]),
                 };
-                let target: &mut [F] = if d == 1 { &mut *out } else { &mut half[..] };
-                self.layers[n].forward(&mut passes[n], dir, input, init_n, target, fin_n)?;
-                if d > 1 {
-                    put_half(out, half, h, d, di);
-                }
+                self.layers[n].forward(ws, dir, input, init_n, target, FinalState { h_n, c_n })
+            };
+            let states = pair_of_states(
+                fin.h_n.as_deref_mut(),
+                fin.c_n.as_deref_mut(),
+                k * d,
+                b * h,
+                d,
+            );
+            if d == 1 {
+                pass(k, Direction::Forward, &mut passes[k], out, states.0)?;
+                continue;
             }
+            let (pf, pr) = passes[2 * k..2 * k + 2].split_at_mut(1);
+            let (sf, sr) = states;
+            self.both(
+                || pass(2 * k, Direction::Forward, &mut pf[0], half_f, sf),
+                || pass(2 * k + 1, Direction::Reverse, &mut pr[0], half_r, sr),
+            )?;
+            put_half(out, half_f, h, d, 0);
+            put_half(out, half_r, h, d, 1);
         }
         *masked = drop;
         Ok(())
@@ -524,7 +597,7 @@ impl<F: Float> Stack<F> {
         let StackWorkspace {
             passes,
             outputs,
-            half,
+            halves,
             dx: dx_dirs,
             dy: [dy_cur, dy_next],
             masks,
@@ -545,26 +618,53 @@ impl<F: Float> Stack<F> {
                 _ => &outputs[k - 1],
             };
             let in_w = if k == 0 { self.input } else { d * h };
-            for (di, _) in self.directions.iter().enumerate() {
-                let n = k * d + di;
-                take_half(&dy_cur[..wide], half, h, d, di);
+            // One direction's backward: layer `n` from `dy` (its half of the layer's output
+            // gradient), its input gradient into `dx`.
+            let pass = |n: usize,
+                        ws: &mut Workspace<F>,
+                        dy: &[F],
+                        g: &mut LayerGrads<F>,
+                        dx: &mut [F],
+                        (dh0, dc0): (Option<&mut [F]>, Option<&mut [F]>)| {
                 let up_n = Upstream {
-                    dy: Some(&half[..]),
+                    dy: Some(dy),
                     dh_n: up.dh_n.map(|v| &v[slice(n)]),
                     dc_n: up.dc_n.map(|v| &v[slice(n)]),
                 };
                 let inputs_n = InputGrads {
-                    dx: Some(&mut dx_dirs[di][..t * b * in_w]),
-                    dh0: inputs.dh0.as_deref_mut().map(|v| &mut v[slice(n)]),
-                    dc0: inputs.dc0.as_deref_mut().map(|v| &mut v[slice(n)]),
+                    dx: Some(&mut dx[..t * b * in_w]),
+                    dh0,
+                    dc0,
                 };
-                self.layers[n].backward(
-                    &mut passes[n],
-                    input,
-                    up_n,
-                    &mut grads.layers[n],
-                    inputs_n,
-                    mode,
+                self.layers[n].backward(ws, input, up_n, g, inputs_n, mode)
+            };
+            let states = pair_of_states(
+                inputs.dh0.as_deref_mut(),
+                inputs.dc0.as_deref_mut(),
+                k * d,
+                b * h,
+                d,
+            );
+            if d == 1 {
+                pass(
+                    k,
+                    &mut passes[k],
+                    &dy_cur[..wide],
+                    &mut grads.layers[k],
+                    &mut dx_dirs[0],
+                    states.0,
+                )?;
+            } else {
+                let [half_f, half_r] = &mut *halves;
+                take_half(&dy_cur[..wide], half_f, h, d, 0);
+                take_half(&dy_cur[..wide], half_r, h, d, 1);
+                let (pf, pr) = passes[2 * k..2 * k + 2].split_at_mut(1);
+                let (gf, gr) = grads.layers[2 * k..2 * k + 2].split_at_mut(1);
+                let (xf, xr) = dx_dirs.split_at_mut(1);
+                let (sf, sr) = states;
+                self.both(
+                    || pass(2 * k, &mut pf[0], half_f, &mut gf[0], &mut xf[0], sf),
+                    || pass(2 * k + 1, &mut pr[0], half_r, &mut gr[0], &mut xr[0], sr),
                 )?;
             }
             // The gradient of layer k's input: the directions' sum.
@@ -618,4 +718,31 @@ fn draw_mask<F: Float>(rng: &mut StdRng, p: f64, mask: &mut [F]) {
     for m in mask {
         *m = if rng.random_bool(p) { F::ZERO } else { keep };
     }
+}
+
+/// The state slices `[B, H]` (`bh` elements) of passes `n0` and `n0 + 1` in `h [L·D, B, H]` and
+/// `c`, as two disjoint pairs `(h, c)`; the second pair is empty when `d = 1`.
+#[allow(clippy::type_complexity)]
+fn pair_of_states<'a, F>(
+    h: Option<&'a mut [F]>,
+    c: Option<&'a mut [F]>,
+    n0: usize,
+    bh: usize,
+    d: usize,
+) -> (
+    (Option<&'a mut [F]>, Option<&'a mut [F]>),
+    (Option<&'a mut [F]>, Option<&'a mut [F]>),
+) {
+    let split = |v: Option<&'a mut [F]>| -> (Option<&'a mut [F]>, Option<&'a mut [F]>) {
+        match v {
+            None => (None, None),
+            Some(v) => {
+                let (a, b) = v[n0 * bh..(n0 + d) * bh].split_at_mut(bh);
+                (Some(a), (d == 2).then_some(b))
+            }
+        }
+    };
+    let (hf, hr) = split(h);
+    let (cf, cr) = split(c);
+    ((hf, cf), (hr, cr))
 }
