@@ -307,8 +307,8 @@ impl<F: Float> Buffers<F> {
 }
 
 /// Everything a layer's forward (and backward) needs besides the caller's buffers, sized once
-/// for a batch: `B` rows of `T` steps ([`Batch::Fixed`]) or rows of their own lengths padded to
-/// `T` ([`Batch::Padded`]). Made by [`Layer::workspace`](crate::Layer::workspace); nothing is
+/// for a batch: `B` rows of `T` steps ([`Batch::Fixed`](crate::Batch::Fixed)) or rows of their own lengths padded to
+/// `T` ([`Batch::Padded`](crate::Batch::Padded)). Made by [`Layer::workspace`](crate::Layer::workspace); nothing is
 /// allocated per step.
 ///
 /// A training forward fills it with what backward needs; backward then consumes it (the saved
@@ -338,7 +338,7 @@ pub(crate) enum BatchBuffers<F> {
 impl<F: Float> Workspace<F> {
     /// A workspace for `dims.batch` rows of `dims.seq_len` steps of a `cell` layer with
     /// `dims.input` inputs and `dims.hidden` units (the same as
-    /// [`Layer::workspace`](crate::Layer::workspace) with [`Batch::Fixed`]).
+    /// [`Layer::workspace`](crate::Layer::workspace) with [`Batch::Fixed`](crate::Batch::Fixed)).
     pub fn new(cell: CellKind, dims: Dims, mode: Mode) -> Result<Self> {
         Ok(Workspace {
             batch: BatchBuffers::Fixed(Buffers::new(cell, dims, mode)?),

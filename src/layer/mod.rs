@@ -1,5 +1,5 @@
 //! One recurrent layer: its parameters in PyTorch's layout, their packed copies, its threads,
-//! and the entry points of a pass (validation, then the [`sequence`](crate::sequence) drivers).
+//! and the entry points of a pass (validation, then the [`sequence`] drivers).
 
 mod buffers;
 
@@ -388,10 +388,10 @@ impl<F: Float> Layer<F> {
     /// `x[t], x[t+1], ...`, and the final state is the one after step 0, as in the reverse
     /// half of PyTorch's bidirectional layers.
     ///
-    /// Over a padded batch ([`Batch::Padded`](crate::Batch::Padded)), `y` is zero at the
+    /// Over a padded batch ([`Batch::Padded`]), `y` is zero at the
     /// padding, the padding of `x` is never read, and the final state of a row is its state
     /// after its own last step (its initial state for a row of length 0); see
-    /// [`sequence::padded`](crate::sequence::padded).
+    /// [`sequence::padded`].
     ///
     /// NaN or infinity in inputs or weights propagate to the outputs (never a panic); check
     /// outputs with `is_finite` where that matters. A call refused by validation changes

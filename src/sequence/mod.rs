@@ -3,7 +3,7 @@
 
 pub(crate) mod backward;
 pub(crate) mod forward;
-pub(crate) mod padded;
+pub mod padded;
 
 use crate::shape::Direction;
 

@@ -33,7 +33,7 @@
 //! sum over `k` in a fixed order, independent of the batch (`tests/padded.rs` compares bit
 //! for bit).
 //!
-//! The workspace holds one [`Workspace`] per segment (together the size of one for the valid
+//! The workspace holds one fixed batch's buffers per segment (together the size of one for the valid
 //! steps only, no padding), a gather buffer for the largest segment's `x` and `y` (and `dx`
 //! in training), and the state of every row. It is made for one `lengths` and allocates
 //! everything then: forward and backward allocate nothing.

@@ -5,7 +5,7 @@
 //! Layouts are PyTorch's: `x [T, B, I]`; `y [T, B, D·H]` with the forward direction's half
 //! first; states `h0`, `c0`, `h_n`, `c_n` and their gradients `[L·D, B, H]`, slice
 //! `layer·D + direction`; layer `k >= 1` reads the `D·H` outputs of layer `k - 1`. Over a padded
-//! batch ([`Batch::Padded`]) the reverse direction of every layer starts at each row's own last
+//! batch ([`Batch::Padded`](crate::Batch::Padded)) the reverse direction of every layer starts at each row's own last
 //! valid step, as PyTorch's packed sequences do, and `y` is zero past a row's length.
 //!
 //! Dropout between layers is PyTorch's: in training ([`Mode::Training`] workspaces) with
@@ -16,20 +16,23 @@
 //! backward applies the same mask to the gradient. With `p = 0` nothing is drawn and the
 //! results are bit for bit those of a stack without dropout.
 
+mod halves;
 mod stream;
+mod workspace;
 
 pub use stream::StreamingStack;
+pub use workspace::StackWorkspace;
 
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
+use halves::{pair_of_states, put_half, take_half};
+use workspace::draw_mask;
 
 use std::sync::Arc;
 
-use crate::error::{Error, Result, check_len, check_opt_len, mul_len, try_zeroed};
+use crate::error::{Error, Result, check_len, check_opt_len, mul_len};
 use crate::exec::pool::JoinedPool;
 use crate::float::Float;
 use crate::layer::{FinalState, InitialState, InputGrads, Layer, Upstream};
-use crate::shape::{Batch, CellKind, Direction, GradMode, Mode};
+use crate::shape::{CellKind, Direction, GradMode, Mode};
 use crate::weights::LayerGrads;
 use crate::workspace::Workspace;
 
@@ -82,78 +85,6 @@ pub struct Stack<F> {
 pub struct StackGrads<F> {
     /// `layer·D + direction`.
     pub layers: Vec<LayerGrads<F>>,
-}
-
-/// The buffers of a stack's passes over one batch: a [`Workspace`] per `(layer, direction)`,
-/// the output of every layer but the last (the next layer's input, kept for backward), and
-/// scratch for one direction's outputs and gradients.
-#[derive(Debug)]
-pub struct StackWorkspace<F> {
-    seq_len: usize,
-    batch: usize,
-    mode: Mode,
-    /// `layer·D + direction`.
-    passes: Vec<Workspace<F>>,
-    /// Layer `k`'s output `[T, B, D·H]` for `k < L - 1`.
-    outputs: Vec<Vec<F>>,
-    /// Each direction's `y` or `dy`, `[T, B, H]` (a bidirectional stack's).
-    halves: [Vec<F>; 2],
-    /// Per direction, the gradient of a layer's input, `[T, B, max(I, D·H)]`.
-    dx: Vec<Vec<F>>,
-    /// The gradient reaching layer `k`'s output, `[T, B, D·H]` (two, read one, write the other).
-    dy: [Vec<F>; 2],
-    /// Dropout between layers (training with `p > 0`): per layer boundary `k` (`k < L - 1`),
-    /// the mask as factors (`0` or `1 / (1 - p)`) and layer `k + 1`'s input, `[T, B, D·H]`.
-    masks: Vec<Vec<F>>,
-    dropped: Vec<Vec<F>>,
-    /// The probability the buffers above were made for (0: none).
-    dropout: f64,
-    /// Whether the last training forward applied dropout (its backward applies the masks).
-    masked: bool,
-    rng: StdRng,
-}
-
-impl<F: Float> StackWorkspace<F> {
-    /// `T` (padded) steps.
-    pub fn seq_len(&self) -> usize {
-        self.seq_len
-    }
-    /// `B` rows.
-    pub fn batch(&self) -> usize {
-        self.batch
-    }
-    /// The mode this workspace serves.
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-    /// The dropout factors (`0` or `1 / (1 - p)`) the last training forward applied to layer
-    /// `boundary`'s output (`boundary < L - 1`), `[T, B, D·H]`; `None` where it applied none.
-    pub fn dropout_mask(&self, boundary: usize) -> Option<&[F]> {
-        self.masked
-            .then(|| self.masks.get(boundary).map(Vec::as_slice))
-            .flatten()
-    }
-
-    /// Restarts the dropout masks' generator from `seed`: the next training forwards draw the
-    /// masks they drew after a workspace was made with this seed.
-    pub fn reseed(&mut self, seed: u64) {
-        self.rng = StdRng::seed_from_u64(seed);
-    }
-
-    /// Size in bytes.
-    pub fn bytes(&self) -> usize {
-        let own: usize = self
-            .outputs
-            .iter()
-            .chain(&self.dx)
-            .chain(&self.dy)
-            .chain(&self.masks)
-            .chain(&self.dropped)
-            .map(Vec::len)
-            .sum();
-        (own + self.halves.iter().map(Vec::len).sum::<usize>()) * core::mem::size_of::<F>()
-            + self.passes.iter().map(Workspace::bytes).sum::<usize>()
-    }
 }
 
 impl<F: Float> Stack<F> {
@@ -358,75 +289,6 @@ impl<F: Float> Stack<F> {
                 .iter()
                 .map(Layer::zero_grads)
                 .collect::<Result<_>>()?,
-        })
-    }
-
-    /// A workspace for passes over `seq_len` steps of `batch` (fixed or padded, as
-    /// [`Layer::workspace`]).
-    pub fn workspace<'b>(
-        &self,
-        seq_len: usize,
-        batch: impl Into<Batch<'b>>,
-        mode: Mode,
-    ) -> Result<StackWorkspace<F>> {
-        let batch = batch.into();
-        let b = match batch {
-            Batch::Fixed(b) => b,
-            Batch::Padded(l) => l.len(),
-        };
-        let passes = self
-            .layers
-            .iter()
-            .map(|l| l.workspace(seq_len, batch, mode))
-            .collect::<Result<Vec<_>>>()?;
-        let tb = mul_len("stack buffers", seq_len, b)?;
-        let wide = mul_len("stack buffers", tb, self.output_size())?;
-        let half = mul_len("stack buffers", tb, self.hidden)?;
-        let training = mode == Mode::Training;
-        let widest_in = mul_len("stack buffers", tb, self.input.max(self.output_size()))?;
-        let d = self.directions.count();
-        let boundaries = if training && self.dropout > 0.0 {
-            self.num_layers - 1
-        } else {
-            0
-        };
-        let boundary_buf = || try_zeroed("stack dropout buffer", wide);
-        Ok(StackWorkspace {
-            masks: (0..boundaries)
-                .map(|_| boundary_buf())
-                .collect::<Result<_>>()?,
-            dropped: (0..boundaries)
-                .map(|_| boundary_buf())
-                .collect::<Result<_>>()?,
-            dropout: if boundaries > 0 { self.dropout } else { 0.0 },
-            masked: false,
-            rng: StdRng::seed_from_u64(self.dropout_seed),
-            seq_len,
-            batch: b,
-            mode,
-            passes,
-            outputs: (0..self.num_layers - 1)
-                .map(|_| try_zeroed("stack layer output", wide))
-                .collect::<Result<_>>()?,
-            halves: if d == 2 {
-                [
-                    try_zeroed("stack direction buffer", half)?,
-                    try_zeroed("stack direction buffer", half)?,
-                ]
-            } else {
-                [Vec::new(), Vec::new()]
-            },
-            dx: (0..if training { d } else { 0 })
-                .map(|_| try_zeroed("stack input gradient", widest_in))
-                .collect::<Result<_>>()?,
-            dy: if training {
-                [
-                    try_zeroed("stack output gradient", wide)?,
-                    try_zeroed("stack output gradient", wide)?,
-                ]
-            } else {
-                [Vec::new(), Vec::new()]
-            },
         })
     }
 
@@ -692,57 +554,4 @@ impl<F: Float> Stack<F> {
         }
         Ok(())
     }
-}
-
-/// Writes one direction's `half [T·B, H]` into columns `di·H..(di+1)·H` of `out [T·B, D·H]`.
-fn put_half<F: Copy>(out: &mut [F], half: &[F], h: usize, d: usize, di: usize) {
-    for (o, s) in out.chunks_exact_mut(d * h).zip(half.chunks_exact(h)) {
-        o[di * h..(di + 1) * h].copy_from_slice(s);
-    }
-}
-
-/// Reads columns `di·H..(di+1)·H` of `src [T·B, D·H]` into `half [T·B, H]`.
-fn take_half<F: Copy>(src: &[F], half: &mut [F], h: usize, d: usize, di: usize) {
-    for (s, o) in src.chunks_exact(d * h).zip(half.chunks_exact_mut(h)) {
-        o.copy_from_slice(&s[di * h..(di + 1) * h]);
-    }
-}
-
-/// Fills `mask` with dropout factors: each `0` with probability `p`, else `1 / (1 - p)`.
-fn draw_mask<F: Float>(rng: &mut StdRng, p: f64, mask: &mut [F]) {
-    let keep = if p < 1.0 {
-        F::from_f64(1.0 / (1.0 - p))
-    } else {
-        F::ZERO
-    };
-    for m in mask {
-        *m = if rng.random_bool(p) { F::ZERO } else { keep };
-    }
-}
-
-/// The state slices `[B, H]` (`bh` elements) of passes `n0` and `n0 + 1` in `h [L·D, B, H]` and
-/// `c`, as two disjoint pairs `(h, c)`; the second pair is empty when `d = 1`.
-#[allow(clippy::type_complexity)]
-fn pair_of_states<'a, F>(
-    h: Option<&'a mut [F]>,
-    c: Option<&'a mut [F]>,
-    n0: usize,
-    bh: usize,
-    d: usize,
-) -> (
-    (Option<&'a mut [F]>, Option<&'a mut [F]>),
-    (Option<&'a mut [F]>, Option<&'a mut [F]>),
-) {
-    let split = |v: Option<&'a mut [F]>| -> (Option<&'a mut [F]>, Option<&'a mut [F]>) {
-        match v {
-            None => (None, None),
-            Some(v) => {
-                let (a, b) = v[n0 * bh..(n0 + d) * bh].split_at_mut(bh);
-                (Some(a), (d == 2).then_some(b))
-            }
-        }
-    };
-    let (hf, hr) = split(h);
-    let (cf, cr) = split(c);
-    ((hf, cf), (hr, cr))
 }
