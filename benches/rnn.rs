@@ -21,8 +21,8 @@ use criterion::{
 use fused_rnn::Direction;
 use fused_rnn::bench_support::PackedStepGemm;
 use fused_rnn::{
-    CellKind, FinalState, GradMode, GruVariant, InitialState, InputGrads, Isa, Layer, Mode,
-    RnnActivation, StreamingLayer, Upstream, reference,
+    CellKind, Directions, FinalState, GradMode, GruVariant, InitialState, InputGrads, Isa, Layer,
+    Mode, RnnActivation, Stack, StreamingLayer, Upstream, reference,
 };
 
 /// A named benchmark shape.
@@ -516,7 +516,104 @@ fn padded(c: &mut Criterion) {
     }
 }
 
+/// Stacks (the shapes): a bidirectional LSTM layer at B = 1, 4, 32 (I = H = 256,
+/// T = 128, inference), and a 2-layer bidirectional LSTM at B = 32, I = H = 512, T = 64,
+/// inference and training, fixed and with lengths spread over [T/2, T]. Flops count the valid
+/// steps only (`2·G·H·(in + H)` per step, row and (layer, direction), `in` = I for layer 0 and
+/// `2H` above; training three times).
+fn stack(c: &mut Criterion) {
+    let threads = bench_threads();
+    let mut g = c.benchmark_group("stack");
+    let cases: [(usize, usize, usize, usize, bool, bool); 6] = [
+        (1, 1, 256, 128, false, false),
+        (1, 4, 256, 128, false, false),
+        (1, 32, 256, 128, false, false),
+        (2, 32, 512, 64, true, false),
+        (2, 32, 512, 64, true, true),
+        (2, 32, 512, 64, false, true),
+    ];
+    for (layers, b, ih, t, train, padded) in cases {
+        let mut stack =
+            Stack::<f32>::with_seeded_init(CellKind::Lstm, ih, ih, layers, Directions::Both, 1)
+                .unwrap();
+        stack.set_threads(threads).unwrap();
+        // Every length distinct where the batch allows, spread over [T/2, T].
+        let lengths: Vec<usize> = (0..b).map(|r| t - r * (t / 2) / b.max(1)).collect();
+        let valid: usize = if padded { lengths.iter().sum() } else { t * b };
+        // Per valid step, row and direction: 2·G·H·(in + H), in = I for layer 0 and 2H above.
+        let per_step: usize = (0..layers)
+            .map(|k| 2 * 4 * ih * (if k == 0 { ih } else { 2 * ih } + ih))
+            .sum();
+        let fwd = (valid * per_step * 2) as u64;
+        let mode = if train {
+            Mode::Training
+        } else {
+            Mode::Inference
+        };
+        let mut ws = if padded {
+            stack.workspace(t, &lengths, mode).unwrap()
+        } else {
+            stack.workspace(t, b, mode).unwrap()
+        };
+        let x = vec![0.1f32; t * b * ih];
+        let dy = vec![0.01f32; t * b * 2 * ih];
+        let mut y = vec![0.0f32; t * b * 2 * ih];
+        let mut dx = vec![0.0f32; t * b * ih];
+        let mut grads = stack.zero_grads().unwrap();
+        let name = format!(
+            "lstm_L{layers}_bi_t{t}_b{b}_i{ih}_h{ih}{}{}",
+            if padded { "_padded" } else { "" },
+            if train { "_training" } else { "" }
+        );
+        configure(&mut g, if train { 3 * fwd } else { fwd });
+        g.throughput(Throughput::Elements(fwd));
+        g.bench_function(format!("{name}/forward"), |bch| {
+            bch.iter(|| {
+                stack
+                    .forward(
+                        &mut ws,
+                        &x,
+                        InitialState::default(),
+                        &mut y,
+                        FinalState::default(),
+                    )
+                    .unwrap();
+                black_box(&y);
+            })
+        });
+        if train {
+            g.throughput(Throughput::Elements(3 * fwd));
+            g.bench_function(format!("{name}/forward_backward"), |bch| {
+                bch.iter(|| {
+                    stack
+                        .forward(
+                            &mut ws,
+                            &x,
+                            InitialState::default(),
+                            &mut y,
+                            FinalState::default(),
+                        )
+                        .unwrap();
+                    let up = Upstream {
+                        dy: Some(&dy),
+                        ..Default::default()
+                    };
+                    let inputs = InputGrads {
+                        dx: Some(&mut dx),
+                        ..Default::default()
+                    };
+                    stack
+                        .backward(&mut ws, &x, up, &mut grads, inputs, GradMode::Overwrite)
+                        .unwrap();
+                    black_box(&grads);
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 criterion_group!(
-    benches, ceiling, streaming, deepbench, seq_len, denormal, padded
+    benches, ceiling, streaming, deepbench, seq_len, denormal, padded, stack
 );
 criterion_main!(benches);
