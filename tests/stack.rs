@@ -671,3 +671,45 @@ fn a_streaming_stack_is_the_sequence_forward_step_by_step() {
     let bi = Stack::<f32>::with_seeded_init(CellKind::Lstm, 2, 4, 2, Directions::Both, 0).unwrap();
     assert!(StreamingStack::new(&bi, 1).is_err());
 }
+
+/// Stacks round-trip through ONNX nodes, both directions in one tensor per layer (ONNX's
+/// `direction = "bidirectional"`), bit for bit for every cell; nodes that disagree on
+/// `num_directions` are refused.
+#[test]
+fn stacks_round_trip_through_onnx_nodes() {
+    use fused_rnn::interop::onnx::{OnnxOp, stack_from_onnx, stack_layer_to_onnx};
+    for cell in CellKind::ALL {
+        for dirs in [Directions::Forward, Directions::Both] {
+            let stack = Stack::<f64>::with_seeded_init(cell, 3, 5, 2, dirs, 4).unwrap();
+            let nodes: Vec<_> = (0..2)
+                .map(|k| stack_layer_to_onnx(&stack, k).unwrap())
+                .collect();
+            assert!(stack_layer_to_onnx(&stack, 2).is_none());
+            assert_eq!(nodes[0].dims.num_directions, dirs.count());
+            let op: OnnxOp = nodes[0].op;
+            let views: Vec<_> = nodes.iter().map(|n| (n.dims, n.tensors())).collect();
+            let back = stack_from_onnx(op, &views).unwrap();
+            for ((k, dir, a), (_, _, b)) in stack.layers().zip(back.layers()) {
+                let (wa, wb) = (a.weights(), b.weights());
+                assert_eq!(
+                    (wa.weight_ih, wa.weight_hh, wa.bias_ih, wa.bias_hh),
+                    (wb.weight_ih, wb.weight_hh, wb.bias_ih, wb.bias_hh),
+                    "{} layer {k} {dir:?}",
+                    cell.name()
+                );
+            }
+            if dirs == Directions::Both {
+                let mut one = nodes[1].clone();
+                one.dims.num_directions = 1;
+                one.w.truncate(one.w.len() / 2);
+                one.r.truncate(one.r.len() / 2);
+                one.b.truncate(one.b.len() / 2);
+                let mixed = [
+                    (nodes[0].dims, nodes[0].tensors()),
+                    (one.dims, one.tensors()),
+                ];
+                assert!(stack_from_onnx(op, &mixed).is_err());
+            }
+        }
+    }
+}

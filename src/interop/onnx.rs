@@ -45,6 +45,7 @@ use crate::error::{Error, Result, check_len, mul_len};
 use crate::float::Float;
 use crate::layer::Layer;
 use crate::shape::{CellKind, GruVariant, RnnActivation};
+use crate::stack::{Directions, Stack};
 use crate::weights::LayerWeights;
 
 /// An ONNX recurrent operator with the attributes that choose the function.
@@ -205,6 +206,90 @@ pub fn to_onnx<F: Float>(layer: &Layer<F>) -> OnnxWeights<F> {
         r,
         b,
     }
+}
+
+/// One ONNX node's tensors for layer `k` of a stack, both directions in one tensor where the
+/// stack is bidirectional (`direction = "bidirectional"`, `num_directions = 2`, forward at
+/// index 0): `W [D, G*H, in]`, `R [D, G*H, H]`, `B [D, 2*G*H]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnnxNode<F> {
+    /// The operator and the attributes that matter.
+    pub op: OnnxOp,
+    /// The extents, `num_directions` included.
+    pub dims: OnnxDims,
+    /// `W [num_directions, G*H, I]`.
+    pub w: Vec<F>,
+    /// `R [num_directions, G*H, H]`.
+    pub r: Vec<F>,
+    /// `B [num_directions, 2*G*H]`.
+    pub b: Vec<F>,
+}
+
+impl<F: Float> OnnxNode<F> {
+    /// Borrowed views of the tensors, for [`from_onnx`] and [`stack_from_onnx`].
+    pub fn tensors(&self) -> OnnxTensors<'_, F> {
+        OnnxTensors {
+            w: &self.w,
+            r: &self.r,
+            b: Some(&self.b),
+            p: None,
+        }
+    }
+}
+
+/// Layer `k` of `stack` as one ONNX node ([`OnnxNode`]), both directions stacked along the
+/// leading axis for a bidirectional stack; `None` past the last layer. Exact, as [`to_onnx`].
+pub fn stack_layer_to_onnx<F: Float>(stack: &Stack<F>, k: usize) -> Option<OnnxNode<F>> {
+    let dirs: Vec<OnnxWeights<F>> = stack
+        .directions()
+        .iter()
+        .map(|dir| stack.layer(k, dir).map(to_onnx))
+        .collect::<Option<_>>()?;
+    let first = &dirs[0];
+    Some(OnnxNode {
+        op: first.op,
+        dims: OnnxDims {
+            input_size: first.input_size,
+            hidden_size: first.hidden_size,
+            num_directions: dirs.len(),
+        },
+        w: dirs.iter().flat_map(|d| d.w.iter().copied()).collect(),
+        r: dirs.iter().flat_map(|d| d.r.iter().copied()).collect(),
+        b: dirs.iter().flat_map(|d| d.b.iter().copied()).collect(),
+    })
+}
+
+/// A stack from a chain of ONNX nodes of operator `op`, one per layer, each `(dims, tensors)`
+/// with `num_directions` 1 (forward) or 2 (bidirectional) for all of them; layer `k >= 1`
+/// must read `num_directions * H` inputs. Errors as [`from_onnx`] and [`Stack::new`].
+pub fn stack_from_onnx<F: Float>(
+    op: OnnxOp,
+    nodes: &[(OnnxDims, OnnxTensors<'_, F>)],
+) -> Result<Stack<F>> {
+    let nd = nodes.first().map_or(1, |(d, _)| d.num_directions);
+    let directions = match nd {
+        1 => Directions::Forward,
+        2 => Directions::Both,
+        _ => {
+            return Err(Error::InvalidArgument {
+                what: "num_directions",
+                why: format!("must be 1 or 2, got {nd}"),
+            });
+        }
+    };
+    let mut layers = Vec::new();
+    for (k, (dims, t)) in nodes.iter().enumerate() {
+        if dims.num_directions != nd {
+            return Err(Error::InvalidArgument {
+                what: "num_directions",
+                why: format!("node {k} has {}, node 0 {nd}", dims.num_directions),
+            });
+        }
+        for dir in directions.iter() {
+            layers.push(from_onnx(op, *dims, *t, dir)?);
+        }
+    }
+    Stack::new(layers, nodes.len(), directions)
 }
 
 /// Builds our layer equivalent to `direction` of an ONNX operator `op` with tensors `t` of
