@@ -310,6 +310,19 @@ fn bad_stacks_and_buffers_are_errors() {
     assert!(matches!(r, Err(Error::WorkspaceMismatch { .. })), "{r:?}");
     // Padded lengths past T.
     assert!(stack.workspace(t, &[5, 1], Mode::Training).is_err());
+    // A workspace of another stack shape (the same L·D passes: 2 layers of 1 direction against
+    // 1 layer of 2) is refused before any layer runs.
+    let other = Stack::<f32>::with_seeded_init(cell, 3, 4, 1, Directions::Both, 1).unwrap();
+    let twice = Stack::<f32>::with_seeded_init(cell, 3, 4, 2, Directions::Forward, 1).unwrap();
+    let mut ows = other.workspace(t, b, Mode::Training).unwrap();
+    let r = twice.forward(
+        &mut ows,
+        &x,
+        InitialState::default(),
+        &mut y[..t * b * 4],
+        FinalState::default(),
+    );
+    assert!(matches!(r, Err(Error::WorkspaceMismatch { .. })), "{r:?}");
 }
 
 /// A backward refused for a buffer of the bottom layer (checked last by the layers' own

@@ -187,6 +187,35 @@ impl<F: Float> Stack<F> {
     pub fn output_size(&self) -> usize {
         self.directions.count() * self.hidden
     }
+    /// What a workspace must have been made for: cell, input, hidden, layers, directions.
+    fn shape(&self) -> (CellKind, usize, usize, usize, Directions) {
+        (
+            self.cell,
+            self.input,
+            self.hidden,
+            self.num_layers,
+            self.directions,
+        )
+    }
+
+    /// [`Error::WorkspaceMismatch`] unless `ws` was made by a stack of this shape (checked
+    /// before any layer runs: a layer's own check would come after the layers before it ran).
+    fn check_serves(&self, ws: &StackWorkspace<F>) -> Result<()> {
+        if ws.shape == self.shape() {
+            return Ok(());
+        }
+        let show = |(c, i, h, l, d): (CellKind, usize, usize, usize, Directions)| {
+            format!(
+                "{} stack with input {i}, hidden {h}, {l} layers, {d:?}",
+                c.name()
+            )
+        };
+        Err(Error::WorkspaceMismatch {
+            expected: show(self.shape()),
+            got: show(ws.shape),
+        })
+    }
+
     /// The layer of `(layer, direction)`.
     pub fn layer(&self, layer: usize, direction: Direction) -> Option<&Layer<F>> {
         self.layers.get(self.index(layer, direction)?)
@@ -304,6 +333,7 @@ impl<F: Float> Stack<F> {
         y: &mut [F],
         mut fin: FinalState<'_, F>,
     ) -> Result<()> {
+        self.check_serves(ws)?;
         let (t, b, h) = (ws.seq_len, ws.batch, self.hidden);
         let (l_count, d) = (self.num_layers, self.directions.count());
         let states = l_count * d * b * h;
@@ -409,6 +439,7 @@ impl<F: Float> Stack<F> {
         mut inputs: InputGrads<'_, F>,
         mode: GradMode,
     ) -> Result<()> {
+        self.check_serves(ws)?;
         let (t, b, h) = (ws.seq_len, ws.batch, self.hidden);
         let (l_count, d) = (self.num_layers, self.directions.count());
         let states = l_count * d * b * h;

@@ -6,8 +6,8 @@ use rand::{RngExt, SeedableRng};
 
 use crate::error::{Result, mul_len, try_zeroed};
 use crate::float::Float;
-use crate::shape::{Batch, Mode};
-use crate::stack::Stack;
+use crate::shape::{Batch, CellKind, Mode};
+use crate::stack::{Directions, Stack};
 use crate::workspace::Workspace;
 
 /// The buffers of a stack's passes over one batch: a [`Workspace`] per `(layer, direction)`,
@@ -15,6 +15,8 @@ use crate::workspace::Workspace;
 /// scratch for one direction's outputs and gradients.
 #[derive(Debug)]
 pub struct StackWorkspace<F> {
+    /// The stack it was made for: cell, input, hidden, layers, directions.
+    pub(super) shape: (CellKind, usize, usize, usize, Directions),
     pub(super) seq_len: usize,
     pub(super) batch: usize,
     pub(super) mode: Mode,
@@ -114,6 +116,7 @@ impl<F: Float> Stack<F> {
         };
         let boundary_buf = || try_zeroed("stack dropout buffer", wide);
         Ok(StackWorkspace {
+            shape: self.shape(),
             masks: (0..boundaries)
                 .map(|_| boundary_buf())
                 .collect::<Result<_>>()?,
