@@ -7,14 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 threads="${1:-2}"
-venv=".venv"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --upgrade pip
-  "$venv/bin/pip" install --quiet onnxruntime onnx numpy
-  # PyTorch's PyPI wheel is the CUDA build (GBs of dependencies); without it only ORT runs.
-  "$venv/bin/pip" install --quiet torch || echo "torch could not be installed: PyTorch columns stay empty"
-fi
+source ./venv.sh
 # Ours before and after the peers, in the same session: the machine drifts between a fast and
 # a slow state, and the two runs of ours show which one the peers saw.
 ours() { (cd ../.. && cargo run --quiet --release --example peer_shapes -- "$threads"); }

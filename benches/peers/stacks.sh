@@ -6,13 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 threads="${1:-2}"
-venv=".venv"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --upgrade pip
-  "$venv/bin/pip" install --quiet onnxruntime onnx numpy
-  "$venv/bin/pip" install --quiet torch || echo "torch could not be installed: PyTorch columns stay empty"
-fi
+source ./venv.sh
 ours() { (cd ../.. && cargo run --quiet --release --example stack_shapes -- "$threads"); }
 {
   ours
