@@ -421,7 +421,7 @@ fn denormal(c: &mut Criterion) {
     g.finish();
 }
 
-/// Padded batches (`forward_padded`) against the same batch run at its full length. LSTM and
+/// Padded batches (a workspace of `Batch::Padded`) against the same batch run at its full length. LSTM and
 /// GRU, B = 32, I = H = 512, T = 128, with two sets of lengths: every length distinct (64, 66,
 /// ..., 124, 128: 32 segments, the most a batch of 32 can have, most of them 2 steps of a few
 /// rows; 74% of the padded work), and four lengths (64, 84, 108, 128, eight rows each: 4

@@ -12,7 +12,7 @@
 //! with [`fused_rnn::interop::pytorch`], run forward (training) and backward on the case's loss
 //! `L = sum(y*dY) + sum(h_T*dh_T) [+ sum(c_T*dc_T)]`, and each tensor is printed with its max
 //! absolute error and max relative error. A case with `lengths` (PyTorch's packed sequences)
-//! runs as a padded batch (`Layer::forward_padded`, `backward_padded`); the file's padding of
+//! runs as a padded batch (a workspace of `Batch::Padded`); the file's padding of
 //! `x` and `dY` holds random values that must not matter.
 //!
 //! # Errors and tolerance

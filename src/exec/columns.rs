@@ -242,7 +242,7 @@ pub(crate) enum Recurrent<'a, F> {
 
 /// `out [B, G*hc]` = `h_prev [B, H] · W_hhᵀ` for hidden units `u0..u1`, from `pass.w_hh_t`
 /// walked in `order`: the recurrent half of a slice's step, which needs nothing but
-/// `h_{t-1}`, so a streaming worker computes it between steps (see `step_workers`). Each
+/// `h_{t-1}`, so a streaming worker computes it between steps (see `stream_workers`). Each
 /// element is the sum over `k` in order whatever the tiling, so it has the bits
 /// [`step_slice`] would compute.
 pub(crate) fn recurrent_columns<F: Float>(

@@ -293,7 +293,7 @@ impl<F: Float> Segments<F> {
 /// [`Layer::forward`] over a padded batch: `x [T, B, I]` in, `y [T, B, H]` out (zero at the
 /// padding), each row's final state after its own last step (see the
 /// [module docs](crate::sequence::padded)). A [`Mode::Training`] workspace keeps what
-/// [`Layer::backward_padded`] needs.
+/// [`backward`] needs. Each segment runs forward; a reverse pass gathers its rows backwards.
 ///
 /// Errors as [`Layer::forward`]'s, for the padded batch's `T` and `B`.
 pub(crate) fn forward<F: Float>(
@@ -384,7 +384,7 @@ pub(crate) fn forward<F: Float>(
     Ok(())
 }
 
-/// [`Layer::backward`] over the last training [`Layer::forward_padded`] with `ws`: `x` must
+/// [`Layer::backward`] over the last training [`forward`] with `ws`: `x` must
 /// be the input that forward saw. `dy` at the padding is not read, `dx` there is zero,
 /// `dh_n`/`dc_n` of a row enter at its last valid step (see the
 /// [module docs](crate::sequence::padded)). Weight gradients go to `grads`, added or overwritten by
